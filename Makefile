@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make reproduce` (the whole study) and `make test`.
+# Each creates .venv from requirements.txt when it is missing or out of date.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: venv test lint reproduce bench lab clean-runs
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff format --check rcl tests
+	$(BIN)/ruff check rcl tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+reproduce: venv
+	$(BIN)/python -m rcl.reproduce $(ARGS)
+
+bench: venv
+	$(BIN)/python -m rcl.bench $(ARGS)
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs/

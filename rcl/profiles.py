@@ -1,0 +1,285 @@
+"""Profiles: one parameter that picks a coherent set of sizes for the whole study.
+
+- ``smoke``: CPU, seconds per notebook, a tiny-width ResNet-18 on a few hundred images (CI, nbval).
+- ``quick``: one GPU, the whole study in well under an hour, ResNet-18 on CIFAR-10.
+- ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
+- ``auto``: ``smoke`` on CPU, ``quick`` on CUDA.
+
+Every field can be overridden by keyword: ``resolve("smoke", pretrain_epochs=5)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rcl.runtime import pick_device, project_root
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every size and setting a chapter needs. Epsilons and step sizes are in [0, 1] pixel units."""
+
+    profile: str
+    dataset: str
+    device: torch.device
+    seed: int
+    run_dir: Path
+    data_root: Path
+    # network
+    arch: str  # "resnet18" | "resnet50" (CIFAR stem)
+    width: int  # base width; 64 is the standard network
+    head_dim: int  # projection output (main study: 100)
+    # data sizes (None = the whole split)
+    n_train: int | None
+    n_test: int | None
+    batch_size: int
+    eval_batch_size: int
+    # schedules (main study: Adam 3e-4, no schedule, no weight decay)
+    pretrain_epochs: int
+    supervised_epochs: int
+    finetune_epochs: int  # adversarial fine-tuning (Partial-AT / Full-AT)
+    linear_epochs: int  # standard linear evaluation head
+    lr: float
+    temperature: float
+    # adversarial training (pre-training and fine-tuning)
+    train_eps: float
+    train_alpha: float
+    train_steps: int
+    # evaluation: the main study's setting (threat models I and II)
+    eval_eps: float
+    eval_alpha: float
+    eval_steps: int
+    # evaluation: the field's standard
+    std_eps: float
+    std_alpha: float
+    std_steps: int
+    eps_grid: tuple[float, ...]  # accuracy-vs-eps curves
+    autoattack_n: int  # test examples given to AutoAttack
+    # CKA and probes
+    cka_examples: int
+    probe_epochs: int
+    # ACL (Jiang et al.)
+    acl_epochs: int
+    acl_batch_size: int
+    acl_lr: float
+    acl_temperature: float
+    acl_finetune_epochs: int
+    acl_finetune_lr: float
+    n_val: int  # held-out validation examples for checkpoint selection (paper: 5,000)
+    # false negatives (Gupta et al.)
+    fn_epochs: int
+
+    def replace(self, **changes) -> Config:
+        """A copy with some fields changed (validated like ``resolve`` overrides)."""
+        _check_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """JSON-friendly view (device and paths as strings)."""
+        out = dataclasses.asdict(self)
+        out["device"] = str(self.device)
+        out["run_dir"] = str(self.run_dir)
+        out["data_root"] = str(self.data_root)
+        out["eps_grid"] = list(self.eps_grid)
+        return out
+
+    def chapter_dir(self, chapter: str) -> Path:
+        """``run_dir/<chapter>``, created on demand (e.g. ``cfg.chapter_dir("02_simclr")``)."""
+        path = self.run_dir / chapter
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+_EPS_GRID = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255)
+
+# Sizes per profile. Device, dataset, seed and folders are filled in by resolve().
+PROFILES: dict[str, dict] = {
+    "smoke": dict(
+        arch="resnet18",
+        width=8,
+        head_dim=32,
+        n_train=1024,
+        n_test=512,
+        batch_size=128,
+        eval_batch_size=256,
+        pretrain_epochs=4,
+        supervised_epochs=4,
+        finetune_epochs=2,
+        linear_epochs=10,
+        lr=3e-3,
+        temperature=0.2,
+        train_eps=8 / 255,
+        train_alpha=2 / 255,
+        train_steps=3,
+        eval_eps=4 / 255,
+        eval_alpha=0.01,
+        eval_steps=10,
+        std_eps=8 / 255,
+        std_alpha=2 / 255,
+        std_steps=5,
+        eps_grid=_EPS_GRID,
+        autoattack_n=64,
+        cka_examples=256,
+        probe_epochs=5,
+        acl_epochs=3,
+        acl_batch_size=128,
+        acl_lr=0.5,
+        acl_temperature=0.5,
+        acl_finetune_epochs=2,
+        acl_finetune_lr=0.1,
+        n_val=128,
+        fn_epochs=4,
+    ),
+    "quick": dict(
+        arch="resnet18",
+        width=64,
+        head_dim=100,
+        n_train=None,
+        n_test=None,
+        batch_size=512,
+        eval_batch_size=1024,
+        pretrain_epochs=30,
+        supervised_epochs=15,
+        finetune_epochs=5,
+        linear_epochs=10,
+        lr=1e-3,
+        temperature=0.2,
+        train_eps=8 / 255,
+        train_alpha=0.01,
+        train_steps=5,
+        eval_eps=4 / 255,
+        eval_alpha=0.01,
+        eval_steps=40,
+        std_eps=8 / 255,
+        std_alpha=2 / 255,
+        std_steps=20,
+        eps_grid=_EPS_GRID,
+        autoattack_n=1000,
+        cka_examples=5000,
+        probe_epochs=10,
+        acl_epochs=30,
+        acl_batch_size=512,
+        acl_lr=1.0,
+        acl_temperature=0.5,
+        acl_finetune_epochs=8,
+        acl_finetune_lr=0.1,
+        n_val=5000,
+        fn_epochs=30,
+    ),
+    "paper": dict(
+        arch="resnet50",
+        width=64,
+        head_dim=100,
+        n_train=None,
+        n_test=None,
+        batch_size=256,
+        eval_batch_size=512,
+        pretrain_epochs=200,
+        supervised_epochs=200,
+        finetune_epochs=25,
+        linear_epochs=100,
+        lr=3e-4,
+        temperature=0.07,
+        train_eps=8 / 255,
+        train_alpha=0.01,
+        train_steps=5,
+        eval_eps=4 / 255,
+        eval_alpha=0.01,
+        eval_steps=40,
+        std_eps=8 / 255,
+        std_alpha=2 / 255,
+        std_steps=20,
+        eps_grid=_EPS_GRID,
+        autoattack_n=10000,
+        cka_examples=10000,
+        probe_epochs=20,
+        acl_epochs=1000,
+        acl_batch_size=512,
+        acl_lr=5.0,
+        acl_temperature=0.5,
+        acl_finetune_epochs=25,
+        acl_finetune_lr=0.1,
+        n_val=5000,
+        fn_epochs=200,
+    ),
+}
+
+DEFAULT_DATASET = {"smoke": "synthetic", "quick": "cifar10", "paper": "cifar10"}
+
+_SIZE_FIELDS = {f.name for f in dataclasses.fields(Config)} - {
+    "profile",
+    "dataset",
+    "device",
+    "seed",
+    "run_dir",
+    "data_root",
+}
+_ALL_FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def _check_fields(names) -> None:
+    unknown = sorted(set(names) - _ALL_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; valid ones are: {', '.join(sorted(_ALL_FIELDS))}")
+
+
+def resolve(
+    profile: str = "auto",
+    dataset: str | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    **overrides,
+) -> Config:
+    """Build the Config for ``profile`` on ``device``; keyword overrides win over the profile.
+
+    ``run_dir`` defaults to ``<project>/runs/<profile>-<dataset>``, ``data_root`` to
+    ``<project>/data``. ``None`` overrides are ignored, so papermill parameters left at
+    ``None`` keep the profile's value.
+    """
+    device = pick_device(device)
+    if profile == "auto":
+        profile = "quick" if device.type == "cuda" else "smoke"
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of: auto, {', '.join(PROFILES)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    _check_fields(overrides)
+    fixed = sorted(set(overrides) - _SIZE_FIELDS)
+    if fixed:
+        raise ValueError(f"{fixed} are arguments of resolve() itself, not overrides")
+    sizes = {**PROFILES[profile], **overrides}
+    if "eps_grid" in overrides:
+        sizes["eps_grid"] = tuple(float(e) for e in overrides["eps_grid"])
+    dataset = dataset or DEFAULT_DATASET[profile]
+    root = project_root()
+    safe_name = dataset.replace(":", "-").replace("/", "_").strip("_-.")
+    run_dir = Path(run_dir) if run_dir else root / "runs" / f"{profile}-{safe_name}"
+    data_root = Path(data_root) if data_root else root / "data"
+    for name in ("train_eps", "eval_eps", "std_eps"):
+        if not 0.0 <= sizes[name] <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1] (pixel units), got {sizes[name]}; 8/255 is {8 / 255:.4f}")
+    return Config(
+        profile=profile,
+        dataset=dataset,
+        device=device,
+        seed=int(seed),
+        run_dir=run_dir,
+        data_root=data_root,
+        **sizes,
+    )
+
+
+def describe(cfg: Config) -> str:
+    """One line for a notebook's set-up cell."""
+    return (
+        f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} "
+        f"arch={cfg.arch}(width {cfg.width}) run_dir={cfg.run_dir}"
+    )
+
+
+__all__ = ["Config", "PROFILES", "DEFAULT_DATASET", "resolve", "describe"]
