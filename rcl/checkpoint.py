@@ -1,0 +1,215 @@
+"""Atomic, self-describing checkpoints.
+
+A checkpoint is one ``torch.save`` file holding the model's ``.config`` (so it knows its architecture),
+its ``state_dict``, optional optimizer and scheduler states, the epoch and an ``extra`` dict of plain
+values (history, metrics, settings). It is written to a temporary file in the same folder, flushed and
+fsynced, then moved over the old one with ``os.replace``: a run killed mid-save leaves the previous
+checkpoint intact. Everything stored is loadable with ``torch.load(weights_only=True)``, so loading never
+runs pickled code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rcl.models import build_model, describe_config
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: unreadable, not an rcl checkpoint, or for another architecture."""
+
+
+def _plain(value: Any, where: str = "extra") -> Any:
+    """``value`` as plain, weights_only-loadable data: Paths -> str, tensors detached to CPU, NumPy -> Python."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, torch.device | torch.dtype):
+        return str(value)
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str | int) else str(k)): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return value.item()  # NumPy scalars
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()  # NumPy arrays
+    raise TypeError(
+        f"{where} holds a {type(value).__name__}, which a weights_only checkpoint cannot store: "
+        "convert it to plain numbers, strings, lists, dicts or tensors"
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    epoch: int | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Atomically write ``model`` (config + weights) and training state to ``path``.
+
+    Args:
+        path: file to write (its folder is created); an existing file is replaced only once the new one is
+            complete on disk.
+        model: a module with a ``.config`` dict (every :mod:`rcl.models` module has one).
+        optimizer, scheduler: their ``state_dict()`` is stored when given (for resuming).
+        epoch: the last finished epoch, or None.
+        extra: plain data (numbers, strings, lists, tuples, dicts, tensors); Paths become strings.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise TypeError(f"{type(model).__name__} has no .config dict: save an rcl.models module")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT_VERSION,
+        "config": _plain(config, "model.config"),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": _plain(scheduler.state_dict(), "scheduler state") if scheduler is not None else None,
+        "epoch": None if epoch is None else int(epoch),
+        "extra": _plain(extra or {}),
+    }
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); silently skipped where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path, map_location: Any) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): delete it to retrain ({err})"
+        ) from err
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not an rcl checkpoint (no 'config'/'state_dict'): save it with rcl.checkpoint.save_checkpoint, "
+            "or delete it to retrain"
+        )
+    return ckpt
+
+
+def _check_compatible(path: Path, ckpt: dict, model: nn.Module) -> None:
+    """Raise before anything is copied if ``model`` cannot take the checkpoint's weights."""
+    saved, mine = ckpt["config"], getattr(model, "config", None)
+    if saved != mine:
+        a, b = describe_config(saved), describe_config(mine)
+        if a == b:
+            a, b = repr(saved), repr(mine)
+        raise CheckpointError(
+            f"checkpoint holds {a}, model is {b}: build the model from the checkpoint "
+            f"(rcl.checkpoint.load_model({str(path)!r}) or rcl.models.build_model(ckpt['config'])), "
+            f"or delete {path} to retrain"
+        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    stored = ckpt["state_dict"]
+    got = {k: tuple(v.shape) for k, v in stored.items() if isinstance(v, torch.Tensor)}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:5]
+        unexpected = sorted(set(got) - set(expected))[:5]
+        shapes = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:5]
+        raise CheckpointError(
+            f"{path} has the same config but different weights (missing {missing}, unexpected {unexpected}, "
+            f"shape differs {shapes}); it was probably written by another version of rcl: delete it to retrain"
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    map_location: Any = "cpu",
+) -> dict:
+    """Read a checkpoint and, when given, restore ``model`` / ``optimizer`` / ``scheduler`` from it.
+
+    The model is checked first (config, then every weight's name and shape) and only then loaded with
+    ``strict=True``, so a mismatch raises without leaving the model half-written.
+
+    Args:
+        path: file written by :func:`save_checkpoint`.
+        model: module to load the weights into (its ``.config`` must equal the stored one), or None.
+        optimizer, scheduler: restored when given (the checkpoint must hold their state).
+        map_location: as for ``torch.load`` (default ``"cpu"``; weights are copied onto the model's device).
+
+    Returns:
+        The checkpoint dict: ``{"format", "config", "state_dict", "optimizer", "scheduler", "epoch", "extra"}``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: unreadable file, not an rcl checkpoint, architecture mismatch, or missing
+            optimizer/scheduler state.
+    """
+    path = Path(path)
+    ckpt = _read(path, map_location)
+    if model is not None:
+        _check_compatible(path, ckpt, model)
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is not None and ckpt.get(name) is None:
+            raise CheckpointError(f"{path} holds no {name} state: pass {name}=None or delete it to retrain")
+    if model is not None:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored at ``path`` (``build_model(config)`` + weights) on ``device``, in eval mode."""
+    path = Path(path)
+    ckpt = _read(path, map_location=device)
+    try:
+        model = build_model(ckpt["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} holds a config rcl cannot build ({ckpt['config']!r}): {err}") from err
+    _check_compatible(path, ckpt, model)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.to(device).eval()
+
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "FORMAT_VERSION"]
