@@ -1,0 +1,354 @@
+"""Adversarial attacks on images: FGSM and PGD under L-inf and L2 threat models.
+
+- FGSM (Goodfellow, Shlens, Szegedy, ICLR 2015): ``x' = clip_[0,1](x + eps * sign(grad_x L(f(x), y)))``.
+- PGD (Madry et al., ICLR 2018, eq. 2): ``x^{t+1} = Proj_{B(x, eps) ∩ [0,1]}(x^t + alpha * step(grad_x L))``,
+  with ``step = sign(g)`` for L-inf and ``g / ||g||_2`` (per sample) for L2, from a random start in the ball.
+- The contrastive (representation) attack of the main study (Ghofrani et al.) and of ACL (Jiang et al.) is PGD
+  with ``loss_fn = contrastive_loss_fn(t)`` and ``target = z_clean``: it maximises NT-Xent between the embedding of
+  the perturbed image and the embedding of the clean one (:func:`contrastive_loss_fn`).
+
+The update and projection order follow torchattacks 3.5.1 (``PGD`` / ``PGDL2``): take the step, project the
+perturbation onto the eps-ball, then clip the image to [0, 1]. Gradients are taken with respect to the input only
+(``torch.autograd.grad``), so the model's parameter ``.grad`` fields are never touched. On CUDA the forward pass runs
+in bf16 autocast with channels_last inputs (:mod:`rcl.runtime`); the adversarial image itself stays float32.
+
+Epsilons and step sizes are in pixel units of [0, 1] (8/255 is the usual L-inf budget on CIFAR).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rcl.runtime import autocast, memory_format
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``loss_fn(model(x_adv), target) -> scalar`` that the attack MAXIMISES."""
+
+NORMS = ("linf", "l2")
+MODEL_MODES = ("eval", "train", "keep")
+RANGE_TOLERANCE = 1e-6  # how far outside [0, 1] an input may stray (float rounding) before it is refused
+_DIV_EPS = 1e-10  # added to per-sample gradient norms in the L2 step (as torchattacks.PGDL2)
+
+__all__ = [
+    "LossFn",
+    "NORMS",
+    "MODEL_MODES",
+    "AttackConfig",
+    "attack_mode",
+    "contrastive_loss_fn",
+    "cross_entropy_loss",
+    "fgsm",
+    "pgd",
+]
+
+
+def cross_entropy_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """The default attack loss: batch-MEAN cross-entropy of ``logits [B, C]`` against labels ``target [B]``.
+
+    The mean (not the sum) matches torchattacks. It does not change the attack: the L-inf step uses the sign of the
+    gradient and the L2 step its per-sample direction, and sample i's gradient depends only on sample i's loss
+    (as long as BatchNorm is in eval mode), so the step of each image is independent of the batch size.
+    """
+    return F.cross_entropy(logits.float(), target)
+
+
+def contrastive_loss_fn(temperature: float) -> LossFn:
+    """Loss for the representation attack: ``(z_adv, z_ref) -> nt_xent(z_adv, z_ref, temperature)``.
+
+    ``z_adv`` is the model's output on the perturbed images ``[B, D]`` and ``z_ref`` the (detached) embeddings of the
+    clean images ``[B, D]``, passed to :func:`pgd` as ``target``. Maximising it pushes each adversarial embedding away
+    from its own clean embedding and towards the other images of the batch (main study, threat model I; ACL).
+    """
+    if not isinstance(temperature, numbers.Real) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0 (e.g. 0.5 or 0.07), got {temperature!r}")
+    temperature = float(temperature)
+
+    def loss_fn(z_adv: Tensor, z_ref: Tensor) -> Tensor:
+        from rcl.losses import nt_xent  # imported here: rcl.losses imports nothing from attacks, keep it that way
+
+        return nt_xent(z_adv.float(), z_ref.float(), temperature)
+
+    return loss_fn
+
+
+@contextlib.contextmanager
+def attack_mode(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
+    """Put ``model`` in the mode an attack runs in, and restore every submodule's training flag afterwards.
+
+    mode: ``"eval"`` (``model.eval()``: BatchNorm uses its running statistics, the field's standard),
+    ``"train"`` (``model.train()``: BatchNorm normalises with batch statistics AND updates its running statistics,
+    the quirk of the main study's released code), ``"keep"`` (leave the flags as the caller set them).
+    The flags are restored exactly, module by module, so a model that was partly frozen (e.g. an encoder in eval
+    mode under a training head) comes back the same.
+    """
+    if mode not in MODEL_MODES:
+        raise ValueError(f"unknown model_mode {mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        if mode == "eval":
+            model.eval()
+        elif mode == "train":
+            model.train()
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    target: Any,
+    eps: float,
+    *,
+    loss_fn: LossFn | None = None,
+    model_mode: str = "eval",
+) -> Tensor:
+    """Fast Gradient Sign Method (L-inf): ``clip_[0,1](x + eps * sign(grad_x loss_fn(model(x), target)))``.
+
+    Same as ``pgd(..., alpha=eps, steps=1, norm="linf", random_start=False)``; see :func:`pgd` for the arguments,
+    the validation and the returned tensor.
+    """
+    return pgd(
+        model,
+        x,
+        target,
+        eps,
+        alpha=eps,
+        steps=1,
+        norm="linf",
+        random_start=False,
+        loss_fn=loss_fn,
+        model_mode=model_mode,
+    )
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    target: Any,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    norm: str = "linf",
+    random_start: bool = True,
+    loss_fn: LossFn | None = None,
+    model_mode: str = "eval",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient ascent on ``loss_fn(model(x_adv), target)`` inside the eps-ball around ``x``.
+
+    Args:
+        model: maps ``[B, 3, H, W]`` images to whatever ``loss_fn`` takes (logits ``[B, C]`` for cross-entropy).
+        x: clean images ``[B, C, H, W]`` in [0, 1] (float). Not modified.
+        target: labels ``int64 [B]`` for the default cross-entropy, or anything ``loss_fn`` takes (e.g. clean
+            embeddings ``[B, D]`` for :func:`contrastive_loss_fn`).
+        eps: radius of the ball in pixel units of [0, 1] (L-inf: max per-pixel change, e.g. 8/255; L2: Euclidean norm
+            of the whole ``[C, H, W]`` perturbation, e.g. 0.5).
+        alpha: step size (L-inf: per-pixel step ``alpha * sign(grad)``; L2: step of Euclidean length ``alpha``).
+        steps: number of gradient steps (int >= 0).
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: start from a random point of the ball: L-inf uniform in ``[-eps, eps]`` per pixel; L2 a
+            Gaussian direction scaled to a radius uniform in ``[0, eps]`` (as torchattacks.PGDL2; this is not uniform
+            in volume, which in 3072 dimensions would put almost every start on the sphere). Clipped to [0, 1].
+        loss_fn: ``loss_fn(output, target) -> scalar`` to maximise; default :func:`cross_entropy_loss` (batch mean).
+        model_mode: ``"eval"`` (default), ``"train"`` or ``"keep"``; see :func:`attack_mode`. The previous training
+            flags are restored afterwards in every case (``"train"`` still leaves updated BatchNorm running stats).
+        generator: ``torch.Generator`` on ``x``'s device for the random start; ``None`` uses the global RNG.
+
+    Returns:
+        ``x_adv`` ``[B, C, H, W]``, detached, float32 (float64 if ``x`` is float64), in [0, 1] and with
+        ``||x_adv - x|| <= eps`` (up to float rounding) in the chosen norm. ``eps == 0`` or ``steps == 0`` returns
+        a clone of ``x`` (no random start either: a zero-step attack is the clean input).
+
+    Raises:
+        ValueError: ``x`` not a 4-D float tensor in [0, 1]; ``eps < 0``; ``steps`` not an int >= 0; ``alpha <= 0``
+            with ``steps > 0``; unknown ``norm`` or ``model_mode``; labels whose batch size differs from ``x``'s;
+            a generator on another device.
+    """
+    _check_input(x)
+    eps = _check_number("eps", eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
+    steps = _check_steps(steps)
+    if steps > 0:
+        alpha = _check_number("alpha", alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(map(repr, NORMS))}")
+    if model_mode not in MODEL_MODES:
+        raise ValueError(f"unknown model_mode {model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+    if loss_fn is None:
+        loss_fn = cross_entropy_loss
+        _check_labels(target, x, required=True)
+    else:
+        _check_labels(target, x, required=False)
+    if generator is not None and torch.device(generator.device).type != x.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but x is on {x.device}: make it with "
+            "rcl.runtime.make_generator(x.device, seed)"
+        )
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("pgd needs gradients with respect to the input: call it outside torch.inference_mode()")
+
+    work_dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 if x is float64
+    x = x.detach().to(work_dtype)
+    if eps == 0 or steps == 0:
+        return x.clone()
+
+    if random_start:
+        x_adv = (x + _random_start(x, eps, norm, generator)).clamp_(0.0, 1.0)
+    else:
+        x_adv = x.clone()
+
+    fmt = memory_format(x.device)
+    with attack_mode(model, model_mode), torch.enable_grad():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with autocast(x.device):
+                output = model(x_adv.contiguous(memory_format=fmt))
+            if torch.is_tensor(output) and output.is_floating_point() and output.dtype != work_dtype:
+                output = output.to(work_dtype)  # the loss in full precision, outside autocast
+            loss = loss_fn(output, target)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = _step_and_project(x_adv.detach(), grad.to(work_dtype), x, eps, alpha, norm)
+    return x_adv.detach()
+
+
+def _step_and_project(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float, norm: str) -> Tensor:
+    """One ascent step, projection of the perturbation onto the eps-ball, then clipping to [0, 1]."""
+    if norm == "linf":
+        x_adv = x_adv + alpha * grad.sign()
+        delta = (x_adv - x).clamp_(-eps, eps)
+    else:
+        grad_norm = grad.flatten(1).norm(p=2, dim=1) + _DIV_EPS
+        x_adv = x_adv + alpha * grad / _per_sample(grad_norm, grad)
+        delta = x_adv - x
+        delta_norm = delta.flatten(1).norm(p=2, dim=1)
+        factor = (eps / delta_norm.clamp_min(1e-12)).clamp_(max=1.0)
+        delta = delta * _per_sample(factor, delta)
+    return (x + delta).clamp_(0.0, 1.0)
+
+
+def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """A random perturbation inside the eps-ball (before clipping the image to [0, 1])."""
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (2.0 * noise - 1.0) * eps
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    length = direction.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) * eps
+    return direction * _per_sample(radius / length, direction)
+
+
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape ``values [B]`` to broadcast over ``like [B, ...]``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _check_input(x: Tensor) -> None:
+    if not torch.is_tensor(x):
+        raise ValueError(f"x must be a tensor [B, 3, H, W] in [0, 1], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}: add a batch dimension with x[None]")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"x must be a float tensor in [0, 1], got {x.dtype}: convert uint8 images with x.float() / 255"
+        )
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo, hi = float(lo), float(hi)  # one host sync per attack, not per step
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: attack raw pixels scaled to [0, 1] and put "
+            "any input normalisation (mean/std) inside the model"
+        )
+
+
+def _check_number(name: str, value: Any, *, minimum: float, strict: bool, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); {hint}")
+    value = float(value)
+    bad = (value <= minimum) if strict else (value < minimum)
+    if bad or value != value:  # value != value catches NaN
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {minimum:g}, got {value!r}; {hint}")
+    return value
+
+
+def _check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise ValueError(f"steps must be an int >= 0, got {steps!r} ({type(steps).__name__})")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    return int(steps)
+
+
+def _check_labels(target: Any, x: Tensor, *, required: bool) -> None:
+    is_labels = torch.is_tensor(target) and not target.is_floating_point() and not target.is_complex()
+    if required and not is_labels:
+        raise ValueError(
+            "the default loss is cross-entropy, so target must be integer labels [B]; "
+            f"got {type(target).__name__}{'' if not torch.is_tensor(target) else f' {target.dtype}'}. "
+            "For another objective pass loss_fn (e.g. contrastive_loss_fn(0.5) with clean embeddings as target)"
+        )
+    if is_labels and (target.dim() != 1 or target.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"labels must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, got {tuple(target.shape)}"
+        )
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack setting, validated on construction, e.g. ``AttackConfig(8/255, 2/255, 10)`` for PGD-10 L-inf.
+
+    Fields as in :func:`pgd`: ``eps`` and ``alpha`` in pixel units of [0, 1], ``steps``, ``norm`` (``"linf"`` |
+    ``"l2"``), ``random_start`` and ``model_mode`` (``"eval"`` | ``"train"`` | ``"keep"``).
+    """
+
+    eps: float
+    alpha: float
+    steps: int
+    norm: str = "linf"
+    random_start: bool = True
+    model_mode: str = "eval"
+
+    def __post_init__(self) -> None:
+        _check_number("eps", self.eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
+        _check_steps(self.steps)
+        if self.steps > 0:
+            _check_number("alpha", self.alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}: use one of {', '.join(map(repr, NORMS))}")
+        if self.model_mode not in MODEL_MODES:
+            raise ValueError(f"unknown model_mode {self.model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+
+    def run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        target: Any,
+        loss_fn: LossFn | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``pgd(model, x, target, **this config, loss_fn=loss_fn, generator=generator)`` -> ``x_adv [B, C, H, W]``."""
+        return pgd(
+            model,
+            x,
+            target,
+            self.eps,
+            self.alpha,
+            self.steps,
+            norm=self.norm,
+            random_start=self.random_start,
+            loss_fn=loss_fn,
+            model_mode=self.model_mode,
+            generator=generator,
+        )
