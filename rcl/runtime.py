@@ -1,7 +1,9 @@
 """Device, precision and seeding helpers shared by every module.
 
 The fast path and the CPU path are the same code: on CUDA the network runs in bf16 autocast
-with channels_last memory format; on CPU both switches are no-ops.
+with channels_last memory format; on CPU both switches are no-ops. ``precision`` forces either path
+on any device: ``"auto"`` (bf16 on CUDA, fp32 elsewhere; the default), ``"bf16"`` (bf16 autocast and
+channels_last, also on CPU) or ``"fp32"`` (float32, contiguous, also on CUDA).
 """
 
 from __future__ import annotations
@@ -28,17 +30,29 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, a no-op elsewhere."""
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(device: torch.device | str, precision: str = "auto") -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` means on ``device`` (``"auto"``: bf16 on CUDA, else fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(map(repr, PRECISIONS))}")
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, a no-op elsewhere; ``precision="bf16"``/``"fp32"`` forces it on/off anywhere."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if resolve_precision(device, precision) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def memory_format(device: torch.device | str) -> torch.memory_format:
-    """channels_last on CUDA (tensor cores like NHWC), contiguous elsewhere."""
-    return torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+def memory_format(device: torch.device | str, precision: str = "auto") -> torch.memory_format:
+    """channels_last on CUDA (tensor cores like NHWC), contiguous elsewhere; follows ``precision`` like autocast."""
+    return torch.channels_last if resolve_precision(device, precision) == "bf16" else torch.contiguous_format
 
 
 def seed_everything(seed: int) -> None:

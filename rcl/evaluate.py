@@ -1,0 +1,425 @@
+"""Evaluation: clean accuracy, PGD robust accuracy, the main study's two threat models, AutoAttack.
+
+What is measured (Ghofrani et al., arXiv 2302.02502, Sec. 4; the field's standard from Croce & Hein 2020):
+
+- ``accuracy``: fraction of test examples whose arg-max logit is the label.
+- ``robust_accuracy``: fraction classified correctly on the adversarial input ``x_adv = attack(x)``
+  (``x_adv`` within ``eps`` of ``x``). Every example counts: the split is walked in evaluation batches and the
+  last partial batch is kept (the released code dropped it but divided by 10,000; we do not copy that).
+- Threat model I (``threat_model_1``): the attacker only knows the representation. It perturbs ``x`` to
+  *maximise* the contrastive loss between the embedding of ``x_adv`` and that of the clean ``x``
+  (NT-Xent, Eq. 1 of the paper, the positive pair being (x_adv, x)); the classifier then labels ``x_adv``.
+- Threat model II (``threat_model_2``): end-to-end PGD on the classifier's cross-entropy (Madry et al. 2018).
+- ``autoattack_accuracy``: ``"ce+t"`` = APGD-CE then APGD-T (targeted DLR) on what survives, the two
+  gradient attacks of AutoAttack; ``"standard"`` = the full suite (APGD-CE, APGD-T, FAB-T, Square) through
+  ``torchattacks.AutoAttack``.
+- ``layer_probe``: per-layer linear probes (Alain & Bengio 2016) on the encoder's taps, clean and adversarial.
+
+Every function puts the model in eval mode while it works and gives back the exact train/eval flag of every
+sub-module afterwards. Randomness (PGD random starts, probe shuffling) comes from seeded generators, never from
+the global RNG; torchattacks re-seeds the global RNG itself, so it runs inside ``torch.random.fork_rng``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
+from rcl.data import DeviceLoader, Split
+from rcl.runtime import autocast, make_generator
+
+# Columns that lead every results table, in this order, when the records hold them.
+STANDARD_COLUMNS = ("scheme", "scenario", "attack", "eps", "steps", "clean_acc", "robust_acc")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free module)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _batches(split: Split, batch_size: int, device: torch.device) -> DeviceLoader:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(split) == 0:
+        raise ValueError("the split is empty: nothing to evaluate")
+    return DeviceLoader(split, batch_size, shuffle=False, drop_last=False, device=device)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: Tensor, device: torch.device) -> Tensor:
+    with autocast(device):
+        return model(x).float()
+
+
+# --------------------------------------------------------------------------------------------------- accuracy
+def accuracy(
+    model: nn.Module, split: Split, *, batch_size: int = 512, device: torch.device | str | None = None
+) -> float:
+    """Clean top-1 accuracy in [0, 1] of ``model`` (x: [B, 3, H, W] in [0, 1] -> logits [B, C]) on ``split``."""
+    device = torch.device(device) if device is not None else model_device(model)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with attack_mode(model, "eval"):
+        for x, y in _batches(split, batch_size, device):
+            correct += (_logits(model, x, device).argmax(1) == y).sum()
+    return correct.item() / len(split)
+
+
+def robust_accuracy(
+    model: nn.Module,
+    split: Split,
+    attack: AttackConfig,
+    *,
+    batch_size: int = 512,
+    loss_fn: LossFn | None = None,
+    target_fn: Callable[[Tensor, Tensor], object] | None = None,
+    attack_model: nn.Module | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> float:
+    """Accuracy in [0, 1] of ``model`` on adversarial inputs, over every example of ``split``.
+
+    For each batch ``(x, y)`` (x: [B, 3, H, W] in [0, 1]) the attack perturbs ``x`` to maximise
+    ``loss_fn(attack_model(x_adv), target)`` (default: cross-entropy against ``y``), where
+    ``target = target_fn(x, y)`` if given, else ``y``; then ``model`` classifies ``x_adv``.
+    ``attack_model`` defaults to ``model`` (end-to-end, white box). PGD random starts come from a generator
+    seeded with ``seed``, so a call is repeatable.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    attack_model = model if attack_model is None else attack_model
+    gen = make_generator(device, seed)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with attack_mode(model, "eval"), attack_mode(attack_model, "eval"):
+        for x, y in _batches(split, batch_size, device):
+            target = target_fn(x, y) if target_fn is not None else y
+            x_adv = attack.run(attack_model, x, target, loss_fn=loss_fn, generator=gen)
+            correct += (_logits(model, x_adv, device).argmax(1) == y).sum()
+    return correct.item() / len(split)
+
+
+def threat_model_1(
+    classifier: nn.Module,
+    contrastive: nn.Module,
+    split: Split,
+    attack: AttackConfig,
+    temperature: float,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> float:
+    """Threat model I (attack the representation): robust accuracy in [0, 1].
+
+    ``contrastive`` maps x: [B, 3, H, W] in [0, 1] to embeddings [B, D] (a ContrastiveNet, or an encoder).
+    The attack maximises NT-Xent(contrastive(x_adv), contrastive(x)) at ``temperature`` (the clean embeddings
+    are computed once per batch in eval mode, without gradients); ``classifier`` then labels ``x_adv``.
+    The attacker never sees the classifier's head or the labels.
+    """
+    device = torch.device(device) if device is not None else model_device(classifier)
+
+    def clean_embedding(x: Tensor, y: Tensor) -> Tensor:
+        with attack_mode(contrastive, "eval"):
+            return _logits(contrastive, x, device)
+
+    return robust_accuracy(
+        classifier,
+        split,
+        attack,
+        batch_size=batch_size,
+        loss_fn=contrastive_loss_fn(temperature),
+        target_fn=clean_embedding,
+        attack_model=contrastive,
+        device=device,
+        seed=seed,
+    )
+
+
+def threat_model_2(
+    classifier: nn.Module,
+    split: Split,
+    attack: AttackConfig,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> float:
+    """Threat model II: end-to-end PGD on the classifier's cross-entropy; robust accuracy in [0, 1]."""
+    return robust_accuracy(classifier, split, attack, batch_size=batch_size, device=device, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------- AutoAttack
+def _num_classes(model: nn.Module, x: Tensor, device: torch.device) -> int:
+    with attack_mode(model, "eval"):
+        return int(_logits(model, x[:1], device).shape[1])
+
+
+def autoattack_accuracy(
+    model: nn.Module,
+    split: Split,
+    eps: float,
+    *,
+    version: str = "ce+t",
+    n: int | None = None,
+    seed: int = 0,
+    steps: int = 100,
+    norm: str = "Linf",
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> float:
+    """AutoAttack robust accuracy in [0, 1] on the first ``n`` examples of ``split`` (all if ``None``).
+
+    ``version="ce+t"``: APGD-CE then APGD-T (targeted DLR, every other class as a target), each with
+    ``steps`` iterations and one restart, combined by ``torchattacks.MultiAttack`` (an example counts as robust
+    only if both fail). ``version="standard"``: ``torchattacks.AutoAttack(version="standard")`` (APGD-CE,
+    APGD-T, FAB-T, Square; torchattacks fixes its own step counts there, so ``steps`` is not used).
+    ``eps`` in pixel units of [0, 1] (8/255 is the usual L-inf budget). The number of classes is read from
+    the model's output. Seeded: torchattacks re-seeds the global RNG, so it runs in ``torch.random.fork_rng``
+    and leaves the caller's global RNG untouched.
+    """
+    import torchattacks  # imported here: torchattacks is heavy and only this function needs it
+
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if version not in ("ce+t", "standard"):
+        raise ValueError(f"version must be 'ce+t' (APGD-CE + APGD-T) or 'standard', got {version!r}")
+    if norm not in ("Linf", "L2"):
+        raise ValueError(f"norm must be 'Linf' or 'L2' (torchattacks' spelling), got {norm!r}")
+    device = torch.device(device) if device is not None else model_device(model)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1 (or None for the whole split), got {n}")
+        split = split.take(torch.arange(min(n, len(split))))
+    loader = _batches(split, batch_size, device)
+    n_classes = _num_classes(model, next(iter(loader))[0], device)
+
+    if version == "standard":
+        atk = torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard", n_classes=n_classes, seed=seed)
+    else:
+        apgd_ce = torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
+        apgd_t = torchattacks.APGDT(
+            model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes
+        )
+        atk = torchattacks.MultiAttack([apgd_ce, apgd_t])
+    atk.set_device(device)
+
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices), attack_mode(model, "eval"):
+        for x, y in loader:
+            x_adv = atk(x, y)
+            correct += (_logits(model, x_adv, device).argmax(1) == y).sum()
+    return correct.item() / len(split)
+
+
+# --------------------------------------------------------------------------------------------------- curves
+def eps_curve(
+    model: nn.Module,
+    split: Split,
+    eps_grid: Sequence[float],
+    steps: int,
+    alpha: float | None = None,
+    *,
+    norm: str = "linf",
+    batch_size: int = 512,
+    loss_fn: LossFn | None = None,
+    target_fn: Callable[[Tensor, Tensor], object] | None = None,
+    attack_model: nn.Module | None = None,
+    attack_name: str = "pgd",
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> list[dict]:
+    """Robust accuracy at each ``eps`` of ``eps_grid`` (pixel units of [0, 1]); one record per eps.
+
+    ``alpha`` (step size) defaults to ``2.5 * eps / steps`` (Madry et al.), so each eps gets a comparable
+    attack. Records: ``{"attack", "eps", "steps", "alpha", "clean_acc", "robust_acc"}``; at eps = 0 the
+    attack cannot move the input, so robust_acc equals clean_acc.
+    """
+    clean = accuracy(model, split, batch_size=batch_size, device=device)
+    records = []
+    for eps in eps_grid:
+        eps = float(eps)
+        step = alpha if alpha is not None else 2.5 * eps / max(steps, 1)
+        step = step if step > 0 else 1 / 255  # eps = 0: any positive step leaves x where it is
+        attack = AttackConfig(eps=eps, alpha=step, steps=steps, norm=norm)
+        robust = robust_accuracy(
+            model,
+            split,
+            attack,
+            batch_size=batch_size,
+            loss_fn=loss_fn,
+            target_fn=target_fn,
+            attack_model=attack_model,
+            device=device,
+            seed=seed,
+        )
+        records.append(
+            {"attack": attack_name, "eps": eps, "steps": steps, "alpha": step, "clean_acc": clean, "robust_acc": robust}
+        )
+    return records
+
+
+# --------------------------------------------------------------------------------------------------- features
+@torch.no_grad()
+def features(
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 512,
+    normalize: bool = False,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Embeddings ``model(x)`` of every example of ``split``: float32 [N, D] on the CPU, in split order.
+
+    Pass an encoder for representations (t-SNE/PCA, uniformity), or a ContrastiveNet for projections.
+    ``normalize=True`` L2-normalises each row (points on the hypersphere, as Wang & Isola's metrics want).
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    out = []
+    with attack_mode(model, "eval"):
+        for x, _ in _batches(split, batch_size, device):
+            out.append(_logits(model, x, device).cpu())
+    z = torch.cat(out)
+    return F.normalize(z, dim=1) if normalize else z
+
+
+def _pooled_taps(encoder: nn.Module, x: Tensor, taps: Sequence[str], device: torch.device) -> list[Tensor]:
+    """Each tap's activation, conv maps [B, C, H, W] averaged over H, W to [B, C]; float32."""
+    with autocast(device):
+        acts = encoder.forward_taps(x, list(taps))
+    return [(a.mean(dim=(2, 3)) if a.dim() == 4 else a.flatten(1)).float() for a in (acts[t] for t in taps)]
+
+
+@torch.no_grad()
+def _tap_features(encoder, split, taps, batch_size, device, perturb=None) -> list[Tensor]:
+    per_tap: list[list[Tensor]] = [[] for _ in taps]
+    for x, y in _batches(split, batch_size, device):
+        if perturb is not None:
+            with torch.enable_grad():
+                x = perturb(x, y)
+        for store, f in zip(per_tap, _pooled_taps(encoder, x, taps, device)):
+            store.append(f)
+    return [torch.cat(s) for s in per_tap]
+
+
+def layer_probe(
+    encoder: nn.Module,
+    train: Split,
+    test: Split,
+    *,
+    taps: Sequence[str] | None = None,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    attack: AttackConfig | None = None,
+    classifier: nn.Module | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> list[dict]:
+    """Per-layer linear-probe accuracy: how linearly decodable the class is after each block.
+
+    For every tap of ``encoder.forward_taps`` (default: all of ``encoder.tap_names``), the activation is
+    global-average-pooled per channel (conv maps [B, C, H, W] -> [B, C]; the pooled feature stays [B, D]),
+    standardised with the train split's mean and std, and a linear layer is trained on the train split with
+    Adam (``epochs`` passes, batch ``batch_size``, seeded shuffling). The encoder is frozen in eval mode.
+
+    Adversarial probes (``attack`` given): the inputs are attacked *once, end to end*, against
+    ``classifier`` (threat model II; required with ``attack``), and the same ``x_adv`` go through every
+    layer's probe. This measures how much class information each layer still carries under the attack that
+    fools the whole network (the question the main study asks), not how robust each probe is on its own
+    (attacking every probe separately would be a different, per-layer white-box attack).
+
+    Returns one record per tap: ``{"layer", "depth", "dim", "clean_acc"}`` plus ``"robust_acc"`` with an attack.
+    """
+    if attack is not None and classifier is None:
+        raise ValueError("layer_probe with an attack needs classifier=...: the attack runs end to end against it")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    device = torch.device(device) if device is not None else model_device(encoder)
+    taps = list(taps) if taps is not None else list(encoder.tap_names)
+    gen = make_generator(device, seed)
+    with attack_mode(encoder, "eval"):
+        train_f = _tap_features(encoder, train, taps, batch_size, device)
+        test_f = _tap_features(encoder, test, taps, batch_size, device)
+        adv_f = None
+        if attack is not None:
+            attack_gen = make_generator(device, seed + 1)
+            with attack_mode(classifier, "eval"):
+                adv_f = _tap_features(
+                    encoder,
+                    test,
+                    taps,
+                    batch_size,
+                    device,
+                    perturb=lambda x, y: attack.run(classifier, x, y, generator=attack_gen),
+                )
+    y_train = train.labels.to(device)
+    y_test = test.labels.to(device)
+    num_classes = int(torch.cat([train.labels, test.labels]).max()) + 1
+    records = []
+    for depth, name in enumerate(taps):
+        mean = train_f[depth].mean(0)
+        std = train_f[depth].std(0).clamp_min(1e-6)
+        xs = (train_f[depth] - mean) / std
+        probe = nn.Linear(xs.shape[1], num_classes).to(device)
+        with torch.no_grad():  # seeded init: no global RNG
+            bound = 1 / math.sqrt(xs.shape[1])
+            probe.weight.copy_(torch.rand(probe.weight.shape, generator=gen, device=device) * 2 * bound - bound)
+            probe.bias.zero_()
+        opt = torch.optim.Adam(probe.parameters(), lr=lr)
+        for _ in range(epochs):
+            order = torch.randperm(len(xs), generator=gen, device=device)
+            for start in range(0, len(xs), batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(probe(xs[idx]), y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            record = {"layer": name, "depth": depth, "dim": int(xs.shape[1])}
+            pred = probe((test_f[depth] - mean) / std).argmax(1)
+            record["clean_acc"] = (pred == y_test).float().mean().item()
+            if adv_f is not None:
+                pred = probe((adv_f[depth] - mean) / std).argmax(1)
+                record["robust_acc"] = (pred == y_test).float().mean().item()
+        records.append(record)
+    return records
+
+
+# --------------------------------------------------------------------------------------------------- tables
+def to_frame(records: Sequence[dict]) -> pd.DataFrame:
+    """A pandas DataFrame of result records (dicts), with a stable column order.
+
+    The standard columns ``scheme, scenario, attack, eps, steps, clean_acc, robust_acc`` come first (those
+    that any record holds, in that order), then every other key in the order it first appears. Missing
+    values are NaN.
+    """
+    keys: list[str] = []
+    for record in records:
+        for key in record:
+            if key not in keys:
+                keys.append(key)
+    columns = [c for c in STANDARD_COLUMNS if c in keys] + [k for k in keys if k not in STANDARD_COLUMNS]
+    return pd.DataFrame(list(records), columns=columns)
+
+
+__all__ = [
+    "STANDARD_COLUMNS",
+    "accuracy",
+    "autoattack_accuracy",
+    "eps_curve",
+    "features",
+    "layer_probe",
+    "model_device",
+    "robust_accuracy",
+    "threat_model_1",
+    "threat_model_2",
+    "to_frame",
+]
