@@ -257,7 +257,9 @@ def resolve(
         sizes["eps_grid"] = tuple(float(e) for e in overrides["eps_grid"])
     dataset = dataset or DEFAULT_DATASET[profile]
     root = project_root()
-    safe_name = dataset.replace(":", "-").replace("/", "_").strip("_-.")
+    safe_name = dataset
+    if dataset.startswith("imagefolder:"):
+        safe_name = "imagefolder-" + (Path(dataset.split(":", 1)[1]).name or "root")
     run_dir = Path(run_dir) if run_dir else root / "runs" / f"{profile}-{safe_name}"
     data_root = Path(data_root) if data_root else root / "data"
     for name in ("train_eps", "eval_eps", "std_eps"):
@@ -277,7 +279,7 @@ def resolve(
 def describe(cfg: Config) -> str:
     """One line for a notebook's set-up cell."""
     return (
-        f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} "
+        f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} seed={cfg.seed} "
         f"arch={cfg.arch}(width {cfg.width}) run_dir={cfg.run_dir}"
     )
 

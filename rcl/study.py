@@ -1,0 +1,377 @@
+"""The main study's recipes (Ghofrani et al., arXiv 2302.02502): three schemes x six scenarios.
+
+Schemes: ``SL`` (supervised cross-entropy), ``CL`` (SimCLR, NT-Xent) and ``SCL`` (SupCon).
+Each pre-trains an encoder, standard or adversarial; a scenario then fits a classifier on it:
+
+| scenario | pre-training | then |
+| --- | --- | --- |
+| ST | standard | standard linear head on the frozen encoder |
+| AT | adversarial | standard linear head |
+| Partial-AT | adversarial | adversarial training of the linear head on the frozen encoder |
+| Full-AT | adversarial | adversarial fine-tuning of the whole network |
+| ST->Partial-AT | standard | adversarial training of the linear head |
+| ST->Full-AT | standard | adversarial fine-tuning of the whole network |
+
+Every model is loaded from its run folder when it is there and trained otherwise ("load or
+train"), so each chapter runs on its own and the next chapter reuses what the last one trained:
+pre-trained encoders live in the chapter that teaches them (``01_supervised``, ``02_simclr``,
+``03_supcon``), scenario classifiers in ``04_scenarios``.
+
+For SL we also fit a fresh linear head on the frozen encoder in ST, so the three schemes are
+compared through the same kind of head.
+
+Evaluation (chapters 04-06): :func:`evaluate_scenarios` measures every scheme x scenario under the
+threat models and attack settings asked for and returns tidy records (columns ``scheme, scenario,
+threat_model, attack, norm, eps, steps, alpha, n, clean_acc, robust_acc``, accuracies as fractions):
+
+- threat model I (``"I"``): PGD maximises the contrastive loss between the representation of the
+  perturbed image and that of the clean one (the attacker never sees the head or the labels);
+- threat model II (``"II"``): end-to-end PGD on the classifier's cross-entropy.
+
+:func:`adversarial_batch` and :func:`cka_maps` give chapter 06 the adversarial inputs and the three
+layer-by-layer CKA matrices (clean, adversarial, clean vs adversarial) of one encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from rcl.attacks import AttackConfig
+from rcl.checkpoint import load_checkpoint
+from rcl.cka import LayerCKA, layer_cka
+from rcl.data import Dataset, Split, balanced_subset
+from rcl.evaluate import accuracy, model_device, threat_model_1, threat_model_2
+from rcl.models import Classifier, ContrastiveNet, ProjectionHead, encoder
+from rcl.profiles import Config
+from rcl.runtime import make_generator
+from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
+
+SCHEMES = ("SL", "CL", "SCL")
+SCENARIOS = ("ST", "AT", "Partial-AT", "Full-AT", "ST->Partial-AT", "ST->Full-AT")
+SCHEME_NAMES = {"SL": "supervised", "CL": "SimCLR", "SCL": "SupCon"}
+SCHEME_CHAPTER = {"SL": "01_supervised", "CL": "02_simclr", "SCL": "03_supcon"}
+SCENARIO_CHAPTER = "04_scenarios"
+
+# scenario -> (adversarial pre-training?, fine-tuning mode, adversarial fine-tuning?)
+SCENARIO_RECIPE = {
+    "ST": (False, "linear", False),
+    "AT": (True, "linear", False),
+    "Partial-AT": (True, "linear", True),
+    "Full-AT": (True, "full", True),
+    "ST->Partial-AT": (False, "linear", True),
+    "ST->Full-AT": (False, "full", True),
+}
+
+
+def _check(scheme: str, scenario: str | None = None) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if scenario is not None and scenario not in SCENARIO_RECIPE:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+
+
+def attack(cfg: Config, kind: str = "train") -> AttackConfig:
+    """The PGD settings of the profile: ``train`` (adversarial training), ``eval`` (the main study's
+    L-inf 4/255, 40 steps, step 0.01) or ``std`` (the field's 8/255 PGD-20)."""
+    settings = {
+        "train": (cfg.train_eps, cfg.train_alpha, cfg.train_steps),
+        "eval": (cfg.eval_eps, cfg.eval_alpha, cfg.eval_steps),
+        "std": (cfg.std_eps, cfg.std_alpha, cfg.std_steps),
+    }
+    if kind not in settings:
+        raise ValueError(f"unknown attack kind {kind!r}; choose one of {', '.join(settings)}")
+    eps, alpha, steps = settings[kind]
+    return AttackConfig(eps=eps, alpha=alpha, steps=steps)
+
+
+def train_config(cfg: Config, epochs: int, lr: float | None = None) -> TrainConfig:
+    """Adam at the profile's learning rate, no schedule, no weight decay (the main study's optimiser)."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr if lr is None else lr,
+        optimizer="adam",
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+
+
+def new_encoder(cfg: Config, dual_bn: bool = False) -> nn.Module:
+    """A freshly initialised encoder of the profile's architecture and width."""
+    return encoder(cfg.arch, width=cfg.width, dual_bn=dual_bn)
+
+
+def new_contrastive(cfg: Config) -> ContrastiveNet:
+    """Encoder + the main study's 2-layer projection head (feature_dim -> feature_dim -> head_dim)."""
+    enc = new_encoder(cfg)
+    return ContrastiveNet(enc, ProjectionHead(enc.feature_dim, enc.feature_dim, cfg.head_dim))
+
+
+def pretrain_dir(cfg: Config, scheme: str, adversarial: bool) -> Path:
+    """``run_dir/<scheme's chapter>/<scheme>-ST`` or ``-AT``."""
+    return cfg.run_dir / SCHEME_CHAPTER[scheme] / f"{scheme}-{'AT' if adversarial else 'ST'}"
+
+
+def pretrain(cfg: Config, data: Dataset, scheme: str, adversarial: bool = False, progress: bool = True) -> nn.Module:
+    """Load or train the pre-trained network of ``scheme``.
+
+    Returns a ``Classifier`` for SL (trained end to end with cross-entropy; PGD-CE when adversarial)
+    and a ``ContrastiveNet`` for CL/SCL (NT-Xent / SupCon; adversarial: the attack maximises the
+    contrastive loss between a view and its perturbation, and the loss adds that pair's term).
+    """
+    _check(scheme)
+    ckpt_dir = pretrain_dir(cfg, scheme, adversarial)
+    adv = attack(cfg, "train") if adversarial else None
+    if scheme == "SL":
+        model = Classifier(new_encoder(cfg), data.num_classes)
+        run = train_config(cfg, cfg.supervised_epochs)
+        train_supervised(model, data.train, _quiet(run, progress), attack=adv, ckpt_dir=ckpt_dir)
+        return model
+    model = new_contrastive(cfg)
+    run = train_config(cfg, cfg.pretrain_epochs)
+    pretrain_contrastive(
+        model,
+        data.train,
+        _quiet(run, progress),
+        method="simclr" if scheme == "CL" else "supcon",
+        temperature=cfg.temperature,
+        attack=adv,
+        ckpt_dir=ckpt_dir,
+    )
+    return model
+
+
+def scenario_model(
+    cfg: Config, data: Dataset, scheme: str, scenario: str, progress: bool = True
+) -> tuple[Classifier, nn.Module]:
+    """Load or train the classifier of ``scheme`` under ``scenario``.
+
+    Returns ``(classifier, representation)``: the classifier is what threat model II attacks; the
+    representation (encoder + the pre-trained projection head for CL/SCL, the encoder for SL) is what
+    threat model I attacks. Both share the classifier's encoder.
+    """
+    _check(scheme, scenario)
+    adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
+    pretrained = pretrain(cfg, data, scheme, adversarial_pretraining, progress)
+    classifier = Classifier(new_encoder(cfg), data.num_classes)
+    classifier.encoder.load_state_dict(pretrained.encoder.state_dict())
+    epochs = cfg.linear_epochs if mode == "linear" and not adversarial_finetuning else cfg.finetune_epochs
+    finetune(
+        classifier,
+        data.train,
+        _quiet(train_config(cfg, epochs), progress),
+        mode=mode,
+        attack=attack(cfg, "train") if adversarial_finetuning else None,
+        loss="ce",
+        ckpt_dir=cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}",
+    )
+    if scheme == "SL":
+        representation = classifier.encoder
+    else:
+        representation = ContrastiveNet(classifier.encoder, pretrained.head)
+    return classifier, representation
+
+
+def load_classifier(path: str | Path, cfg: Config, num_classes: int) -> Classifier:
+    """A classifier of the profile's architecture with the weights of the checkpoint at ``path``."""
+    model = Classifier(new_encoder(cfg), num_classes)
+    load_checkpoint(path, model)
+    return model
+
+
+def eval_subset(data: Dataset, n: int | None = None, seed: int = 0) -> Split:
+    """``n`` class-balanced test examples (seeded), or the whole test split when ``n`` is None or too large."""
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1 (or None for the whole test split), got {n}")
+    return balanced_subset(data.test, None if n is None or n >= len(data.test) else n, seed)
+
+
+THREAT_MODELS = {"I": "pgd-contrastive", "II": "pgd-ce"}
+
+
+def evaluate_scenario(
+    cfg: Config,
+    data: Dataset,
+    scheme: str,
+    scenario: str,
+    *,
+    kinds: Sequence[str] = ("eval",),
+    threat_models: Sequence[str] = ("II",),
+    test: Split | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Clean and robust accuracy of one scheme x scenario (trained if missing), one record per attack.
+
+    ``kinds``: attack settings of :func:`attack` (``"eval"``: the main study's L-inf 4/255 PGD;
+    ``"std"``: 8/255 PGD). ``threat_models``: ``"I"`` (representation attack through the contrastive
+    loss at ``cfg.temperature``) and/or ``"II"`` (end-to-end PGD-CE). ``test``: the examples to use
+    (default: the whole test split). Records: ``scheme, scenario, threat_model, attack, norm, eps,
+    steps, alpha, n, clean_acc, robust_acc`` (fractions in [0, 1]; eps and alpha in [0, 1] pixel units).
+    """
+    unknown = [t for t in threat_models if t not in THREAT_MODELS]
+    if unknown:
+        raise ValueError(f"unknown threat model(s) {unknown}; choose from {', '.join(THREAT_MODELS)}")
+    classifier, representation = scenario_model(cfg, data, scheme, scenario, progress)
+    return evaluate_classifier(
+        cfg,
+        classifier,
+        data.test if test is None else test,
+        scheme=scheme,
+        scenario=scenario,
+        representation=representation,
+        kinds=kinds,
+        threat_models=threat_models,
+    )
+
+
+def evaluate_classifier(
+    cfg: Config,
+    classifier: nn.Module,
+    test: Split,
+    *,
+    scheme: str,
+    scenario: str,
+    representation: nn.Module | None = None,
+    kinds: Sequence[str] = ("eval",),
+    threat_models: Sequence[str] = ("II",),
+) -> list[dict]:
+    """The records of :func:`evaluate_scenario` for a classifier already in hand (e.g. chapter 01's end-to-end SL).
+
+    ``scheme`` and ``scenario`` only label the records (any string). Threat model I needs ``representation``
+    (the network whose output the contrastive attack pushes away from the clean one).
+    """
+    unknown = [t for t in threat_models if t not in THREAT_MODELS]
+    if unknown:
+        raise ValueError(f"unknown threat model(s) {unknown}; choose from {', '.join(THREAT_MODELS)}")
+    if "I" in threat_models and representation is None:
+        raise ValueError("threat model I attacks the representation: pass representation=<encoder or ContrastiveNet>")
+    batch = cfg.eval_batch_size
+    clean = accuracy(classifier, test, batch_size=batch)
+    records = []
+    for kind in kinds:
+        atk = attack(cfg, kind)
+        for tm in threat_models:
+            if tm == "I":
+                robust = threat_model_1(classifier, representation, test, atk, cfg.temperature, batch_size=batch)
+            else:
+                robust = threat_model_2(classifier, test, atk, batch_size=batch)
+            records.append(
+                {
+                    "scheme": scheme,
+                    "scenario": scenario,
+                    "threat_model": tm,
+                    "attack": THREAT_MODELS[tm],
+                    "norm": atk.norm,
+                    "eps": atk.eps,
+                    "steps": atk.steps,
+                    "alpha": atk.alpha,
+                    "n": len(test),
+                    "clean_acc": clean,
+                    "robust_acc": robust,
+                }
+            )
+    return records
+
+
+def evaluate_scenarios(
+    cfg: Config,
+    data: Dataset,
+    schemes: Sequence[str] = SCHEMES,
+    scenarios: Sequence[str] = SCENARIOS,
+    **kwargs,
+) -> list[dict]:
+    """:func:`evaluate_scenario` for every scheme x scenario (same keyword arguments), records concatenated."""
+    return [
+        record
+        for scheme in schemes
+        for scenario in scenarios
+        for record in evaluate_scenario(cfg, data, scheme, scenario, **kwargs)
+    ]
+
+
+def adversarial_batch(
+    classifier: nn.Module, split: Split, atk: AttackConfig, n: int | None = None, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``n`` examples of ``split`` and their PGD-CE adversarial versions against ``classifier``.
+
+    Returns ``(x, y, x_adv)`` on the classifier's device: x, x_adv float [n, 3, H, W] in [0, 1] with
+    ``||x_adv - x||_inf <= atk.eps``, y int64 [n]. Attacked in batches of 256 with a seeded random start.
+    """
+    device = model_device(classifier)
+    n = len(split) if n is None else min(n, len(split))
+    x = split.images[:n].to(device).float().div(255)
+    y = split.labels[:n].to(device)
+    gen = make_generator(device, seed)
+    x_adv = torch.cat([atk.run(classifier, x[i : i + 256], y[i : i + 256], generator=gen) for i in range(0, n, 256)])
+    return x, y, x_adv
+
+
+def cka_maps(encoder: nn.Module, x: Tensor, x_adv: Tensor, batch_size: int = 256) -> dict[str, LayerCKA]:
+    """Layer-by-layer minibatch linear CKA of ``encoder`` (Nguyen et al. 2021) on ``x`` and ``x_adv``.
+
+    x, x_adv: float [N, 3, H, W] in [0, 1], the same examples in the same order. Returns
+    ``{"clean": CKA(layer_i(x), layer_j(x)), "adversarial": CKA(layer_i(x_adv), layer_j(x_adv)),
+    "clean-vs-adversarial": CKA(layer_i(x), layer_j(x_adv))}``, each a ``LayerCKA(matrix [L, L], taps, taps)``.
+    The diagonal of the last one is how much each layer's representation of an image survives the attack.
+    """
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x and x_adv must hold the same examples, got shapes {tuple(x.shape)}, {tuple(x_adv.shape)}")
+    chunks = iter(x_adv.split(batch_size))  # layer_cka reads x in order, batch by batch
+
+    return {
+        "clean": layer_cka(encoder, x, batch_size=batch_size),
+        "adversarial": layer_cka(encoder, x_adv, batch_size=batch_size),
+        "clean-vs-adversarial": layer_cka(encoder, x, inputs_b=lambda _: next(chunks), batch_size=batch_size),
+    }
+
+
+def scheme_records(cfg: Config, data: Dataset, scheme: str, progress: bool = True) -> list[dict]:
+    """The robustness records chapters 01-03 save for ``scheme`` (models loaded, or trained if missing).
+
+    SL (chapter 01): the end-to-end networks of :func:`pretrain`, scenarios ``"end-to-end ST"`` and
+    ``"end-to-end AT"``, under threat model II at the ``eval`` and ``std`` settings. CL and SCL (chapters 02,
+    03): the linear heads of scenarios ``"ST"`` and ``"AT"`` (:func:`scenario_model`), under threat models I
+    and II at ``eval`` and threat model II at ``std``. Records as in :func:`evaluate_scenario`.
+    """
+    _check(scheme)
+    records = []
+    for adversarial in (False, True):
+        scenario = "AT" if adversarial else "ST"
+        if scheme == "SL":
+            net = pretrain(cfg, data, scheme, adversarial, progress)
+            runs = [(net, None, ("II",), ("eval", "std"))]
+        else:
+            net, rep = scenario_model(cfg, data, scheme, scenario, progress)
+            runs = [(net, rep, ("I", "II"), ("eval",)), (net, rep, ("II",), ("std",))]
+        for classifier, representation, threat_models, kinds in runs:
+            records += evaluate_classifier(
+                cfg,
+                classifier,
+                data.test,
+                scheme=scheme,
+                scenario=f"end-to-end {scenario}" if scheme == "SL" else scenario,
+                representation=representation,
+                kinds=kinds,
+                threat_models=threat_models,
+            )
+    return records
+
+
+def pretrain_history(cfg: Config, scheme: str, adversarial: bool = False) -> list[dict]:
+    """Per-epoch records (``epoch, loss, acc, ...``) of the pre-training run of ``scheme``, read from its
+    ``last.pt``; ``[]`` when it has not been trained yet (call :func:`pretrain` first)."""
+    _check(scheme)
+    path = pretrain_dir(cfg, scheme, adversarial) / "last.pt"
+    if not path.exists():
+        return []
+    return list((load_checkpoint(path).get("extra") or {}).get("history", []))
+
+
+def _quiet(run: TrainConfig, progress: bool) -> TrainConfig:
+    run.progress = progress
+    return run

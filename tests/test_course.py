@@ -1,0 +1,70 @@
+"""rcl.course: the set-up every chapter shares, and its loud fallback to synthetic data."""
+
+from __future__ import annotations
+
+import pytest
+
+import rcl.data
+from rcl import course
+
+
+@pytest.fixture
+def offline_cifar(monkeypatch):
+    """CIFAR behaves as on a machine without the files and without network; everything else is real."""
+    real = rcl.data.load_dataset
+
+    def load_dataset(name, *args, **kwargs):
+        if name.startswith("cifar"):
+            raise rcl.data.DatasetUnavailable(f"{name} is not available: no files and no network (test)")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(rcl.data, "load_dataset", load_dataset)
+
+
+def test_setup_prints_the_profile_line_and_seeds(capsys, tmp_path):
+    import torch
+
+    cfg = course.setup("smoke", "synthetic", "cpu", seed=3, run_dir=tmp_path, pretrain_epochs=1)
+    assert (cfg.profile, cfg.dataset, cfg.seed, cfg.run_dir, cfg.pretrain_epochs) == (
+        "smoke",
+        "synthetic",
+        3,
+        tmp_path,
+        1,
+    )
+    assert "profile=smoke dataset=synthetic device=cpu" in capsys.readouterr().out
+    first = torch.rand(3)
+    course.setup("smoke", "synthetic", "cpu", seed=3, run_dir=tmp_path)
+    assert torch.equal(torch.rand(3), first)
+
+
+def test_setup_falls_back_to_synthetic_loudly_and_moves_the_run_folder(offline_cifar, capsys, tmp_path):
+    cfg = course.setup("smoke", "cifar10", "cpu", data_root=tmp_path)
+    err = capsys.readouterr().err
+    assert "FALLING BACK TO THE SYNTHETIC DATASET" in err and "cifar10" in err and str(tmp_path) in err
+    assert cfg.dataset == "synthetic" and cfg.run_dir.name == "smoke-synthetic"
+    data = course.load_data(cfg.replace(n_train=40, n_test=20))
+    assert (data.name, len(data.train), len(data.test)) == ("synthetic", 40, 20)
+
+
+def test_setup_keeps_an_explicit_run_folder_on_fallback(offline_cifar, tmp_path):
+    cfg = course.setup("smoke", "cifar10", "cpu", run_dir=tmp_path / "mine", data_root=tmp_path)
+    assert cfg.dataset == "synthetic" and cfg.run_dir == tmp_path / "mine"
+
+
+def test_load_data_falls_back_without_setup(offline_cifar, capsys, tmp_path):
+    cfg = course.setup("smoke", "cifar10", "cpu", data_root=tmp_path, check_data=False, n_train=20, n_test=20)
+    assert cfg.dataset == "cifar10"
+    data = course.load_data(cfg)
+    assert data.name == "synthetic" and len(data.train) == 20
+    assert "call rcl.course.setup() first" in capsys.readouterr().err
+
+
+def test_setup_still_raises_for_an_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        course.setup("smoke", "imagenet", "cpu")
+
+
+def test_notebook_for_names_the_chapter_notebook():
+    assert course.notebook_for("00_setup") == "notebooks/00_setup_and_data.ipynb"
+    assert course.notebook_for("97_missing") == "notebooks/97_missing.ipynb"
