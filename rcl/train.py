@@ -47,6 +47,7 @@ from rcl.data import DeviceLoader, Split
 from rcl.evaluate import accuracy, features, robust_accuracy
 from rcl.losses import kmeans_pseudo_labels, nt_xent, supcon, trades_kl
 from rcl.models import bn_route
+from rcl.results import save_json
 from rcl.runtime import autocast, make_generator, memory_format, pick_device, resolve_precision
 
 History = list[dict]
@@ -271,7 +272,7 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
         total=cfg.epochs * steps_per_epoch,
         initial=start * steps_per_epoch,
         desc=recipe.name,
-        disable=not cfg.progress,
+        disable=not cfg.progress or start >= cfg.epochs,  # a finished run is only loaded: no bar
         dynamic_ncols=True,
     )
     try:
@@ -330,6 +331,7 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
                     epoch=epoch + 1,
                     extra={"identity": recipe.identity, "history": history},
                 )
+                save_json(history, ckpt_dir / "history.json")  # readable copy for plots and users
     finally:
         bar.close()
     if best_path is not None and best_path.exists():

@@ -1,0 +1,454 @@
+"""ACL recipes: adversarial contrastive pre-training, then adversarial fine-tuning (Jiang et al., NeurIPS 2020).
+
+Jiang, Chen, Chen, Wang, *Robust Pre-Training by Adversarial Contrastive Learning* (arXiv 2010.13337), after
+their released code (VITA-Group/Adversarial-Contrastive-Learning):
+
+- Pre-training (``pretrain``): SimCLR's NT-Xent at t = 0.5 with a contrastive PGD inside, in three variants
+  (:func:`rcl.train.pretrain_acl`): **A2A** trains on two adversarial views, **A2S** on a clean and an adversarial
+  view, **DS** (dual stream) on ``(NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the
+  adversarial BatchNorm) / 2``. The network is a CIFAR ResNet with a 3-layer projection MLP with BatchNorm.
+- Fine-tuning (``finetune``): TRADES (Zhang et al. 2019), ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, with
+  ``linear`` (fc only), ``partial`` (layer4 + fc) or ``full`` mode, on a train split with a class-balanced
+  validation split held out (45k / 5k on CIFAR-10); the epoch with the best validation robust accuracy is kept.
+- Evaluation (``results``): clean and PGD-20 (L-inf 8/255, step 2/255) accuracy per variant x mode, beside a
+  SimCLR encoder pre-trained *without* adversarial examples (the main study's ``CL`` scheme) fine-tuned the same way.
+
+Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise. ``PROTOCOL`` holds the
+paper's settings in one place; the profile scales epochs and sizes (``cfg.acl_*``), and ``plan`` says what a
+profile runs (the ``smoke`` profile runs a small slice of the grid on a few hundred images so the chapter stays
+under a minute on a CPU; its numbers test the code path, not the paper's claim).
+
+LARS (lr 5.0, batch 512) is replaced by SGD with momentum, a cosine schedule and a linear warm-up, as is usual in
+re-implementations; DESIGN.md accepts the substitute and the chapter says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rcl import study
+from rcl.attacks import AttackConfig
+from rcl.augment import SimCLRAugment
+from rcl.data import Dataset, Split, balanced_subset, train_val_split
+from rcl.evaluate import accuracy, robust_accuracy
+from rcl.models import Classifier, ContrastiveNet, DualBatchNorm, ProjectionHead, collapse_dual_bn, encoder
+from rcl.profiles import Config
+from rcl.train import History, TrainConfig, pretrain_acl
+from rcl.train import finetune as _finetune
+
+CHAPTER = "07_acl"
+VARIANTS = ("A2A", "A2S", "DS")
+MODES = ("linear", "partial", "full")
+BASELINE = "SimCLR"  # standard contrastive pre-training (the main study's CL scheme), fine-tuned the same way
+
+VARIANT_NAMES = {
+    "A2A": "A2A: adversarial + adversarial views",
+    "A2S": "A2S: adversarial + standard views",
+    "DS": "DS: dual stream, separate BatchNorm for clean and adversarial",
+    BASELINE: "SimCLR without adversarial pre-training",
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """ACL's settings (Jiang et al. 2020 and their released code). Epsilons and steps in [0, 1] pixel units."""
+
+    arch: str = "resnet18"
+    head_layers: int = 3  # Linear-BN-ReLU-Linear-BN-ReLU-Linear, 512 wide
+    temperature: float = 0.5
+    crop_scale: tuple[float, float] = (0.1, 1.0)
+    pretrain_batch_size: int = 512
+    pretrain_epochs: int = 1000
+    pretrain_optimizer: str = "LARS lr 5.0 (here: SGD momentum 0.9 + cosine + warm-up)"
+    warmup_epochs: int = 10
+    attack_eps: float = 8 / 255  # contrastive PGD of pre-training
+    attack_alpha: float = 2 / 255
+    attack_steps: int = 5
+    finetune_loss: str = "trades"
+    beta: float = 6.0
+    finetune_eps: float = 8 / 255
+    finetune_alpha: float = 2 / 255
+    finetune_steps: int = 10
+    finetune_lr: float = 0.1
+    finetune_weight_decay: float = 2e-4
+    finetune_momentum: float = 0.9
+    finetune_batch_size: int = 128
+    finetune_epochs: int = 25
+    finetune_milestones: tuple[int, ...] = (15, 20)
+    n_val: int = 5000  # of CIFAR-10's 50,000 training images: 45k / 5k
+    select_by: str = "val_robust_acc"
+    eval_eps: float = 8 / 255
+    eval_alpha: float = 2 / 255
+    eval_steps: int = 20
+    ds_finetune_route: str = "adv"  # the BatchNorm branch a DS encoder is fine-tuned with (released code's default)
+
+
+PROTOCOL = Protocol()
+
+
+# ----------------------------------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Plan:
+    """What the chapter runs under a profile.
+
+    variants / modes: the grid; n_pretrain / n_finetune / n_eval: class-balanced examples used for pre-training,
+    for fine-tuning (after the validation split is held out) and for the test evaluation (None = all).
+    """
+
+    variants: tuple[str, ...]
+    modes: tuple[str, ...]
+    n_pretrain: int | None
+    n_finetune: int | None
+    n_eval: int | None
+    n_val: int
+    notes: list[str] = field(default_factory=list)
+
+
+# The smoke profile's slice: enough to run every code path in under a minute on two CPU cores.
+SMOKE_PLAN = dict(modes=("linear", "full"), n_pretrain=32, n_finetune=32, n_eval=64, n_val=32)
+
+
+def plan(
+    cfg: Config,
+    *,
+    variants: tuple[str, ...] | list[str] | None = None,
+    modes: tuple[str, ...] | list[str] | None = None,
+    n_pretrain: int | None = None,
+    n_finetune: int | None = None,
+    n_eval: int | None = None,
+) -> Plan:
+    """The grid and sizes for ``cfg``; arguments left at None take the profile's choice.
+
+    ``quick``/``paper``: every variant and mode on the whole splits (validation: ``cfg.n_val``). ``smoke``:
+    ``SMOKE_PLAN`` (modes linear and full, a few dozen training examples).
+    """
+    smoke = cfg.profile == "smoke"
+    variants = tuple(variants) if variants is not None else VARIANTS
+    modes = tuple(modes) if modes is not None else (SMOKE_PLAN["modes"] if smoke else MODES)
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown ACL variant {v!r}; choose from {', '.join(VARIANTS)}")
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"unknown fine-tuning mode {m!r}; choose from {', '.join(MODES)}")
+
+    def pick(value, key):
+        return value if value is not None else (SMOKE_PLAN[key] if smoke else None)
+
+    n_val = min(cfg.n_val, SMOKE_PLAN["n_val"]) if smoke else cfg.n_val
+    notes = []
+    if smoke:
+        notes.append(
+            "smoke profile: a slice of the grid on a few dozen images; the numbers test the code, not the paper"
+        )
+    return Plan(
+        variants,
+        modes,
+        pick(n_pretrain, "n_pretrain"),
+        pick(n_finetune, "n_finetune"),
+        pick(n_eval, "n_eval"),
+        n_val,
+        notes,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- settings
+def pretrain_attack(cfg: Config) -> AttackConfig:
+    """Contrastive PGD of pre-training: L-inf ``cfg.train_eps`` (8/255), step 2/255, ``cfg.train_steps`` steps
+    (ACL: 5), random start."""
+    return AttackConfig(eps=cfg.train_eps, alpha=PROTOCOL.attack_alpha, steps=cfg.train_steps)
+
+
+def finetune_attack(cfg: Config) -> AttackConfig:
+    """TRADES' inner attack: L-inf ``cfg.train_eps``, step 2/255, 10 steps on the paper profile
+    (``cfg.train_steps`` on the smaller ones)."""
+    steps = PROTOCOL.finetune_steps if cfg.profile == "paper" else cfg.train_steps
+    return AttackConfig(eps=cfg.train_eps, alpha=PROTOCOL.finetune_alpha, steps=steps)
+
+
+def eval_attack(cfg: Config) -> AttackConfig:
+    """The evaluation attack: the field's standard PGD (``cfg.std_*``: L-inf 8/255, step 2/255, 20 steps on
+    quick/paper, fewer on smoke)."""
+    return study.attack(cfg, "std")
+
+
+def pretrain_config(cfg: Config, progress: bool = True) -> TrainConfig:
+    """SGD (momentum 0.9) at ``cfg.acl_lr`` with a cosine schedule and a linear warm-up of
+    ``min(10, epochs // 10)`` epochs, batch ``cfg.acl_batch_size``, ``cfg.acl_epochs`` epochs (LARS substitute)."""
+    return TrainConfig(
+        epochs=cfg.acl_epochs,
+        batch_size=cfg.acl_batch_size,
+        lr=cfg.acl_lr,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=1e-6,
+        schedule="cosine",
+        warmup_epochs=min(PROTOCOL.warmup_epochs, cfg.acl_epochs // 10),
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=progress,
+    )
+
+
+def finetune_milestones(epochs: int) -> tuple[int, ...]:
+    """ACL decays the fine-tuning rate by 10 at epochs 15 and 20 of 25: the same fractions of ``epochs``."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return tuple(sorted({max(1, round(epochs * m / PROTOCOL.finetune_epochs)) for m in PROTOCOL.finetune_milestones}))
+
+
+def finetune_config(cfg: Config, progress: bool = True) -> TrainConfig:
+    """SGD lr ``cfg.acl_finetune_lr`` (0.1), momentum 0.9, weight decay 2e-4, batch 128, ``cfg.acl_finetune_epochs``
+    epochs, divided by 10 at 60 % and 80 % of them."""
+    epochs = cfg.acl_finetune_epochs
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=PROTOCOL.finetune_batch_size,
+        lr=cfg.acl_finetune_lr,
+        optimizer="sgd",
+        momentum=PROTOCOL.finetune_momentum,
+        weight_decay=PROTOCOL.finetune_weight_decay,
+        schedule="multistep",
+        milestones=finetune_milestones(epochs),
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=progress,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- models
+def new_acl_net(cfg: Config, dual_bn: bool = False) -> ContrastiveNet:
+    """Encoder of the profile + ACL's 3-layer projection MLP with BatchNorm (feature_dim wide), dual BN for DS."""
+    enc = encoder(cfg.arch, width=cfg.width, dual_bn=dual_bn)
+    d = enc.feature_dim
+    head = ProjectionHead(d, d, d, layers=PROTOCOL.head_layers, batch_norm=True, dual_bn=dual_bn)
+    return ContrastiveNet(enc, head)
+
+
+def chapter_dir(cfg: Config) -> Path:
+    return cfg.run_dir / CHAPTER
+
+
+def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
+    """Load or train the ACL pre-trained network of ``variant`` ("A2A" | "A2S" | "DS") in ``run_dir/07_acl/``.
+
+    DS networks carry dual BatchNorm (``dual_bn=True``): the clean views always go through the ``clean`` branch
+    and the adversarial views through the ``adv`` branch, so each branch keeps its own statistics.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown ACL variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    pl = pl or plan(cfg)
+    train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
+    model = new_acl_net(cfg, dual_bn=variant == "DS")
+    pretrain_acl(
+        model,
+        train,
+        pretrain_config(cfg, progress),
+        variant=variant,
+        temperature=cfg.acl_temperature,
+        attack=pretrain_attack(cfg),
+        augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
+        ckpt_dir=chapter_dir(cfg) / f"pretrain-{variant}",
+    )
+    return model
+
+
+def baseline_encoder(cfg: Config, data: Dataset, progress: bool = True) -> nn.Module:
+    """The SimCLR encoder pre-trained *without* adversarial examples (``rcl.study.pretrain(cfg, data, "CL")``,
+    shared with chapter 02)."""
+    return study.pretrain(cfg, data, "CL", adversarial=False, progress=progress).encoder
+
+
+def single_bn_encoder(model: nn.Module, route: str = PROTOCOL.ds_finetune_route) -> nn.Module:
+    """The encoder of a pre-trained network with ordinary BatchNorm: for a DS (dual BN) network the ``route``
+    branch of every BatchNorm is kept (``rcl.models.collapse_dual_bn``); other networks are returned as they are."""
+    enc = model.encoder if hasattr(model, "encoder") else model
+    if any(isinstance(m, DualBatchNorm) for m in enc.modules()):
+        return collapse_dual_bn(enc, route)
+    return enc
+
+
+def finetune_splits(cfg: Config, data: Dataset, pl: Plan | None = None) -> tuple[Split, Split]:
+    """``(train, val)``: ``pl.n_val`` class-balanced validation examples held out of ``data.train`` (ACL: 45k/5k),
+    then the rest capped at ``pl.n_finetune``."""
+    pl = pl or plan(cfg)
+    rest, val = train_val_split(data.train, pl.n_val, seed=cfg.seed)
+    return balanced_subset(rest, _cap(pl.n_finetune, len(rest)), seed=cfg.seed), val
+
+
+def finetune(
+    cfg: Config,
+    data: Dataset,
+    source: nn.Module,
+    name: str,
+    mode: str,
+    pl: Plan | None = None,
+    progress: bool = True,
+) -> tuple[Classifier, History]:
+    """Load or train a TRADES fine-tuned classifier from the encoder of ``source`` in ``run_dir/07_acl/``.
+
+    ``source``: a pre-trained network (or encoder); a DS network is fine-tuned through its adversarial BatchNorm
+    branch. ``mode``: "linear" | "partial" (layer4 + fc) | "full". The validation split picks the epoch with the
+    best robust accuracy (PGD of the evaluation attack); the classifier returned holds that epoch's weights and
+    its history has ``best_epoch``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
+    train, val = finetune_splits(cfg, data, pl)
+    enc = single_bn_encoder(source)
+    model = Classifier(encoder(cfg.arch, width=cfg.width), data.num_classes)
+    model.encoder.load_state_dict(enc.state_dict())
+    history = _finetune(
+        model,
+        train,
+        finetune_config(cfg, progress),
+        mode=mode,
+        attack=finetune_attack(cfg),
+        loss=PROTOCOL.finetune_loss,
+        beta=PROTOCOL.beta,
+        val=val,
+        val_attack=eval_attack(cfg),
+        ckpt_dir=chapter_dir(cfg) / f"finetune-{name}-{mode}",
+    )
+    return model, history
+
+
+def with_bn_branch(classifier: Classifier, ds_model: nn.Module, route: str) -> Classifier:
+    """A copy of ``classifier`` whose encoder BatchNorms (statistics and affine) come from ``ds_model``'s ``route``
+    branch; everything else is kept.
+
+    For a classifier fine-tuned in linear mode from a DS network's adversarial branch, ``route="clean"`` is the same
+    encoder and head evaluated through the *other* BatchNorm: what a single, wrong set of statistics does.
+    """
+    donor = collapse_dual_bn(ds_model.encoder, route)
+    out = copy.deepcopy(classifier)
+    bn_names = {name for name, m in out.encoder.named_modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)}
+    state = out.encoder.state_dict()
+    for key, value in donor.state_dict().items():
+        if key.rpartition(".")[0] in bn_names:
+            state[key] = value.to(state[key].device)
+    out.encoder.load_state_dict(state)
+    return out
+
+
+@torch.no_grad()
+def bn_branch_gap(ds_model: nn.Module) -> list[dict]:
+    """How far the two BatchNorm branches of a DS network drifted apart, layer by layer.
+
+    One record per dual BatchNorm of the encoder: ``layer``, ``mean_shift`` = mean over channels of
+    ``|mu_clean - mu_adv| / sqrt((var_clean + var_adv) / 2)`` (a standardised distance between the running means)
+    and ``var_ratio`` = mean over channels of ``var_adv / var_clean``. Zero shift and ratio 1 would mean one set of
+    statistics could serve both kinds of input.
+    """
+    records = []
+    for name, m in ds_model.encoder.named_modules():
+        if isinstance(m, DualBatchNorm):
+            mu_c, mu_a = m.clean.running_mean.float(), m.adv.running_mean.float()
+            var_c, var_a = m.clean.running_var.float(), m.adv.running_var.float()
+            pooled = ((var_c + var_a) / 2).clamp_min(1e-12).sqrt()
+            records.append(
+                {
+                    "layer": name,
+                    "mean_shift": float(((mu_c - mu_a).abs() / pooled).mean()),
+                    "var_ratio": float((var_a / var_c.clamp_min(1e-12)).mean()),
+                }
+            )
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+def evaluate(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None) -> dict:
+    """``{"clean_acc", "robust_acc"}`` of ``model`` on the first ``n_eval`` class-balanced test examples under
+    :func:`eval_attack` (accuracies in [0, 1])."""
+    test = balanced_subset(test, _cap(n_eval, len(test)), seed=cfg.seed)
+    batch = cfg.eval_batch_size
+    return {
+        "clean_acc": accuracy(model, test, batch_size=batch),
+        "robust_acc": robust_accuracy(model, test, eval_attack(cfg), batch_size=batch, seed=cfg.seed),
+    }
+
+
+def record(cfg: Config, scheme: str, mode: str, scores: dict, **extra) -> dict:
+    """One tidy row: scheme (variant), scenario (fine-tuning mode), attack settings, clean and robust accuracy."""
+    atk = eval_attack(cfg)
+    return {
+        "scheme": scheme,
+        "scenario": mode,
+        "threat_model": "II",
+        "attack": "pgd-ce",
+        "norm": atk.norm,
+        "eps": atk.eps,
+        "steps": atk.steps,
+        "alpha": atk.alpha,
+        **scores,
+        **extra,
+    }
+
+
+def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: bool = True, progress: bool = True):
+    """Load or train every variant x mode of ``pl`` (and the SimCLR baseline), evaluate each; returns
+    ``(records, models)``.
+
+    ``records``: one dict per (scheme, mode) with ``clean_acc``, ``robust_acc``, ``best_epoch`` (epoch picked on
+    validation) and ``val_robust_acc``; DS in linear mode also gets a row ``DS (clean BN route)``: the same
+    classifier evaluated through the DS network's clean BatchNorm statistics. ``models``: ``{"pretrained": {variant:
+    net}, "classifiers": {(scheme, mode): classifier}}``.
+    """
+    pl = pl or plan(cfg)
+    pretrained = {v: pretrain(cfg, data, v, pl, progress) for v in pl.variants}
+    sources: dict[str, nn.Module] = dict(pretrained)
+    if baseline:
+        sources[BASELINE] = baseline_encoder(cfg, data, progress)
+    records, classifiers = [], {}
+    for scheme, source in sources.items():
+        for mode in pl.modes:
+            model, history = finetune(cfg, data, source, scheme, mode, pl, progress)
+            classifiers[(scheme, mode)] = model
+            best = max(history, key=lambda r: (r.get("val_robust_acc", -1.0), -r["epoch"]))
+            extra = {"best_epoch": best["epoch"], "val_robust_acc": best.get("val_robust_acc")}
+            records.append(record(cfg, scheme, mode, evaluate(cfg, model, data.test, pl.n_eval), **extra))
+            if scheme == "DS" and mode == "linear":
+                wrong = with_bn_branch(model, pretrained["DS"], "clean")
+                records.append(
+                    record(cfg, "DS (clean BN route)", mode, evaluate(cfg, wrong, data.test, pl.n_eval), **extra)
+                )
+    return records, {"pretrained": pretrained, "classifiers": classifiers}
+
+
+def _cap(n: int | None, total: int) -> int | None:
+    return None if n is None or n >= total else n
+
+
+__all__ = [
+    "BASELINE",
+    "CHAPTER",
+    "MODES",
+    "PROTOCOL",
+    "Plan",
+    "Protocol",
+    "SMOKE_PLAN",
+    "VARIANTS",
+    "baseline_encoder",
+    "bn_branch_gap",
+    "eval_attack",
+    "evaluate",
+    "finetune",
+    "finetune_attack",
+    "finetune_config",
+    "finetune_milestones",
+    "finetune_splits",
+    "new_acl_net",
+    "plan",
+    "pretrain",
+    "pretrain_attack",
+    "pretrain_config",
+    "record",
+    "results",
+    "single_bn_encoder",
+    "with_bn_branch",
+]

@@ -1,0 +1,385 @@
+"""Gupta et al.'s recipes: the SimCLR-supervised robustness gap, the hypersphere, and removing false negatives.
+
+Gupta, Akhtar, Mian, Shah, *Contrastive Self-Supervised Learning Leads to Higher Adversarial Susceptibility*
+(AAAI 2023, arXiv 2207.10862):
+
+- **The gap** (``gap_fraction``): a SimCLR encoder with a linear head is less robust than a supervised network
+  trained with the same network, augmentations and schedule. We train both here (``supervised``, ``simclr``) with
+  SimCLR's augmentation, Adam at the profile's rate and ``cfg.fn_epochs`` epochs, and measure clean and PGD accuracy.
+- **Why** (``hypersphere``, ``class_margins``): NT-Xent pushes every other image of the batch away, including the
+  images of the *same class* ("false negatives"). Wang & Isola's (2020) alignment and uniformity, and the margin
+  between an example's own class centroid and the nearest other one, show how the classes sit on the sphere.
+- **The fix** (``simclr(..., false_negatives=...)``): remove the false negatives from NT-Xent's denominator,
+
+  ``l_i = -log exp(s_ip / t) / sum_{a != i, a not in F(i)} exp(s_ia / t)``, ``F(i)`` = other views with i's label,
+
+  with the true labels (the oracle) or with pseudo-labels from k-means on the current features
+  (:func:`rcl.losses.kmeans_pseudo_labels`, recomputed every epoch). The paper's exact detection rule and tables are
+  not available offline: the k-means version is **our reading** of it. The same removal is plugged into adversarial
+  contrastive pre-training (the main study's: the attack maximises NT-Xent between a view and its perturbation).
+
+Paper's figures (quoted in :mod:`rcl.references`): removal closes up to 68 % of the gap and gives about 5 %
+average robust-accuracy gain inside two adversarial contrastive methods.
+
+Every model is loaded from ``run_dir/08_false_negatives/`` when it is there and trained otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rcl import study
+from rcl.attacks import attack_mode
+from rcl.augment import SimCLRAugment
+from rcl.data import Dataset, Split, balanced_subset
+from rcl.evaluate import accuracy, features, robust_accuracy
+from rcl.losses import alignment, kmeans_pseudo_labels, uniformity
+from rcl.models import Classifier, ContrastiveNet
+from rcl.profiles import Config
+from rcl.runtime import make_generator
+from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
+
+CHAPTER = "08_false_negatives"
+REMOVALS = (None, "labels", "kmeans")  # no removal | oracle (true labels) | k-means pseudo-labels
+SUPERVISED = "supervised"
+
+
+def scheme_name(false_negatives: str | None = None, adversarial: bool = False) -> str:
+    """``"SimCLR"``, ``"SimCLR-FN(labels)"``, ``"SimCLR-FN(kmeans)"``, with ``" +AT"`` for adversarial pre-training."""
+    if false_negatives not in REMOVALS:
+        raise ValueError(f"false_negatives must be one of {REMOVALS}, got {false_negatives!r}")
+    name = "SimCLR" if false_negatives is None else f"SimCLR-FN({false_negatives})"
+    return name + (" +AT" if adversarial else "")
+
+
+# ----------------------------------------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Plan:
+    """What the chapter runs. ``n_pretrain``/``n_eval``: class-balanced examples for training and for the test
+    evaluation (None = all); ``removals``: standard SimCLR runs; ``adversarial``: adversarial SimCLR runs."""
+
+    n_pretrain: int | None
+    n_eval: int | None
+    removals: tuple[str | None, ...]
+    adversarial: tuple[str | None, ...]
+
+
+SMOKE_PLAN = dict(n_pretrain=128, n_eval=64, removals=REMOVALS, adversarial=(None, "kmeans"))
+
+
+def plan(
+    cfg: Config,
+    *,
+    n_pretrain: int | None = None,
+    n_eval: int | None = None,
+    removals: tuple | list | None = None,
+    adversarial: tuple | list | None = None,
+) -> Plan:
+    """The runs for ``cfg`` (arguments left at None take the profile's choice): every removal, standard and
+    adversarial, on the whole splits; ``smoke``: ``SMOKE_PLAN`` (a few hundred images, two adversarial runs)."""
+    smoke = cfg.profile == "smoke"
+    removals = tuple(removals) if removals is not None else REMOVALS
+    adversarial = tuple(adversarial) if adversarial is not None else (SMOKE_PLAN["adversarial"] if smoke else REMOVALS)
+    for r in (*removals, *adversarial):
+        if r not in REMOVALS:
+            raise ValueError(f"unknown false-negative removal {r!r}; choose from {REMOVALS}")
+    if None not in removals:
+        raise ValueError("removals must include None (plain SimCLR): the gap is measured from it")
+    return Plan(
+        n_pretrain if n_pretrain is not None else (SMOKE_PLAN["n_pretrain"] if smoke else None),
+        n_eval if n_eval is not None else (SMOKE_PLAN["n_eval"] if smoke else None),
+        removals,
+        adversarial,
+    )
+
+
+def chapter_dir(cfg: Config) -> Path:
+    return cfg.run_dir / CHAPTER
+
+
+def train_split(cfg: Config, data: Dataset, pl: Plan) -> Split:
+    n = pl.n_pretrain
+    return data.train if n is None or n >= len(data.train) else balanced_subset(data.train, n, seed=cfg.seed)
+
+
+def matched_config(cfg: Config, progress: bool = True) -> TrainConfig:
+    """The schedule both sides share: Adam at ``cfg.lr``, batch ``cfg.batch_size``, ``cfg.fn_epochs`` epochs."""
+    run = study.train_config(cfg, cfg.fn_epochs)
+    run.progress = progress
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------- training
+def supervised(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> Classifier:
+    """Load or train the supervised network at matched network, augmentation (SimCLR's) and schedule."""
+    pl = pl or plan(cfg)
+    model = Classifier(study.new_encoder(cfg), data.num_classes)
+    train_supervised(
+        model,
+        train_split(cfg, data, pl),
+        matched_config(cfg, progress),
+        augment=SimCLRAugment(),
+        ckpt_dir=chapter_dir(cfg) / SUPERVISED,
+    )
+    return model
+
+
+def simclr(
+    cfg: Config,
+    data: Dataset,
+    false_negatives: str | None = None,
+    adversarial: bool = False,
+    pl: Plan | None = None,
+    progress: bool = True,
+) -> ContrastiveNet:
+    """Load or train SimCLR (NT-Xent at ``cfg.temperature``), with false negatives removed by ``"labels"`` (oracle)
+    or ``"kmeans"`` (pseudo-labels, k = number of classes), standard or adversarial (the main study's attack)."""
+    pl = pl or plan(cfg)
+    name = scheme_name(false_negatives, adversarial)
+    model = study.new_contrastive(cfg)
+    pretrain_contrastive(
+        model,
+        train_split(cfg, data, pl),
+        matched_config(cfg, progress),
+        method="simclr",
+        temperature=cfg.temperature,
+        attack=study.attack(cfg, "train") if adversarial else None,
+        false_negatives=false_negatives,
+        augment=SimCLRAugment(),
+        ckpt_dir=chapter_dir(cfg) / _folder(name),
+    )
+    return model
+
+
+def linear_classifier(
+    cfg: Config, data: Dataset, net: nn.Module, name: str, pl: Plan | None = None, progress: bool = True
+) -> Classifier:
+    """Load or train a standard linear head (``cfg.linear_epochs``, Adam) on the frozen encoder of ``net``."""
+    pl = pl or plan(cfg)
+    model = Classifier(study.new_encoder(cfg), data.num_classes)
+    model.encoder.load_state_dict(net.encoder.state_dict())
+    run = study.train_config(cfg, cfg.linear_epochs)
+    run.progress = progress
+    finetune(
+        model, train_split(cfg, data, pl), run, mode="linear", ckpt_dir=chapter_dir(cfg) / f"linear-{_folder(name)}"
+    )
+    return model
+
+
+def _folder(name: str) -> str:
+    return name.replace("(", "-").replace(")", "").replace(" +", "-").replace(" ", "")
+
+
+# ----------------------------------------------------------------------------------------------------- measures
+def evaluate(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None) -> dict:
+    """``{"clean_acc", "robust_acc"}`` (fractions) on ``n_eval`` class-balanced test examples, PGD of the field's
+    standard (``rcl.study.attack(cfg, "std")``: L-inf 8/255, step 2/255)."""
+    if n_eval is not None and n_eval < len(test):
+        test = balanced_subset(test, n_eval, seed=cfg.seed)
+    batch = cfg.eval_batch_size
+    return {
+        "clean_acc": accuracy(model, test, batch_size=batch),
+        "robust_acc": robust_accuracy(model, test, study.attack(cfg, "std"), batch_size=batch, seed=cfg.seed),
+    }
+
+
+def gap_fraction(supervised_acc: float, simclr_acc: float, new_acc: float) -> float:
+    """Fraction of the supervised-SimCLR robustness gap that a new method closes:
+    ``(new - simclr) / (supervised - simclr)``.
+
+    1 closes the whole gap, 0 nothing; above 1 overtakes supervised, below 0 makes things worse. If SimCLR is
+    *more* robust than supervised the gap is negative and the same formula says how much of that (reversed) gap the
+    new method goes back; if there is no gap (``|supervised - simclr| < 1e-12``) the fraction is undefined: NaN.
+    Accuracies are fractions in [0, 1].
+    """
+    for name, value in (("supervised_acc", supervised_acc), ("simclr_acc", simclr_acc), ("new_acc", new_acc)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be an accuracy in [0, 1], got {value}")
+    gap = supervised_acc - simclr_acc
+    if abs(gap) < 1e-12:
+        return math.nan
+    return (new_acc - simclr_acc) / gap
+
+
+@torch.no_grad()
+def hypersphere(
+    encoder: nn.Module, split: Split, *, augment: SimCLRAugment | None = None, batch_size: int = 256, seed: int = 0
+) -> dict:
+    """Wang & Isola's alignment and uniformity of ``encoder``'s L2-normalised features on ``split``.
+
+    ``alignment`` = E ||f(v1) - f(v2)||^2 over two augmented views (``augment``, default SimCLR's) of each image
+    (lower: views closer); ``uniformity`` = log E exp(-2 ||f(x) - f(y)||^2) over pairs of clean images (lower:
+    spread more evenly). Also ``uniformity_within`` (pairs of the same class, averaged over classes): how far SimCLR
+    pushes apart images that a classifier should keep together.
+    """
+    augment = augment or SimCLRAugment()
+    device = next(encoder.parameters()).device
+    gen = make_generator(device, seed)
+    z1, z2 = [], []
+    with attack_mode(encoder, "eval"):
+        for start in range(0, len(split), batch_size):
+            x = split.images[start : start + batch_size].to(device).float().div(255)
+            z1.append(encoder(augment(x, gen)).float())
+            z2.append(encoder(augment(x, gen)).float())
+    z1, z2 = torch.cat(z1), torch.cat(z2)
+    clean = features(encoder, split, batch_size=batch_size, normalize=True, device=device)
+    labels = split.labels.cpu()
+    within = [uniformity(clean[labels == c]) for c in labels.unique() if int((labels == c).sum()) >= 2]
+    return {
+        "alignment": float(alignment(z1, z2)),
+        "uniformity": float(uniformity(clean)),
+        "uniformity_within": float(torch.stack(within).mean()) if within else math.nan,
+    }
+
+
+def class_margins(feats: Tensor, labels: Tensor) -> tuple[Tensor, dict]:
+    """Inter-class margins on the hypersphere.
+
+    ``feats``: ``[N, D]`` features (normalised here), ``labels``: ``[N]``. Each class's centroid is the normalised
+    mean of its points; an example's margin is ``cos(f, own centroid) - max_{other c} cos(f, centroid_c)``, in
+    [-2, 2]: negative means the example sits closer to another class. Returns ``(margins [N], summary)`` with the
+    summary ``mean_margin``, ``frac_negative`` (share of examples closer to another class) and
+    ``centroid_cos_max`` (the largest cosine between two class centroids: the two closest classes).
+    """
+    if feats.ndim != 2 or labels.shape != (feats.shape[0],):
+        raise ValueError(f"feats must be [N, D] and labels [N], got {tuple(feats.shape)} and {tuple(labels.shape)}")
+    u = F.normalize(feats.float(), dim=1)
+    classes = labels.unique()
+    if len(classes) < 2:
+        raise ValueError("class margins need at least two classes in labels")
+    centroids = F.normalize(torch.stack([u[labels == c].mean(0) for c in classes]), dim=1)  # [C, D]
+    sims = u @ centroids.T  # [N, C]
+    own = (labels[:, None] == classes[None, :]).to(sims.device)
+    margins = sims[own] - sims.masked_fill(own, float("-inf")).max(dim=1).values
+    between = centroids @ centroids.T
+    between.fill_diagonal_(-float("inf"))
+    summary = {
+        "mean_margin": float(margins.mean()),
+        "frac_negative": float((margins < 0).float().mean()),
+        "centroid_cos_max": float(between.max()),
+    }
+    return margins, summary
+
+
+def pseudo_label_quality(pseudo: Tensor, labels: Tensor) -> dict:
+    """How well same-pseudo-label pairs find true false negatives (same-class pairs), over all pairs ``i < j``.
+
+    ``precision``: share of pairs removed (same pseudo-label) that are really same-class; ``recall``: share of
+    same-class pairs that are removed. Random labels give precision about 1/C.
+    """
+    if pseudo.shape != labels.shape or pseudo.ndim != 1:
+        raise ValueError(f"pseudo and labels must both be [N], got {tuple(pseudo.shape)} and {tuple(labels.shape)}")
+    same_p = pseudo[:, None] == pseudo[None, :]
+    same_y = labels[:, None] == labels[None, :]
+    upper = torch.triu(torch.ones_like(same_p), diagonal=1)
+    removed, true = same_p & upper, same_y & upper
+    hits = float((removed & true).sum())
+    return {
+        "precision": hits / max(float(removed.sum()), 1.0),
+        "recall": hits / max(float(true.sum()), 1.0),
+    }
+
+
+def kmeans_quality(encoder: nn.Module, split: Split, k: int, seed: int = 0) -> dict:
+    """Pseudo-labels from k-means on ``encoder``'s features of ``split`` and their :func:`pseudo_label_quality`."""
+    feats = features(encoder, split)
+    pseudo = kmeans_pseudo_labels(feats, k, generator=make_generator("cpu", seed))
+    return pseudo_label_quality(pseudo, split.labels.cpu())
+
+
+# ----------------------------------------------------------------------------------------------------- the study
+def run(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> tuple[list[dict], dict]:
+    """Load or train every model of ``pl`` and evaluate it; returns ``(records, models)``.
+
+    Records (one per model): ``scheme`` (supervised, SimCLR, SimCLR-FN(labels|kmeans), with " +AT"), ``scenario``
+    ("ST" standard / "AT" adversarial pre-training, linear head), attack settings, ``clean_acc``, ``robust_acc``,
+    ``removal`` and ``adversarial``. ``models``: ``{"nets": {scheme: ContrastiveNet or Classifier},
+    "classifiers": {scheme: Classifier}}``.
+    """
+    pl = pl or plan(cfg)
+    atk = study.attack(cfg, "std")
+    nets: dict[str, nn.Module] = {SUPERVISED: supervised(cfg, data, pl, progress)}
+    classifiers: dict[str, Classifier] = {SUPERVISED: nets[SUPERVISED]}
+    runs = [(r, False) for r in pl.removals] + [(r, True) for r in pl.adversarial]
+    for removal, adversarial in runs:
+        name = scheme_name(removal, adversarial)
+        nets[name] = simclr(cfg, data, removal, adversarial, pl, progress)
+        classifiers[name] = linear_classifier(cfg, data, nets[name], name, pl, progress)
+    records = []
+    for name, model in classifiers.items():
+        adversarial = name.endswith("+AT")
+        removal = None
+        if name.startswith("SimCLR-FN("):
+            removal = name[len("SimCLR-FN(") :].split(")")[0]
+        records.append(
+            {
+                "scheme": name,
+                "scenario": "AT" if adversarial else "ST",
+                "threat_model": "II",
+                "attack": "pgd-ce",
+                "norm": atk.norm,
+                "eps": atk.eps,
+                "steps": atk.steps,
+                "alpha": atk.alpha,
+                **evaluate(cfg, model, data.test, pl.n_eval),
+                "removal": removal if name != SUPERVISED else None,
+                "adversarial": adversarial,
+            }
+        )
+    return records, {"nets": nets, "classifiers": classifiers}
+
+
+def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
+    """For every SimCLR variant in ``records`` (from :func:`run`): its ``metric``, the ``gain`` over its plain SimCLR
+    (same standard/adversarial pre-training) and, for standard pre-training, the fraction of the supervised-SimCLR
+    gap it closes (``gap_closed``; NaN for adversarial runs, whose baseline is adversarial SimCLR, not the gap)."""
+    by_name = {r["scheme"]: r for r in records}
+    if SUPERVISED not in by_name:
+        raise ValueError("records need the supervised model to measure the gap")
+    out = []
+    for r in records:
+        if r["scheme"] == SUPERVISED:
+            continue
+        base = by_name.get(scheme_name(None, bool(r["adversarial"])))
+        if base is None:
+            continue
+        out.append(
+            {
+                "scheme": r["scheme"],
+                metric: r[metric],
+                "gain": r[metric] - base[metric],
+                "gap_closed": math.nan
+                if r["adversarial"]
+                else gap_fraction(by_name[SUPERVISED][metric], base[metric], r[metric]),
+            }
+        )
+    return out
+
+
+__all__ = [
+    "CHAPTER",
+    "Plan",
+    "REMOVALS",
+    "SMOKE_PLAN",
+    "SUPERVISED",
+    "class_margins",
+    "evaluate",
+    "gap_fraction",
+    "gap_table",
+    "hypersphere",
+    "kmeans_quality",
+    "linear_classifier",
+    "matched_config",
+    "plan",
+    "pseudo_label_quality",
+    "run",
+    "scheme_name",
+    "simclr",
+    "supervised",
+]

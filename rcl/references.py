@@ -1,0 +1,238 @@
+"""The papers' and public references' numbers, as data, and a way to lay our results beside them.
+
+Every figure here is quoted from a named source (DESIGN.md, "Reference figures"); none is computed by us. Values
+are fractions in [0, 1] (accuracies, or a fraction of a gap); a range (e.g. RobustBench's ResNet-18 entries) has
+``value`` as its low end and ``value_high`` as its high end.
+
+Columns of :func:`table`: ``paper`` (the paper whose chapter the row belongs to), ``source``, ``setting`` (network,
+epochs, protocol), ``dataset``, ``arch``, ``method``, ``metric`` (``clean_acc``, ``robust_acc``, ``gap_closed``,
+``robust_gain``), ``attack``, ``eps``, ``value``, ``value_high``, and the keys that find our matching result:
+``scheme``, ``scenario``, ``chapter``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+MAIN = "Ghofrani et al. (arXiv 2302.02502)"
+ACL = "Jiang et al., ACL (NeurIPS 2020)"
+GUPTA = "Gupta et al. (AAAI 2023)"
+PAPERS = (MAIN, ACL, GUPTA)
+
+_E8 = 8 / 255
+_NAN = math.nan
+
+# (paper, source, setting, dataset, arch, method, metric, attack, eps, value, value_high, scheme, scenario, chapter)
+_ROWS = [
+    # standard linear evaluation (SimCLR / SupCon / cross-entropy): where clean accuracy should head
+    (MAIN, "solo-learn README", "SimCLR, 1000 epochs, linear eval", "cifar10", "resnet18", "SimCLR",
+     "clean_acc", None, _NAN, 0.9074, _NAN, "CL", "ST", "04_scenarios"),
+    (MAIN, "solo-learn README", "SimCLR, 1000 epochs, linear eval", "cifar100", "resnet18", "SimCLR",
+     "clean_acc", None, _NAN, 0.6578, _NAN, "CL", "ST", "04_scenarios"),
+    (MAIN, "solo-learn README", "SupCon, 1000 epochs, linear eval", "cifar10", "resnet18", "SupCon",
+     "clean_acc", None, _NAN, 0.9382, _NAN, "SCL", "ST", "04_scenarios"),
+    (MAIN, "solo-learn README", "SupCon, 1000 epochs, linear eval", "cifar100", "resnet18", "SupCon",
+     "clean_acc", None, _NAN, 0.7038, _NAN, "SCL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy", "cifar10", "resnet50", "supervised",
+     "clean_acc", None, _NAN, 0.950, _NAN, "SL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar10", "resnet50", "SupCon",
+     "clean_acc", None, _NAN, 0.960, _NAN, "SCL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar10", "resnet50", "SimCLR",
+     "clean_acc", None, _NAN, 0.936, _NAN, "CL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy", "cifar100", "resnet50", "supervised",
+     "clean_acc", None, _NAN, 0.753, _NAN, "SL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar100", "resnet50", "SupCon",
+     "clean_acc", None, _NAN, 0.765, _NAN, "SCL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar100", "resnet50", "SimCLR",
+     "clean_acc", None, _NAN, 0.707, _NAN, "CL", "ST", "04_scenarios"),
+    # adversarial training: where robust accuracy should head
+    (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
+     "supervised PGD-AT", "clean_acc", None, _NAN, 0.845, _NAN, "SL", "Full-AT", "05_robustness"),
+    (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
+     "supervised PGD-AT", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "SL", "Full-AT", "05_robustness"),
+    (MAIN, "RobustBench (ResNet-18 entries)", "various adversarial training recipes", "cifar10", "resnet18",
+     "adversarial training", "robust_acc", "autoattack", _E8, 0.43, 0.57, "SL", "Full-AT", "05_robustness"),
+    # ACL and the adversarial contrastive method it compares with
+    (ACL, "Jiang et al. 2020 (as reported)", "DS pre-training, full adversarial fine-tuning (TRADES)", "cifar10",
+     "resnet18", "ACL DS", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "DS", "full", "07_acl"),
+    (ACL, "public re-runs of ACL", "DS pre-training, full adversarial fine-tuning (TRADES)", "cifar10",
+     "resnet18", "ACL DS", "robust_acc", "pgd-ce", _E8, 0.488, 0.499, "DS", "full", "07_acl"),
+    (ACL, "RoCL (Kim et al. 2020)", "RoCL pre-training, linear eval", "cifar10", "resnet18", "RoCL",
+     "clean_acc", None, _NAN, 0.8371, _NAN, None, None, None),
+    (ACL, "RoCL (Kim et al. 2020)", "RoCL pre-training, linear eval", "cifar10", "resnet18", "RoCL",
+     "robust_acc", "pgd-ce", _E8, 0.4027, _NAN, None, None, None),
+    # Gupta et al.
+    (GUPTA, "Gupta et al. 2023 (abstract)", "false-negative removal in SimCLR (their detection rule)", "cifar10",
+     "resnet", "SimCLR-FN", "gap_closed", "pgd-ce", _NAN, 0.68, _NAN, "SimCLR-FN(kmeans)", "ST",
+     "08_false_negatives"),
+    (GUPTA, "Gupta et al. 2023 (abstract)", "false-negative removal inside two adversarial contrastive methods",
+     "cifar10", "resnet", "adversarial CL + FN removal", "robust_gain", "pgd-ce", _NAN, 0.05, _NAN,
+     "SimCLR-FN(kmeans) +AT", "AT", "08_false_negatives"),
+]  # fmt: skip
+
+COLUMNS = [
+    "paper",
+    "source",
+    "setting",
+    "dataset",
+    "arch",
+    "method",
+    "metric",
+    "attack",
+    "eps",
+    "value",
+    "value_high",
+    "scheme",
+    "scenario",
+    "chapter",
+]
+
+
+def table(paper: str | None = None) -> pd.DataFrame:
+    """Every reference figure as one row (columns in the module docstring); ``paper`` keeps one paper's rows."""
+    frame = pd.DataFrame(_ROWS, columns=COLUMNS)
+    if paper is not None:
+        if paper not in PAPERS:
+            raise ValueError(f"unknown paper {paper!r}; choose one of: {'; '.join(PAPERS)}")
+        frame = frame[frame.paper == paper].reset_index(drop=True)
+    return frame
+
+
+def format_value(value: float, high: float = _NAN) -> str:
+    """``0.528`` -> ``"52.8 %"``; a range ``(0.43, 0.57)`` -> ``"43.0–57.0 %"``; NaN -> ``""``."""
+    if value is None or pd.isna(value):
+        return ""
+    if high is not None and not pd.isna(high):
+        return f"{100 * value:.1f}–{100 * high:.1f} %"
+    return f"{100 * value:.1f} %"
+
+
+def to_long(frame: pd.DataFrame) -> pd.DataFrame:
+    """Tidy robustness records (``rcl.results.collect``) -> one row per metric: ``chapter, scheme, scenario, metric,
+    attack, eps, steps, value``. ``clean_acc`` rows carry no attack."""
+    rows = []
+    for rec in frame.to_dict("records"):
+        base = {k: rec.get(k) for k in ("chapter", "scheme", "scenario")}
+        for metric in ("clean_acc", "robust_acc", "gap_closed", "robust_gain"):
+            value = rec.get(metric)
+            if value is None or pd.isna(value):
+                continue
+            attack = None if metric == "clean_acc" else rec.get("attack")
+            rows.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "attack": attack,
+                    "eps": rec.get("eps") if attack is not None else _NAN,
+                    "steps": rec.get("steps") if attack is not None else _NAN,
+                    "value": value,
+                }
+            )
+    columns = ["chapter", "scheme", "scenario", "metric", "attack", "eps", "steps", "value"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates(subset=["chapter", "scheme", "scenario", "metric",
+                                                                      "attack", "eps"])  # fmt: skip
+
+
+def gap_long(gaps: pd.DataFrame, chapter: str = "08_false_negatives") -> pd.DataFrame:
+    """Chapter 08's gap table (``rcl.false_negatives.gap_table``: scheme, gain, gap_closed, ...) -> long rows:
+    ``gap_closed`` for the standard runs (scenario ST) and ``robust_gain`` for the adversarial ones (AT, schemes
+    ending in " +AT"), ready to concatenate with :func:`to_long`. An undefined fraction (no gap) stays NaN."""
+    rows = []
+    for rec in gaps.to_dict("records"):
+        adversarial = str(rec["scheme"]).endswith("+AT")
+        metric, value = ("robust_gain", rec["gain"]) if adversarial else ("gap_closed", rec["gap_closed"])
+        rows.append(
+            {
+                "chapter": chapter,
+                "scheme": rec["scheme"],
+                "scenario": "AT" if adversarial else "ST",
+                "metric": metric,
+                "attack": "pgd-ce",
+                "eps": rec.get("eps", _NAN),
+                "steps": rec.get("steps", _NAN),
+                "value": value,
+            }
+        )
+    return pd.DataFrame(rows, columns=["chapter", "scheme", "scenario", "metric", "attack", "eps", "steps", "value"])
+
+
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
+
+
+def _match(ours: pd.DataFrame, ref: dict) -> dict | None:
+    """Our result for reference row ``ref``: same scheme, scenario and metric, from the reference's chapter when it has
+    one (else from any chapter); for a robust metric the same attack family and eps when we have it (else the
+    closest eps)."""
+    if not _given(ref["scheme"]) or ours.empty:
+        return None
+    hit = ours[(ours.scheme == ref["scheme"]) & (ours.metric == ref["metric"])]
+    if _given(ref["scenario"]):
+        hit = hit[hit.scenario == ref["scenario"]]
+    own = hit[hit.chapter == ref["chapter"]]
+    hit = own if not own.empty else hit  # the chapter named first; another chapter's same model otherwise
+    if hit.empty:
+        return None
+    if ref["metric"] == "robust_acc" and _given(ref["attack"]):
+        family = hit[hit.attack.fillna("").astype(str).str.startswith(ref["attack"])]
+        hit = family if not family.empty else hit
+        if not pd.isna(ref["eps"]):
+            hit = hit.assign(_d=(hit.eps.astype(float) - ref["eps"]).abs()).sort_values("_d")
+    return hit.iloc[0].to_dict()
+
+
+def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None = None) -> pd.DataFrame:
+    """The reference figures with our matching numbers in the same row.
+
+    ``ours``: our records, long (:func:`to_long`) or tidy (``rcl.results.collect``; converted here).
+    ``settings``: what our run used, e.g. ``{"profile": "smoke", "dataset": "synthetic", "arch": "resnet18
+    (width 8)", "epochs": "4"}``; shown in a ``our setting`` column beside the reference's ``setting``, ``dataset``
+    and ``arch`` so the differences stand in the same row. Rows without a result of ours say which chapter
+    produces it. Columns: paper, method, metric, reference, source, reference setting, ours, our setting, chapter.
+    """
+    if "metric" not in ours.columns:
+        ours = to_long(ours)
+    settings = settings or {}
+    our_setting = ", ".join(f"{k} {v}" for k, v in settings.items())
+    rows = []
+    for ref in table(paper).to_dict("records"):
+        hit = _match(ours, ref)
+        attack = ""
+        if ref["metric"] == "robust_acc" and _given(ref["attack"]):
+            eps = "" if pd.isna(ref["eps"]) else f", eps {ref['eps'] * 255:g}/255"
+            attack = f" ({ref['attack']}{eps})"
+        if hit is None:
+            mine, where = "", ("not run yet" if _given(ref["chapter"]) else "not reproduced here")
+        elif pd.isna(hit["value"]):  # e.g. no supervised-SimCLR gap in this run: the fraction is undefined
+            mine, where = "undefined", f"no gap to close in this run; {our_setting}"
+        else:
+            mine = format_value(hit["value"]) if ref["metric"] != "gap_closed" else f"{100 * hit['value']:.0f} %"
+            if ref["metric"] == "robust_gain":
+                mine = f"{100 * hit['value']:+.1f} %"
+            where = our_setting
+            if ref["metric"] == "robust_acc" and not pd.isna(hit.get("steps", _NAN)):
+                where = f"{hit['attack']} {int(hit['steps'])} steps, eps {float(hit['eps']) * 255:g}/255; " + where
+        reference = format_value(ref["value"], ref["value_high"])
+        if ref["metric"] == "gap_closed":
+            reference = f"up to {reference}"
+        elif ref["metric"] == "robust_gain":
+            reference = f"about +{reference}"
+        rows.append(
+            {
+                "paper": ref["paper"],
+                "method": ref["method"],
+                "metric": ref["metric"] + attack,
+                "reference": reference,
+                "source": ref["source"],
+                "reference setting": f"{ref['setting']}; {ref['arch']}, {ref['dataset']}",
+                "ours": mine,
+                "our setting": where,
+                "chapter": ref["chapter"] if _given(ref["chapter"]) else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+__all__ = ["ACL", "COLUMNS", "GUPTA", "MAIN", "PAPERS", "beside", "format_value", "gap_long", "table", "to_long"]

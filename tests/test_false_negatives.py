@@ -1,0 +1,180 @@
+"""Tests of rcl.false_negatives: gap arithmetic, margins, pseudo-label quality, hypersphere metrics, the recipes.
+
+Measures are checked on hand-built inputs with known answers; the training recipes on tiny sizes (width 4, 16x16
+synthetic images).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rcl import false_negatives as fn
+from rcl import profiles
+from rcl.data import Dataset, Split, synthetic_dataset
+from rcl.losses import uniformity
+from rcl.models import Classifier, resnet18
+from rcl.train import TrainConfig, train_supervised
+
+
+# ----------------------------------------------------------------------------------------------- gap arithmetic
+@pytest.mark.parametrize(
+    ("sup", "simclr", "new", "expected"),
+    [
+        (0.5, 0.2, 0.4, 2 / 3),  # closes two thirds of a 30-point gap
+        (0.5, 0.2, 0.2, 0.0),  # no change
+        (0.5, 0.2, 0.5, 1.0),  # closes it all
+        (0.5, 0.2, 0.6, 4 / 3),  # overtakes supervised
+        (0.5, 0.2, 0.1, -1 / 3),  # makes it worse: negative
+        (0.2, 0.5, 0.4, 1 / 3),  # reversed gap (SimCLR more robust): a third of the way back
+        (1.0, 0.0, 0.68, 0.68),  # the paper's "up to 68 %" as arithmetic
+    ],
+)
+def test_gap_fraction_known_inputs(sup, simclr, new, expected):
+    assert fn.gap_fraction(sup, simclr, new) == pytest.approx(expected)
+
+
+def test_gap_fraction_without_a_gap_is_nan_and_bad_inputs_raise():
+    assert math.isnan(fn.gap_fraction(0.3, 0.3, 0.5))
+    with pytest.raises(ValueError, match="new_acc"):
+        fn.gap_fraction(0.5, 0.2, 40.0)  # a percentage, not a fraction
+    with pytest.raises(ValueError, match="supervised_acc"):
+        fn.gap_fraction(-0.1, 0.2, 0.3)
+
+
+def test_gap_table_compares_each_run_with_its_own_baseline():
+    rec = lambda name, acc, adv=False: {"scheme": name, "robust_acc": acc, "adversarial": adv}  # noqa: E731
+    records = [
+        rec("supervised", 0.40),
+        rec("SimCLR", 0.10),
+        rec("SimCLR-FN(labels)", 0.31),
+        rec("SimCLR +AT", 0.30, True),
+        rec("SimCLR-FN(kmeans) +AT", 0.35, True),
+    ]
+    rows = {r["scheme"]: r for r in fn.gap_table(records)}
+    assert set(rows) == {"SimCLR", "SimCLR-FN(labels)", "SimCLR +AT", "SimCLR-FN(kmeans) +AT"}
+    assert rows["SimCLR-FN(labels)"]["gain"] == pytest.approx(0.21)
+    assert rows["SimCLR-FN(labels)"]["gap_closed"] == pytest.approx(0.7)
+    assert rows["SimCLR"]["gap_closed"] == pytest.approx(0.0)
+    assert rows["SimCLR-FN(kmeans) +AT"]["gain"] == pytest.approx(0.05)  # against SimCLR +AT, not plain SimCLR
+    assert math.isnan(rows["SimCLR-FN(kmeans) +AT"]["gap_closed"])  # the gap is defined for standard training
+    with pytest.raises(ValueError, match="supervised"):
+        fn.gap_table(records[1:])
+
+
+# ----------------------------------------------------------------------------------------------- margins
+def test_class_margins_on_known_geometry():
+    # class 0 near e1, class 1 near e2 (2-D); cos to own centroid 1, to the other 0 -> margin 1
+    feats = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    margins, summary = fn.class_margins(feats, labels)
+    assert torch.allclose(margins, torch.ones(4))
+    assert summary["mean_margin"] == pytest.approx(1.0)
+    assert summary["frac_negative"] == 0.0
+    assert summary["centroid_cos_max"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_margins_negative_for_a_point_on_the_wrong_side():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0], [0.05, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1, 0])  # the last point is labelled 0 but sits among class 1
+    margins, summary = fn.class_margins(feats, labels)
+    u = F.normalize(feats, dim=1)
+    c0 = F.normalize(u[labels == 0].mean(0), dim=0)
+    c1 = F.normalize(u[labels == 1].mean(0), dim=0)
+    assert margins[4] == pytest.approx(float(u[4] @ c0 - u[4] @ c1), abs=1e-6)
+    assert margins[4] < 0 and summary["frac_negative"] == pytest.approx(1 / 5)
+    with pytest.raises(ValueError, match="two classes"):
+        fn.class_margins(feats, torch.zeros(5, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------------- pseudo-labels
+def test_pseudo_label_quality_by_hand():
+    labels = torch.tensor([0, 0, 1, 1])
+    perfect = fn.pseudo_label_quality(torch.tensor([5, 5, 7, 7]), labels)  # names of clusters do not matter
+    assert perfect == {"precision": 1.0, "recall": 1.0}
+    one_cluster = fn.pseudo_label_quality(torch.zeros(4, dtype=torch.long), labels)
+    assert one_cluster["recall"] == 1.0 and one_cluster["precision"] == pytest.approx(2 / 6)
+    # pairs (0,1) same cluster & same class; (2,3) different clusters -> recall 1/2; removed pairs: (0,1),(1,2)
+    mixed = fn.pseudo_label_quality(torch.tensor([0, 0, 0, 1]), labels)
+    assert mixed["recall"] == pytest.approx(1 / 2)
+    assert mixed["precision"] == pytest.approx(1 / 3)  # removed: (0,1),(0,2),(1,2); true: (0,1)
+
+
+# ----------------------------------------------------------------------------------------------- hypersphere
+class _MeanColour(nn.Module):
+    """A fixed 'encoder': the mean of each colour channel plus a constant (a point on the sphere per image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.1, 0.1, 0.1]))
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3)) + self.bias
+
+
+def test_hypersphere_metrics_match_the_definitions():
+    ds = synthetic_dataset(n_train=40, n_test=10, num_classes=4, seed=0)
+    encoder = _MeanColour()
+    out = fn.hypersphere(encoder, ds.train, augment=lambda x, g: x)  # identical views: perfect alignment
+    assert out["alignment"] == pytest.approx(0.0, abs=1e-10)
+    u = F.normalize(encoder(ds.train.images.float() / 255).detach(), dim=1)
+    sq = torch.cdist(u, u).pow(2)
+    i, j = torch.triu_indices(len(u), len(u), offset=1)
+    assert out["uniformity"] == pytest.approx(float(torch.log(torch.exp(-2 * sq[i, j]).mean())), abs=1e-5)
+    assert out["uniformity"] == pytest.approx(float(uniformity(u)), abs=1e-6)
+    assert out["uniformity_within"] <= 0.0
+    real_views = fn.hypersphere(encoder, ds.train)  # SimCLR's augmentation moves the views apart
+    assert real_views["alignment"] > 0.0
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+def test_scheme_names_and_plan(tmp_path):
+    assert fn.scheme_name() == "SimCLR"
+    assert fn.scheme_name("kmeans", adversarial=True) == "SimCLR-FN(kmeans) +AT"
+    with pytest.raises(ValueError, match="false_negatives"):
+        fn.scheme_name("oracle")
+    quick = fn.plan(profiles.resolve("quick", device="cpu", run_dir=tmp_path))
+    assert quick.removals == fn.REMOVALS and quick.adversarial == fn.REMOVALS and quick.n_pretrain is None
+    smoke = fn.plan(profiles.resolve("smoke", device="cpu", run_dir=tmp_path))
+    assert smoke.n_pretrain is not None and None in smoke.adversarial
+    with pytest.raises(ValueError, match="plain SimCLR"):
+        fn.plan(profiles.resolve("smoke", device="cpu", run_dir=tmp_path), removals=["labels"])
+
+
+def test_supervised_training_takes_a_callable_augmentation():
+    ds = synthetic_dataset(n_train=32, n_test=8, num_classes=4, seed=0)
+    small = Split(F.avg_pool2d(ds.train.images.float(), 2).round().to(torch.uint8), ds.train.labels)
+    calls = []
+
+    def augment(x, gen):
+        calls.append(x.shape[0])
+        return x.flip(3)
+
+    torch.manual_seed(0)
+    model = Classifier(resnet18(4), 4)
+    train_supervised(model, small, TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False), augment=augment)
+    assert calls == [16, 16]
+
+
+@pytest.mark.slow
+def test_run_trains_evaluates_and_reuses_checkpoints(tmp_path):
+    ds = synthetic_dataset(n_train=64, n_test=32, num_classes=4, seed=0)
+    shrink = lambda s: Split(F.avg_pool2d(s.images.float(), 2).round().to(torch.uint8), s.labels)  # noqa: E731
+    data = Dataset(ds.name, ds.classes, shrink(ds.train), shrink(ds.test))
+    cfg = profiles.resolve(
+        "smoke", device="cpu", run_dir=tmp_path, width=4, batch_size=32, fn_epochs=1, linear_epochs=1, train_steps=1
+    )
+    pl = fn.plan(cfg, n_pretrain=64, n_eval=16, removals=[None], adversarial=["kmeans"])
+    records, models = fn.run(cfg, data, pl, progress=False)
+    names = [r["scheme"] for r in records]
+    assert names == ["supervised", "SimCLR", "SimCLR-FN(kmeans) +AT"]
+    assert all(0 <= r["clean_acc"] <= 1 and 0 <= r["robust_acc"] <= 1 for r in records)
+    assert [r["scenario"] for r in records] == ["ST", "ST", "AT"]
+    assert [r["removal"] for r in records] == [None, None, "kmeans"]
+    assert (tmp_path / "08_false_negatives" / "SimCLR-FN-kmeans-AT" / "last.pt").exists()
+    again, _ = fn.run(cfg, data, pl, progress=False)  # everything loaded: same numbers
+    assert [r["robust_acc"] for r in again] == [r["robust_acc"] for r in records]

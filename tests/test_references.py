@@ -1,0 +1,115 @@
+"""Tests of rcl.references: the reference figures are DESIGN.md's, and our results land beside the right ones."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from rcl import references as refs
+
+
+def _value(**keys) -> tuple[float, float]:
+    t = refs.table()
+    for k, v in keys.items():
+        t = t[t[k] == v]
+    assert len(t) == 1, f"expected one reference row for {keys}, got {len(t)}"
+    return float(t.value.iloc[0]), float(t.value_high.iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("keys", "value"),
+    [
+        (dict(source="solo-learn README", method="SimCLR", dataset="cifar10"), 0.9074),
+        (dict(source="solo-learn README", method="SimCLR", dataset="cifar100"), 0.6578),
+        (dict(source="solo-learn README", method="SupCon", dataset="cifar10"), 0.9382),
+        (dict(source="solo-learn README", method="SupCon", dataset="cifar100"), 0.7038),
+        (dict(method="supervised PGD-AT", metric="clean_acc"), 0.845),
+        (dict(method="supervised PGD-AT", metric="robust_acc"), 0.528),
+        (dict(method="ACL DS", source="Jiang et al. 2020 (as reported)"), 0.528),
+        (dict(method="RoCL", metric="clean_acc"), 0.8371),
+        (dict(method="RoCL", metric="robust_acc"), 0.4027),
+        (dict(metric="gap_closed"), 0.68),
+        (dict(metric="robust_gain"), 0.05),
+        (dict(method="supervised", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.950),
+        (dict(method="SupCon", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.960),
+        (dict(method="SimCLR", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.936),
+        (dict(method="supervised", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.753),
+        (dict(method="SupCon", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.765),
+        (dict(method="SimCLR", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.707),
+    ],
+)
+def test_design_figures_are_in_the_table(keys, value):
+    assert _value(**keys)[0] == pytest.approx(value)
+
+
+def test_ranges_keep_both_ends():
+    assert _value(source="RobustBench (ResNet-18 entries)") == pytest.approx((0.43, 0.57))
+    assert _value(source="public re-runs of ACL") == pytest.approx((0.488, 0.499))
+
+
+def test_every_row_is_sourced_and_well_formed():
+    t = refs.table()
+    assert list(t.columns) == refs.COLUMNS
+    assert set(t.paper) == set(refs.PAPERS)
+    assert t.source.str.len().gt(0).all() and t.setting.str.len().gt(0).all() and t.metric.notna().all()
+    assert t.value.between(0, 1).all()
+    ranged = t.value_high.notna()
+    assert (t.value_high[ranged] >= t.value[ranged]).all()
+    with pytest.raises(ValueError, match="unknown paper"):
+        refs.table("Someone et al.")
+    assert set(refs.table(refs.ACL).paper) == {refs.ACL}
+
+
+def test_format_value():
+    assert refs.format_value(0.528) == "52.8 %"
+    assert refs.format_value(0.43, 0.57) == "43.0–57.0 %"
+    assert refs.format_value(float("nan")) == ""
+
+
+def _ours() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            # two robust rows for DS/full: the 8/255 one must be chosen
+            dict(chapter="07_acl", scheme="DS", scenario="full", attack="pgd-ce", eps=4 / 255, steps=20,
+                 clean_acc=0.70, robust_acc=0.45),
+            dict(chapter="07_acl", scheme="DS", scenario="full", attack="pgd-ce", eps=8 / 255, steps=5,
+                 clean_acc=0.70, robust_acc=0.31),
+            dict(chapter="04_scenarios", scheme="CL", scenario="ST", attack="pgd-ce", eps=4 / 255, steps=10,
+                 clean_acc=0.612, robust_acc=0.01),
+        ]
+    )  # fmt: skip
+
+
+def test_beside_matches_ours_to_the_right_reference():
+    out = refs.beside(_ours(), {"profile": "smoke", "dataset": "synthetic"}, paper=refs.ACL)
+    reported = out[out.source == "Jiang et al. 2020 (as reported)"].iloc[0]
+    assert reported.reference == "52.8 %" and reported.ours == "31.0 %"
+    assert "5 steps" in reported["our setting"] and "profile smoke" in reported["our setting"]
+    rocl = out[out.method == "RoCL"].iloc[0]
+    assert rocl.ours == "" and rocl["our setting"] == "not reproduced here"
+    main = refs.beside(_ours(), paper=refs.MAIN)
+    simclr = main[(main.source == "solo-learn README") & (main.method == "SimCLR")]
+    assert set(simclr.ours) == {"61.2 %"}  # cifar10 and cifar100 rows both show our CL/ST clean accuracy
+    assert (main[main.method == "SupCon"].ours == "").all()
+    assert (main[main.method == "SupCon"]["our setting"] == "not run yet").all()
+
+
+def test_beside_with_no_results_at_all():
+    out = refs.beside(pd.DataFrame(columns=["chapter", "scheme", "scenario", "clean_acc", "robust_acc"]))
+    assert len(out) == len(refs.table()) and (out.ours == "").all()
+
+
+def test_gap_rows_land_beside_gupta():
+    gaps = pd.DataFrame(
+        [
+            dict(scheme="SimCLR-FN(kmeans)", robust_acc=0.2, gain=0.05, gap_closed=0.25),
+            dict(scheme="SimCLR-FN(kmeans) +AT", robust_acc=0.3, gain=0.031, gap_closed=0.9),
+        ]
+    )
+    long = refs.gap_long(gaps)
+    assert list(long.metric) == ["gap_closed", "robust_gain"]
+    out = refs.beside(long, paper=refs.GUPTA)
+    assert list(out.ours) == ["25 %", "+3.1 %"]
+    assert list(out.reference) == ["up to 68.0 %", "about +5.0 %"]
+    no_gap = refs.beside(refs.gap_long(gaps.assign(gap_closed=float("nan"))), paper=refs.GUPTA)
+    assert no_gap.ours.iloc[0] == "undefined" and "no gap" in no_gap["our setting"].iloc[0]
