@@ -20,11 +20,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff format --check rcl tests
-	$(BIN)/ruff check rcl tests
+	$(BIN)/ruff format --check rcl tests notebooks
+	$(BIN)/ruff check rcl tests notebooks
 
+# unit tests, then every notebook under nbval (smoke profile), in one pytest run
 test: lint
-	$(BIN)/python -m pytest -q
+	sh tools/install_browser.sh
+	$(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 reproduce: venv
 	$(BIN)/python -m rcl.reproduce $(ARGS)
