@@ -89,7 +89,7 @@ def attack(cfg: Config, kind: str = "train") -> AttackConfig:
     return AttackConfig(eps=eps, alpha=alpha, steps=steps)
 
 
-def train_config(cfg: Config, epochs: int, lr: float | None = None) -> TrainConfig:
+def train_config(cfg: Config, epochs: int, lr: float | None = None, progress: bool = True) -> TrainConfig:
     """Adam at the profile's learning rate, no schedule, no weight decay (the main study's optimiser)."""
     return TrainConfig(
         epochs=epochs,
@@ -98,6 +98,7 @@ def train_config(cfg: Config, epochs: int, lr: float | None = None) -> TrainConf
         optimizer="adam",
         seed=cfg.seed,
         device=cfg.device,
+        progress=progress,
     )
 
 
@@ -129,15 +130,15 @@ def pretrain(cfg: Config, data: Dataset, scheme: str, adversarial: bool = False,
     adv = attack(cfg, "train") if adversarial else None
     if scheme == "SL":
         model = Classifier(new_encoder(cfg), data.num_classes)
-        run = train_config(cfg, cfg.supervised_epochs)
-        train_supervised(model, data.train, _quiet(run, progress), attack=adv, ckpt_dir=ckpt_dir)
+        run = train_config(cfg, cfg.supervised_epochs, progress=progress)
+        train_supervised(model, data.train, run, attack=adv, ckpt_dir=ckpt_dir)
         return model
     model = new_contrastive(cfg)
-    run = train_config(cfg, cfg.pretrain_epochs)
+    run = train_config(cfg, cfg.pretrain_epochs, progress=progress)
     pretrain_contrastive(
         model,
         data.train,
-        _quiet(run, progress),
+        run,
         method="simclr" if scheme == "CL" else "supcon",
         temperature=cfg.temperature,
         attack=adv,
@@ -164,7 +165,7 @@ def scenario_model(
     finetune(
         classifier,
         data.train,
-        _quiet(train_config(cfg, epochs), progress),
+        train_config(cfg, epochs, progress=progress),
         mode=mode,
         attack=attack(cfg, "train") if adversarial_finetuning else None,
         loss="ce",
@@ -175,13 +176,6 @@ def scenario_model(
     else:
         representation = ContrastiveNet(classifier.encoder, pretrained.head)
     return classifier, representation
-
-
-def load_classifier(path: str | Path, cfg: Config, num_classes: int) -> Classifier:
-    """A classifier of the profile's architecture with the weights of the checkpoint at ``path``."""
-    model = Classifier(new_encoder(cfg), num_classes)
-    load_checkpoint(path, model)
-    return model
 
 
 def eval_subset(data: Dataset, n: int | None = None, seed: int = 0) -> Split:
@@ -370,8 +364,3 @@ def pretrain_history(cfg: Config, scheme: str, adversarial: bool = False) -> lis
     if not path.exists():
         return []
     return list((load_checkpoint(path).get("extra") or {}).get("history", []))
-
-
-def _quiet(run: TrainConfig, progress: bool) -> TrainConfig:
-    run.progress = progress
-    return run
