@@ -144,6 +144,7 @@ def pgd(
     loss_fn: LossFn | None = None,
     model_mode: str = "eval",
     generator: torch.Generator | None = None,
+    check_range: bool = True,
 ) -> Tensor:
     """Projected gradient ascent on ``loss_fn(model(x_adv), target)`` inside the eps-ball around ``x``.
 
@@ -164,6 +165,8 @@ def pgd(
         model_mode: ``"eval"`` (default), ``"train"`` or ``"keep"``; see :func:`attack_mode`. The previous training
             flags are restored afterwards in every case (``"train"`` still leaves updated BatchNorm running stats).
         generator: ``torch.Generator`` on ``x``'s device for the random start; ``None`` uses the global RNG.
+        check_range: verify ``x`` lies in [0, 1] (one host sync). Training loops pass ``False`` for batches that
+            rcl's loader and augmentations produced (already clamped), so a step loop never waits on the device.
 
     Returns:
         ``x_adv`` ``[B, C, H, W]``, detached, float32 (float64 if ``x`` is float64), in [0, 1] and with
@@ -175,7 +178,7 @@ def pgd(
             with ``steps > 0``; unknown ``norm`` or ``model_mode``; labels whose batch size differs from ``x``'s;
             a generator on another device.
     """
-    _check_input(x)
+    _check_input(x, check_range)
     eps = _check_number("eps", eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
     steps = _check_steps(steps)
     if steps > 0:
@@ -252,7 +255,7 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _check_input(x: Tensor) -> None:
+def _check_input(x: Tensor, check_range: bool = True) -> None:
     if not torch.is_tensor(x):
         raise ValueError(f"x must be a tensor [B, 3, H, W] in [0, 1], got {type(x).__name__}")
     if x.dim() != 4:
@@ -261,7 +264,7 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(
             f"x must be a float tensor in [0, 1], got {x.dtype}: convert uint8 images with x.float() / 255"
         )
-    if x.numel() == 0:
+    if x.numel() == 0 or not check_range:
         return
     lo, hi = torch.aminmax(x.detach())
     lo, hi = float(lo), float(hi)  # one host sync per attack, not per step
@@ -337,8 +340,9 @@ class AttackConfig:
         target: Any,
         loss_fn: LossFn | None = None,
         generator: torch.Generator | None = None,
+        check_range: bool = True,
     ) -> Tensor:
-        """``pgd(model, x, target, **this config, loss_fn=loss_fn, generator=generator)`` -> ``x_adv [B, C, H, W]``."""
+        """``pgd(model, x, target, **this config, loss_fn, generator, check_range)`` -> ``x_adv [B, C, H, W]``."""
         return pgd(
             model,
             x,
@@ -351,4 +355,5 @@ class AttackConfig:
             loss_fn=loss_fn,
             model_mode=self.model_mode,
             generator=generator,
+            check_range=check_range,
         )

@@ -434,7 +434,7 @@ def train_supervised(
         loss = F.cross_entropy(logits, y)
         metrics = {"acc": _correct(logits, y)}
         if attack is not None:
-            x_adv = attack.run(model, x, y, generator=gen)
+            x_adv = attack.run(model, x, y, generator=gen, check_range=False)
             model.train()
             logits_adv = model(x_adv).float()
             loss = loss + F.cross_entropy(logits_adv, y)
@@ -535,7 +535,7 @@ def pretrain_contrastive(
             def attack_loss(z_adv: Tensor, z_ref: Tensor) -> Tensor:
                 return contrastive(z_adv.float(), z_ref, labels, fn_labels)
 
-            v1_adv = attack.run(model, v1, ref, loss_fn=attack_loss, generator=gen)
+            v1_adv = attack.run(model, v1, ref, loss_fn=attack_loss, generator=gen, check_range=False)
             model.train()
             z = model(torch.cat([v1, v2, v1_adv])).float()
             z1, z2, z_adv = z[:b], z[b : 2 * b], z[2 * b :]
@@ -603,7 +603,7 @@ def pretrain_acl(
 
     def joint_attack(v1: Tensor, v2: Tensor, gen: torch.Generator) -> Tensor:
         both = torch.cat([v1, v2])
-        return attack.run(model, both, both, loss_fn=lambda z, _: nt(z), generator=gen)
+        return attack.run(model, both, both, loss_fn=lambda z, _: nt(z), generator=gen, check_range=False)
 
     def step(x: Tensor, y: Tensor, gen: torch.Generator):
         v1, v2 = augment(x, gen), augment(x, gen)
@@ -615,7 +615,14 @@ def pretrain_acl(
             return nt(z), {"acc": _pair_top1(z[:b], z[b:])}
         if variant == "A2S":
             ref = _reference(model, v1, mode)
-            adv2 = attack.run(model, v2, ref, loss_fn=lambda z, r: nt_xent(r, z.float(), temperature), generator=gen)
+            adv2 = attack.run(
+                model,
+                v2,
+                ref,
+                loss_fn=lambda z, r: nt_xent(r, z.float(), temperature),
+                generator=gen,
+                check_range=False,
+            )
             model.train()
             z = model(torch.cat([v1, adv2])).float()
             return nt(z), {"acc": _pair_top1(z[:b], z[b:])}
@@ -718,9 +725,11 @@ def finetune(
             return F.cross_entropy(logits, y), {"acc": _correct(logits, y)}
         if loss == "trades":
             ref = _reference(model, x, "eval")
-            x_adv = attack.run(model, x, ref, loss_fn=lambda out, r: trades_kl(out.float(), r), generator=gen)
+            x_adv = attack.run(
+                model, x, ref, loss_fn=lambda out, r: trades_kl(out.float(), r), generator=gen, check_range=False
+            )
         else:
-            x_adv = attack.run(model, x, y, generator=gen)
+            x_adv = attack.run(model, x, y, generator=gen, check_range=False)
         set_mode()  # the attack restores only its own view of the flags
         logits = model(x).float()
         logits_adv = model(x_adv).float()

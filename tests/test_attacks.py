@@ -390,3 +390,15 @@ def test_cuda_bf16_attack_keeps_fp32_images_in_the_ball():
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="make_generator"):  # a CPU generator for CUDA images
         pgd(model, x, y, 8 / 255, 2 / 255, 1, generator=torch.Generator().manual_seed(0))
+
+
+def test_range_check_can_be_skipped_for_trusted_batches_without_skipping_shape_checks():
+    model = small_cnn()
+    x, y = batch(n=4)
+    x[0, 0, 0, 0] = 1.5  # out of range: refused by default, trusted (no host sync) with check_range=False
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        AttackConfig(8 / 255, 2 / 255, 1).run(model, x, y)
+    out = AttackConfig(8 / 255, 2 / 255, 1).run(model, x, y, check_range=False)
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="4-D"):
+        pgd(model, x[0], y, 8 / 255, 2 / 255, 1, check_range=False)
