@@ -226,54 +226,13 @@ def simclr_augment(
     x: float [B, 3, H, W] in [0, 1] on any device. generator: a torch.Generator on x's device (None:
     the global RNG); the same seed gives the same views. jitter: (brightness, contrast, saturation,
     hue) strengths as in torchvision's ColorJitter (hue <= 0.5).
-    Returns the views, float [B, 3, H, W] in [0, 1]; with ``return_params`` also a dict of the
-    sampled parameters: ``boxes`` [B, 4] (top, left, h, w), ``flip``, ``jitter`` and ``gray`` [B] bool,
-    ``brightness``, ``contrast``, ``saturation``, ``hue`` [B] (the factors drawn; they act only where
-    ``jitter`` is True).
+    Returns the views, float [B, 3, H, W] in [0, 1]; with ``return_params`` also the sampled parameters
+    (see :meth:`SimCLRAugment.sample`).
     """
-    _check_images(x)
-    _check_generator(x, generator)
-    for name, p in (("flip_p", flip_p), ("jitter_p", jitter_p), ("gray_p", gray_p)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    bj, cj, sj, hj = jitter
-    if min(bj, cj, sj) < 0 or not 0 <= hj <= 0.5:
-        raise ValueError(f"jitter must be (brightness>=0, contrast>=0, saturation>=0, 0<=hue<=0.5), got {jitter}")
-    b, _, height, width = x.shape
-
-    boxes = sample_crop_boxes(b, height, width, generator, scale=scale, ratio=ratio, device=x.device)
-    flip = _coin(b, flip_p, x, generator)
-    do_jitter = _coin(b, jitter_p, x, generator)
-    bright = _uniform(b, max(0.0, 1 - bj), 1 + bj, x, generator)
-    contrast = _uniform(b, max(0.0, 1 - cj), 1 + cj, x, generator)
-    sat = _uniform(b, max(0.0, 1 - sj), 1 + sj, x, generator)
-    hue = _uniform(b, -hj, hj, x, generator)
-    gray = _coin(b, gray_p, x, generator)
-
-    out = hflip(resized_crop(x, boxes), flip)
-    if jitter_p > 0:
-        jittered = adjust_brightness(out, bright)
-        jittered = adjust_contrast(jittered, contrast)
-        jittered = adjust_saturation(jittered, sat)
-        if hj > 0:
-            jittered = adjust_hue(jittered, hue)
-        out = torch.where(do_jitter.view(-1, 1, 1, 1), jittered, out)
-    if gray_p > 0:
-        out = torch.where(gray.view(-1, 1, 1, 1), grayscale(out).expand_as(out), out)
-    out = torch.clamp(out, 0.0, 1.0)
-    if return_params:
-        params = dict(
-            boxes=boxes,
-            flip=flip,
-            jitter=do_jitter,
-            brightness=bright,
-            contrast=contrast,
-            saturation=sat,
-            hue=hue,
-            gray=gray,
-        )
-        return out, params
-    return out
+    aug = SimCLRAugment(scale=scale, ratio=ratio, flip_p=flip_p, jitter=jitter, jitter_p=jitter_p, gray_p=gray_p)
+    params = aug.sample(x, generator)
+    out = aug.apply(x, params)
+    return (out, params) if return_params else out
 
 
 def pad_crop_flip(
@@ -311,6 +270,10 @@ class SimCLRAugment:
 
     Defaults are the main study's (Ghofrani et al.): RandomResizedCrop scale (0.08, 1), flip 0.5,
     ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2. ACL (Jiang et al.) uses scale (0.1, 1).
+
+    A view is ``apply(x, sample(x, generator))``: ``sample`` draws every random parameter (the only part that
+    touches the generator), ``apply`` is a pure function of the images and the parameters, so it can be handed to
+    ``torch.compile`` and fused into a few kernels (``rcl.train`` does that with ``TrainConfig(compile=True)``).
     """
 
     scale: tuple[float, float] = (0.08, 1.0)
@@ -320,17 +283,60 @@ class SimCLRAugment:
     jitter_p: float = 0.8
     gray_p: float = 0.2
 
-    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return simclr_augment(
-            x,
-            generator,
-            scale=self.scale,
-            ratio=self.ratio,
-            flip_p=self.flip_p,
-            jitter=self.jitter,
-            jitter_p=self.jitter_p,
-            gray_p=self.gray_p,
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "jitter_p", "gray_p"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        bj, cj, sj, hj = self.jitter
+        if min(bj, cj, sj) < 0 or not 0 <= hj <= 0.5:
+            raise ValueError(
+                f"jitter must be (brightness>=0, contrast>=0, saturation>=0, 0<=hue<=0.5), got {self.jitter}"
+            )
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must satisfy 0 < min <= max, got {self.scale}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < min <= max, got {self.ratio}")
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Random parameters of one view of each image of x [B, 3, H, W], drawn on x's device.
+
+        ``boxes`` [B, 4] (top, left, h, w in pixels), ``flip``, ``jitter`` and ``gray`` [B] bool, ``brightness``,
+        ``contrast``, ``saturation``, ``hue`` [B] (the factors drawn; they act only where ``jitter`` is True).
+        """
+        _check_images(x)
+        _check_generator(x, generator)
+        b, _, height, width = x.shape
+        bj, cj, sj, hj = self.jitter
+        boxes = sample_crop_boxes(b, height, width, generator, scale=self.scale, ratio=self.ratio, device=x.device)
+        return dict(
+            boxes=boxes,
+            flip=_coin(b, self.flip_p, x, generator),
+            jitter=_coin(b, self.jitter_p, x, generator),
+            brightness=_uniform(b, max(0.0, 1 - bj), 1 + bj, x, generator),
+            contrast=_uniform(b, max(0.0, 1 - cj), 1 + cj, x, generator),
+            saturation=_uniform(b, max(0.0, 1 - sj), 1 + sj, x, generator),
+            hue=_uniform(b, -hj, hj, x, generator),
+            gray=_coin(b, self.gray_p, x, generator),
         )
+
+    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """The views of x [B, 3, H, W] in [0, 1] for ``params`` from :meth:`sample`: float [B, 3, H, W] in [0, 1]."""
+        _check_images(x)
+        out = hflip(resized_crop(x, params["boxes"]), params["flip"])
+        if self.jitter_p > 0:
+            jittered = adjust_brightness(out, params["brightness"])
+            jittered = adjust_contrast(jittered, params["contrast"])
+            jittered = adjust_saturation(jittered, params["saturation"])
+            if self.jitter[3] > 0:
+                jittered = adjust_hue(jittered, params["hue"])
+            out = torch.where(params["jitter"].view(-1, 1, 1, 1), jittered, out)
+        if self.gray_p > 0:
+            out = torch.where(params["gray"].view(-1, 1, 1, 1), grayscale(out).expand_as(out), out)
+        return torch.clamp(out, 0.0, 1.0)
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.apply(x, self.sample(x, generator))
 
     def views(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views of every image (the positive pair)."""
