@@ -191,6 +191,7 @@ def pretrain_config(cfg: Config, progress: bool = True) -> TrainConfig:
         warmup_epochs=min(PROTOCOL.warmup_epochs, cfg.acl_epochs // 10),
         seed=cfg.seed,
         device=cfg.device,
+        compile=cfg.torch_compile,
         progress=progress,
     )
 
@@ -217,6 +218,7 @@ def finetune_config(cfg: Config, progress: bool = True) -> TrainConfig:
         milestones=finetune_milestones(epochs),
         seed=cfg.seed,
         device=cfg.device,
+        compile=cfg.torch_compile,
         progress=progress,
     )
 

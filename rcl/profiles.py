@@ -72,6 +72,8 @@ class Config:
     n_val: int  # held-out validation examples for checkpoint selection (paper: 5,000)
     # false negatives (Gupta et al.)
     fn_epochs: int
+    # speed: torch.compile the training steps (TrainConfig.compile); a one-off compile cost, faster steps
+    torch_compile: bool = False
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed (validated like ``resolve`` overrides)."""
@@ -133,6 +135,7 @@ PROFILES: dict[str, dict] = {
         acl_finetune_lr=0.1,
         n_val=128,
         fn_epochs=2,
+        torch_compile=False,
     ),
     "quick": dict(
         arch="resnet18",
@@ -169,6 +172,7 @@ PROFILES: dict[str, dict] = {
         acl_finetune_lr=0.1,
         n_val=5000,
         fn_epochs=30,
+        torch_compile=False,
     ),
     "paper": dict(
         arch="resnet50",
@@ -205,6 +209,7 @@ PROFILES: dict[str, dict] = {
         acl_finetune_lr=0.1,
         n_val=5000,
         fn_epochs=200,
+        torch_compile=False,
     ),
 }
 
@@ -281,6 +286,7 @@ def describe(cfg: Config) -> str:
     return (
         f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} seed={cfg.seed} "
         f"arch={cfg.arch}(width {cfg.width}) run_dir={cfg.run_dir}"
+        + (" torch_compile=True" if cfg.torch_compile else "")
     )
 
 

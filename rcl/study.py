@@ -98,6 +98,7 @@ def train_config(cfg: Config, epochs: int, lr: float | None = None, progress: bo
         optimizer="adam",
         seed=cfg.seed,
         device=cfg.device,
+        compile=cfg.torch_compile,
         progress=progress,
     )
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rcl.profiles import PROFILES, resolve
+from rcl.profiles import PROFILES, describe, resolve
 
 
 def test_auto_is_smoke_on_cpu():
@@ -30,6 +30,17 @@ def test_overrides_win_and_none_keeps_the_profile():
     assert cfg.width == 16
     assert cfg.batch_size == PROFILES["smoke"]["batch_size"]
     assert cfg.replace(seed=3).seed == 3
+
+
+def test_torch_compile_is_off_by_default_and_reaches_every_training_config():
+    from rcl import acl, study
+
+    assert not any(resolve(name, device="cpu").torch_compile for name in PROFILES)
+    cfg = resolve("smoke", device="cpu", torch_compile=True)
+    assert "torch_compile=True" in describe(cfg)
+    runs = [study.train_config(cfg, 1), acl.pretrain_config(cfg), acl.finetune_config(cfg)]
+    assert all(run.compile for run in runs)
+    assert "compile" not in runs[0].identity()  # a run may resume with or without it
 
 
 def test_dataset_names_the_run_folder(tmp_path):
