@@ -4,7 +4,8 @@ Four pairs, each run in one process on the same model architecture, batch size a
 
 1. SimCLR training step: :func:`rcl.train.pretrain_contrastive` (uint8 data resident on the device through
    :class:`rcl.data.DeviceLoader`, :func:`rcl.augment.simclr_augment` per sample on the device,
-   :func:`rcl.losses.nt_xent`, bf16 autocast + channels_last on CUDA) against a baseline written the usual way:
+   :func:`rcl.losses.nt_xent`, fused Adam, bf16 autocast + channels_last on CUDA), timed eager and again with
+   ``TrainConfig(compile=True)`` (compilation timed apart), against a baseline written the usual way:
    torchvision per-image PIL transforms (RandomResizedCrop, flip, ColorJitter p 0.8, grayscale p 0.2) in a torch
    ``DataLoader`` with worker processes, fp32 eager, a textbook NT-Xent; same optimiser (Adam 3e-4).
 2. PGD-10 (L-inf 8/255, step 2/255): :func:`rcl.attacks.pgd` against ``torchattacks.PGD``.
@@ -19,7 +20,8 @@ profiles built from the measured per-image costs and :mod:`rcl.profiles` (every 
 Honest numbers: each side's work is observed, not assumed (a forward hook counts the rows and calls that reach the
 model), and a ratio is reported only when both sides did the same work (architecture, batch size, images, attack
 steps, output shapes; the CKA matrices must agree numerically). Otherwise the ratio is withheld with its reason and
-stored as ``null``. Every timing is the median of ``--repeats`` runs after a warm-up, with
+stored as ``null``. Every timing is the median of ``--repeats`` runs after a warm-up, the two sides taking turns
+(ours, baseline, ours, ...) so that a drift of the machine's speed favours neither, with
 ``torch.cuda.synchronize`` around timed regions on CUDA. Ratios are ``ours / baseline`` in throughput (x faster).
 
 ``--size small`` (ResNet-18 width 8, a few batches) runs in a minute or two on a CPU; ``--size full`` is the
@@ -59,7 +61,7 @@ from rcl.profiles import PROFILES
 from rcl.runtime import memory_format, pick_device, project_root, resolve_precision
 from rcl.train import TrainConfig, finetune, pretrain_contrastive
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the compiled training step (ours_compiled, ratio_compiled)
 EPOCH_IMAGES = 50_000  # a CIFAR-10 training epoch
 CKA_IMAGES = 10_000  # the CKA target: 10,000 test images
 EPS, ALPHA, PGD_STEPS = 8 / 255, 2 / 255, 10
@@ -70,10 +72,12 @@ CKA_TOLERANCE = 1e-6  # max |ours - baseline| over the CKA matrix (both float64)
 # The issue's targets (GPU figures are for one H100).
 TARGETS = {
     "simclr_epoch_s": ("SimCLR epoch, 50k images (s)", "<= 2.5 s (H100)"),
+    "simclr_epoch_compiled_s": ("SimCLR epoch, 50k images, compile=True (s)", "<= 2.5 s (H100)"),
     "finetune_epoch_s": ("PGD-10 adversarial fine-tuning epoch (s)", "<= 8 s (H100)"),
     "cka_10k_s": ("CKA, 10k images x every block (s, extrapolated)", "<= 10 s (H100)"),
     "quick_min": ("quick profile, estimated (min)", "< 45 min (H100)"),
     "train_ratio": ("training step, ours / baseline (x)", ">= 4x GPU, >= 1.5x CPU"),
+    "train_ratio_compiled": ("training step, compile=True ours / baseline (x)", ">= 4x GPU, >= 1.5x CPU"),
     "pgd_ratio": ("PGD-10, ours / torchattacks (x)", ">= 1.5x GPU"),
     "augment_ratio": ("augmentation, ours / torchvision (x)", ">= 10x GPU"),
     "cka_ratio": ("CKA matrix, ours / per-pair loop (x)", "-"),
@@ -100,7 +104,7 @@ SIZES = {
     "small": BenchSize(
         width=8,
         batch=64,
-        train_batches=3,
+        train_batches=6,
         pgd_batches=1,
         augment_images=256,
         cka_batch=64,
@@ -195,13 +199,25 @@ class WorkCounter:
             self.rows += int(output.shape[0])
             self.output_shape = list(output.shape)
 
-    def __enter__(self) -> WorkCounter:
+    def reset(self) -> None:
+        """Forget what was counted so far (the hook stays)."""
+        self.calls, self.rows, self.output_shape = 0, 0, None
+
+    def attach(self) -> WorkCounter:
+        """Start counting (register the hook); ``with WorkCounter(model)`` does this and :meth:`detach`."""
         self._handle = self.model.register_forward_hook(self._hook)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def detach(self) -> None:
         if self._handle is not None:
             self._handle.remove()
+            self._handle = None
+
+    def __enter__(self) -> WorkCounter:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
 
 
 def architecture(model: nn.Module) -> dict:
@@ -229,6 +245,24 @@ def time_repeats(fn: Callable[[], Any], device: torch.device, repeats: int, warm
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
+    return times
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` calls of each function, the functions taking turns (a, b, a, b, ...).
+
+    Taking turns keeps a drift of the machine's speed during the run (frequency, caches, a neighbour) from
+    favouring whichever side happened to run first. Each function first gets ``warmup`` untimed calls.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name] += time_repeats(fn, device, 1, warmup=0)
     return times
 
 
@@ -326,52 +360,95 @@ def _contrastive_model(size: BenchSize) -> ContrastiveNet:
     return ContrastiveNet(enc, ProjectionHead(enc.feature_dim, size.head_hidden, size.head_out))
 
 
-def bench_training(size: BenchSize, device: torch.device, repeats: int, data: Split, workers: int) -> dict:
-    """SimCLR training step: rcl.train.pretrain_contrastive vs the DataLoader + PIL + fp32 baseline."""
+def bench_training(
+    size: BenchSize, device: torch.device, repeats: int, data: Split, workers: int, compile: bool = True
+) -> dict:
+    """SimCLR training step: rcl.train.pretrain_contrastive, eager and (``compile``) compiled, vs the baseline.
+
+    The baseline is the DataLoader + PIL + fp32 eager loop. Every variant starts from the same initial weights and
+    is warmed up with a full pass (for the compiled one this is where compilation happens, reported as
+    ``compile_seconds``); then the timed passes over ``size.train_batches`` batches take turns (ours, baseline,
+    compiled, ours, ...), so a machine that speeds up or slows down during the run biases no side.
+    """
     batch = size.batch
     n = size.train_batches * batch
     split = Split(data.images[:n], data.labels[:n])
     torch.manual_seed(0)
-    ours_model = _contrastive_model(size)
-    base_model = copy.deepcopy(ours_model)  # same architecture and initial weights
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=LR, device=device, progress=False)
-    warm_split = Split(data.images[:batch], data.labels[:batch])
-    pretrain_contrastive(ours_model, warm_split, cfg, temperature=TEMPERATURE)  # warm-up (also moves the model)
-
-    counter = WorkCounter(ours_model)
-    with counter:
-        seconds = time_repeats(
-            lambda: pretrain_contrastive(ours_model, split, cfg, temperature=TEMPERATURE), device, repeats, warmup=0
-        )
-    ours_work = {
-        "model": architecture(ours_model),
-        "batch_size": batch,
-        "images": counter.rows // (2 * repeats),  # two views per image, one forward per step
-        "forward_calls": counter.calls // repeats,
-        "output_shape": counter.output_shape,
-        "optimizer": "adam",
-        "lr": LR,
+    initial = _contrastive_model(size)
+    runners = {
+        "ours": _ours_training_runner(copy.deepcopy(initial), split, batch, device, compile=False),
+        "baseline": _baseline_training_runner(copy.deepcopy(initial), split, batch, device, workers),
     }
-    ours = _side(seconds, ours_work["images"], "images", ours_work, path="rcl.train.pretrain_contrastive")
+    compile_error = None
+    if compile:
+        try:
+            runners["ours_compiled"] = _ours_training_runner(copy.deepcopy(initial), split, batch, device, compile=True)
+        except Exception as err:  # a broken toolchain must not cost the other figures
+            compile_error = f"torch.compile failed: {type(err).__name__}: {str(err)[:300]}"
+    seconds = time_interleaved({name: runner["run"] for name, runner in runners.items()}, device, repeats, warmup=0)
+    sides = {}
+    for name, runner in runners.items():
+        counter = runner["counter"]
+        counter.detach()
+        work = {
+            "model": architecture(runner["model"]),
+            "batch_size": batch,
+            "images": counter.rows // (2 * repeats),  # two views per image, one forward per step
+            "forward_calls": counter.calls // repeats,
+            "output_shape": counter.output_shape,
+            "optimizer": "adam",
+            "lr": LR,
+        }
+        sides[name] = _side(seconds[name], work["images"], "images", work, path=runner["path"], **runner["extra"])
+        sides[name]["s_per_epoch"] = EPOCH_IMAGES / sides[name]["images_per_s"]
 
-    base = _baseline_training(base_model, split, batch, device, repeats, workers)
     # same loss: the textbook NT-Xent must equal rcl's on the same embeddings
     z = torch.randn(2 * batch, size.head_out, generator=torch.Generator().manual_seed(0))
     loss_gap = float(
         (textbook_nt_xent(z[:batch], z[batch:], TEMPERATURE) - nt_xent(z[:batch], z[batch:], TEMPERATURE)).abs()
     )
     extra = None if loss_gap < 1e-4 else f"baseline NT-Xent differs from rcl's by {loss_gap:.2e}"
+    base = sides["baseline"]
     value, reason = ratio_or_withheld(
-        ours["images_per_s"], base["images_per_s"], ours_work, base["work"], extra_reason=extra
+        sides["ours"]["images_per_s"], base["images_per_s"], sides["ours"]["work"], base["work"], extra_reason=extra
     )
-    for side in (ours, base):
-        side["s_per_epoch"] = EPOCH_IMAGES / side["images_per_s"]
-    return {"ours": ours, "baseline": base, "ratio": value, "withheld": reason, "loss_gap": loss_gap}
+    out = {"ours": sides["ours"], "baseline": base, "ratio": value, "withheld": reason, "loss_gap": loss_gap}
+    fast = sides.get("ours_compiled")
+    if fast is None:
+        out.update(ours_compiled=None, ratio_compiled=None, withheld_compiled=compile_error or "not measured")
+    else:
+        value, reason = ratio_or_withheld(
+            fast["images_per_s"], base["images_per_s"], fast["work"], base["work"], extra_reason=extra
+        )
+        out.update(ours_compiled=fast, ratio_compiled=value, withheld_compiled=reason)
+    return out
 
 
-def _baseline_training(
-    model: nn.Module, split: Split, batch: int, device: torch.device, repeats: int, workers: int
-) -> dict:
+def _ours_training_runner(model: ContrastiveNet, split: Split, batch: int, device: torch.device, *, compile: bool):
+    """One rcl.train.pretrain_contrastive pass over ``split`` as a timed callable, warmed up, with a work counter."""
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=LR, device=device, progress=False, compile=compile)
+    counter = WorkCounter(model).attach()  # hooked before the warm-up: a hook added later forces a recompile
+
+    def run() -> None:
+        pretrain_contrastive(model, split, cfg, temperature=TEMPERATURE)
+
+    _sync(device)
+    start = time.perf_counter()
+    run()  # warm-up: moves the model, builds the kernels (compiles with compile=True)
+    _sync(device)
+    warmup_seconds = time.perf_counter() - start
+    counter.reset()
+    return {
+        "run": run,
+        "model": model,
+        "counter": counter,
+        "path": "rcl.train.pretrain_contrastive" + (" (compile=True)" if compile else ""),
+        "extra": {"compile_seconds": warmup_seconds} if compile else {},
+    }
+
+
+def _baseline_training_runner(model: nn.Module, split: Split, batch: int, device: torch.device, workers: int):
+    """The usual SimCLR loop (PIL transforms in DataLoader workers, fp32 eager) as a timed callable, warmed up."""
     transform = _torchvision_simclr_transform()
     images = split.images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     dataset = PilPairs(images, transform)
@@ -389,10 +466,8 @@ def _baseline_training(
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
-    def epoch(limit: int | None = None) -> None:
-        for step, (v1, v2) in enumerate(loader):
-            if limit is not None and step >= limit:
-                break
+    def run() -> None:
+        for v1, v2 in loader:
             v1 = v1.to(device, non_blocking=True)
             v2 = v2.to(device, non_blocking=True)
             z = model(torch.cat([v1, v2]))
@@ -402,26 +477,16 @@ def _baseline_training(
             optimizer.step()
         float(loss.detach())  # the epoch ends with a host sync, as rcl's does
 
-    epoch(limit=1)  # warm-up: starts the workers
-    counter = WorkCounter(model)
-    with counter:
-        seconds = time_repeats(epoch, device, repeats, warmup=0)
-    work = {
-        "model": architecture(model),
-        "batch_size": batch,
-        "images": counter.rows // (2 * repeats),
-        "forward_calls": counter.calls // repeats,
-        "output_shape": counter.output_shape,
-        "optimizer": "adam",
-        "lr": LR,
+    counter = WorkCounter(model).attach()
+    run()  # warm-up: starts the workers
+    counter.reset()
+    return {
+        "run": run,
+        "model": model,
+        "counter": counter,
+        "path": f"torchvision PIL transforms + DataLoader({workers} workers), fp32",
+        "extra": {},
     }
-    return _side(
-        seconds,
-        work["images"],
-        "images",
-        work,
-        path=f"torchvision PIL transforms + DataLoader({workers} workers), fp32",
-    )
 
 
 def bench_pgd(size: BenchSize, device: torch.device, repeats: int, data: Split) -> dict:
@@ -438,41 +503,43 @@ def bench_pgd(size: BenchSize, device: torch.device, repeats: int, data: Split) 
     def ours_run() -> None:
         outs["ours"] = torch.cat([pgd(ours_model, xb, yb, EPS, ALPHA, PGD_STEPS) for xb, yb in batches])
 
-    counter = WorkCounter(ours_model)
-    with counter:
-        seconds = time_repeats(ours_run, device, repeats)
-    ours_work = _attack_work(ours_model, counter, repeats + 1, size.batch, outs["ours"])
-    ours = _side(seconds, n, "images", ours_work, path="rcl.attacks.pgd")
-    ours["max_perturbation"] = float((outs["ours"] - x).abs().max())
-    result = {"ours": ours}
+    fns = {"ours": ours_run}
     try:
         import torchattacks
     except ImportError as err:
-        result.update(baseline=None, ratio=None, withheld=f"torchattacks is not installed ({err})")
-        return result
-    attack = torchattacks.PGD(base_model, eps=EPS, alpha=ALPHA, steps=PGD_STEPS, random_start=True)
+        torchattacks, missing = None, f"torchattacks is not installed ({err})"
+    else:
+        attack = torchattacks.PGD(base_model, eps=EPS, alpha=ALPHA, steps=PGD_STEPS, random_start=True)
 
-    def base_run() -> None:
-        outs["baseline"] = torch.cat([attack(xb, yb) for xb, yb in batches])
+        def base_run() -> None:
+            outs["baseline"] = torch.cat([attack(xb, yb) for xb, yb in batches])
 
-    counter = WorkCounter(base_model)
-    with counter:
-        seconds = time_repeats(base_run, device, repeats)
-    base_work = _attack_work(base_model, counter, repeats + 1, size.batch, outs["baseline"])
-    base = _side(seconds, n, "images", base_work, path=f"torchattacks {torchattacks.__version__} PGD, fp32")
-    base["max_perturbation"] = float((outs["baseline"] - x).abs().max())
+        fns["baseline"] = base_run
+    counters = {"ours": WorkCounter(ours_model).attach(), "baseline": WorkCounter(base_model).attach()}
+    seconds = time_interleaved(fns, device, repeats)
+    for counter in counters.values():
+        counter.detach()
+    sides = {}
+    for name in fns:
+        model = ours_model if name == "ours" else base_model
+        work = _attack_work(model, counters[name], repeats + 1, size.batch, outs[name])
+        path = "rcl.attacks.pgd" if name == "ours" else f"torchattacks {torchattacks.__version__} PGD, fp32"
+        sides[name] = _side(seconds[name], n, "images", work, path=path)
+        sides[name]["max_perturbation"] = float((outs[name] - x).abs().max())
+        with torch.no_grad():
+            sides[name]["robust_acc_on_batch"] = float((base_model(outs[name]).argmax(1) == y).float().mean())
+    ours = sides["ours"]
+    if "baseline" not in sides:
+        return {"ours": ours, "baseline": None, "ratio": None, "withheld": missing}
+    base = sides["baseline"]
     extra = None
-    for name, side in (("ours", ours), ("baseline", base)):
+    for name, side in sides.items():
         if side["max_perturbation"] > EPS + 1e-5:
             extra = f"{name}'s adversarial images leave the eps-ball ({side['max_perturbation']:.5f} > {EPS:.5f})"
-    with torch.no_grad():
-        for name, side in (("ours", ours), ("baseline", base)):
-            side["robust_acc_on_batch"] = float((base_model(outs[name]).argmax(1) == y).float().mean())
     value, reason = ratio_or_withheld(
-        ours["images_per_s"], base["images_per_s"], ours_work, base_work, extra_reason=extra
+        ours["images_per_s"], base["images_per_s"], ours["work"], base["work"], extra_reason=extra
     )
-    result.update(baseline=base, ratio=value, withheld=reason)
-    return result
+    return {"ours": ours, "baseline": base, "ratio": value, "withheld": reason}
 
 
 def _attack_work(model: nn.Module, counter: WorkCounter, runs: int, batch: int, out: Tensor) -> dict:
@@ -501,24 +568,34 @@ def bench_augment(size: BenchSize, device: torch.device, repeats: int, data: Spl
     def ours_run() -> None:
         outs["ours"] = simclr_augment(images_u8.float().div_(255), gen)
 
-    seconds = time_repeats(ours_run, device, repeats)
-    ours_work = {"images": n, "views_per_image": 1, "output_shape": list(outs["ours"].shape)}
-    ours = _side(seconds, n, "views", ours_work, path="rcl.augment.simclr_augment (uint8 -> float included)")
+    fns = {"ours": ours_run}
     try:
         from PIL import Image
 
         transform = _torchvision_simclr_transform()
     except ImportError as err:
-        return {"ours": ours, "baseline": None, "ratio": None, "withheld": f"torchvision/PIL missing ({err})"}
-    nhwc = data.images[:n].permute(0, 2, 3, 1).contiguous().numpy()
+        missing = f"torchvision/PIL missing ({err})"
+    else:
+        nhwc = data.images[:n].permute(0, 2, 3, 1).contiguous().numpy()
 
-    def base_run() -> None:
-        outs["baseline"] = torch.stack([transform(Image.fromarray(img)) for img in nhwc])
+        def base_run() -> None:
+            outs["baseline"] = torch.stack([transform(Image.fromarray(img)) for img in nhwc])
 
-    seconds = time_repeats(base_run, torch.device("cpu"), repeats)
-    base_work = {"images": n, "views_per_image": 1, "output_shape": list(outs["baseline"].shape)}
-    base = _side(seconds, n, "views", base_work, path="torchvision PIL transforms, one process")
-    value, reason = ratio_or_withheld(ours["views_per_s"], base["views_per_s"], ours_work, base_work)
+        fns["baseline"] = base_run
+    seconds = time_interleaved(fns, device, repeats)
+    sides = {}
+    for name in fns:
+        work = {"images": n, "views_per_image": 1, "output_shape": list(outs[name].shape)}
+        path = (
+            "rcl.augment.simclr_augment (uint8 -> float included)"
+            if name == "ours"
+            else "torchvision PIL transforms, one process"
+        )
+        sides[name] = _side(seconds[name], n, "views", work, path=path)
+    if "baseline" not in sides:
+        return {"ours": sides["ours"], "baseline": None, "ratio": None, "withheld": missing}
+    ours, base = sides["ours"], sides["baseline"]
+    value, reason = ratio_or_withheld(ours["views_per_s"], base["views_per_s"], ours["work"], base["work"])
     return {"ours": ours, "baseline": base, "ratio": value, "withheld": reason}
 
 
@@ -542,8 +619,8 @@ def bench_cka(size: BenchSize, device: torch.device, repeats: int, data: Split) 
     def base_run() -> None:
         outs["baseline"] = pairwise_minibatch_cka(batches)
 
-    ours_s = time_repeats(ours_run, device, repeats)
-    base_s = time_repeats(base_run, device, repeats)
+    seconds = time_interleaved({"ours": ours_run, "baseline": base_run}, device, repeats)
+    ours_s, base_s = seconds["ours"], seconds["baseline"]
     n = size.cka_batches * size.cka_batch
     work_o = {
         "images": n,
@@ -706,14 +783,16 @@ def _load_average() -> float | None:
 def run_bench(
     device: str | torch.device = "auto",
     size: str | BenchSize | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     workers: int | None = None,
+    compile: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run every measurement and return the JSON-ready report (see the module docstring).
 
     size: "small", "full", a :class:`BenchSize` (reported as "custom"), or None (full on CUDA, small on CPU).
     workers: the baseline DataLoader's worker processes (default 2 on CPU, up to 8 on CUDA).
+    compile: also time the training step with ``TrainConfig(compile=True)`` (compilation time reported apart).
     """
     device = pick_device(device)
     if isinstance(size, BenchSize):
@@ -733,7 +812,7 @@ def run_bench(
     started = time.perf_counter()
     figures: dict[str, Any] = {}
     for name, fn in (
-        ("simclr_step", lambda: bench_training(sz, device, repeats, data, workers)),
+        ("simclr_step", lambda: bench_training(sz, device, repeats, data, workers, compile)),
         ("pgd", lambda: bench_pgd(sz, device, repeats, data)),
         ("augment", lambda: bench_augment(sz, device, repeats, data)),
         ("cka", lambda: bench_cka(sz, device, repeats, data)),
@@ -769,6 +848,7 @@ def run_bench(
             "dataloader_workers": workers,
             "precision_ours": resolve_precision(device, "auto"),
             "channels_last_ours": memory_format(device) == torch.channels_last,
+            "compile_measured": compile,
             "eps": EPS,
             "alpha": ALPHA,
             "pgd_steps": PGD_STEPS,
@@ -786,10 +866,12 @@ def summary(report: dict) -> dict[str, float | None]:
     f = report["figures"]
     return {
         "simclr_epoch_s": f["simclr_step"]["ours"]["s_per_epoch"],
+        "simclr_epoch_compiled_s": (f["simclr_step"]["ours_compiled"] or {}).get("s_per_epoch"),
         "finetune_epoch_s": f["finetune_pgd10"]["s_per_epoch"],
         "cka_10k_s": f["cka_10k"]["seconds_10k"],
         "quick_min": f["profiles"]["quick"]["seconds"] / 60,
         "train_ratio": f["simclr_step"]["ratio"],
+        "train_ratio_compiled": f["simclr_step"]["ratio_compiled"],
         "pgd_ratio": f["pgd"]["ratio"],
         "augment_ratio": f["augment"]["ratio"],
         "cka_ratio": f["cka"]["ratio"],
@@ -836,6 +918,25 @@ def format_report(report: dict) -> str:
 
     pair("SimCLR step (images/s)", "simclr_step", "images_per_s")
     pair("SimCLR epoch, 50k images (s)", "simclr_step", "s_per_epoch")
+    step = f["simclr_step"]
+    if step["ours_compiled"] is not None:
+        fast, ratio = step["ours_compiled"], step["ratio_compiled"]
+        lines.append(
+            f"{'  compile=True (images/s)':<34} {_fmt(fast['images_per_s']):>14} "
+            f"{_fmt(step['baseline']['images_per_s']):>14} {f'{ratio:.2f}x' if ratio is not None else 'withheld':>10}"
+        )
+        lines.append(
+            f"{'  compile=True epoch (s)':<34} {_fmt(fast['s_per_epoch']):>14} "
+            f"{_fmt(step['baseline']['s_per_epoch']):>14}   (compiling took {_fmt(fast['compile_seconds'])} s, once)"
+        )
+        saved_per_image = 1 / step["ours"]["images_per_s"] - 1 / fast["images_per_s"]
+        if saved_per_image > 0:
+            lines.append(
+                f"  compiling pays back after {_fmt(fast['compile_seconds'] / saved_per_image)} training images "
+                "(compile seconds / seconds saved per image against eager)"
+            )
+    if step["withheld_compiled"]:
+        lines.append(f"  compile=True ratio withheld: {step['withheld_compiled']}")
     pair("PGD-10 (images/s)", "pgd", "images_per_s")
     pair("augmentation (views/s)", "augment", "views_per_s")
     pair("CKA layer x layer matrix (s)", "cka", "seconds")
@@ -898,7 +999,7 @@ def render_readme(folder: Path | str | None = None) -> str:
             elif key == "quick_min" and r["settings"]["size"] != "full":
                 cells.append("n/a (tiny network; needs --size full)")
             else:
-                cells.append(f"{value:.2f}x" if key.endswith("ratio") else _fmt(value))
+                cells.append(f"{value:.2f}x" if "_ratio" in key else _fmt(value))
         lines.append("| " + " | ".join([label, target, *cells]) + " |")
     lines.append("")
     for name, r in reports:
@@ -927,9 +1028,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
     parser.add_argument("--size", choices=sorted(SIZES), default=None, help="default: full on CUDA, small on CPU")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/<device>-<size>.json)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
     parser.add_argument("--workers", type=int, default=None, help="baseline DataLoader workers (default 2 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the compile=True training step (saves its compilation)"
+    )
     parser.add_argument("--render-readme", action="store_true", help="only rebuild benchmarks/README.md")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -940,7 +1044,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render_readme:
         print(render_readme(folder))
         return 0
-    report = run_bench(args.device, args.size, args.repeats, args.workers, log=lambda m: print(m, file=sys.stderr))
+    report = run_bench(
+        args.device,
+        args.size,
+        args.repeats,
+        args.workers,
+        compile=not args.no_compile,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     print(format_report(report))
     device = pick_device(args.device)
     default_slug = "cpu" if device.type == "cpu" else slug(device_name(device))

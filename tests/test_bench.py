@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -139,6 +140,14 @@ def test_run_bench_tiny_reports_every_figure(tmp_path, tiny_report):
     assert train["ours"]["work"]["images"] == TINY.train_batches * TINY.batch
     assert train["ours"]["work"]["images"] == train["baseline"]["work"]["images"]
     assert train["ours"]["s_per_epoch"] == pytest.approx(50_000 / train["ours"]["images_per_s"])
+    fast = train["ours_compiled"]  # compile=True: the same work, its compilation timed apart
+    if not any(shutil.which(c) for c in ("g++", "clang++", "c++")):  # the bench says why, the rest still runs
+        assert fast is None and "C++ compiler" in train["withheld_compiled"]
+    else:
+        assert train["withheld_compiled"] is None, train["withheld_compiled"]
+        assert fast["work"] == train["baseline"]["work"] and train["ratio_compiled"] > 0
+        assert fast["compile_seconds"] > 0 and len(fast["repeats_s"]) == len(train["ours"]["repeats_s"])
+        assert "compile=True epoch (s)" in bench.format_report(report)
     assert figures["pgd"]["ours"]["work"]["steps"] == 10 == figures["pgd"]["baseline"]["work"]["steps"]
     assert figures["pgd"]["ours"]["max_perturbation"] <= 8 / 255 + 1e-5
     assert figures["cka"]["max_abs_diff"] < 1e-6
