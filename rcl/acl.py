@@ -383,10 +383,7 @@ def record(cfg: Config, scheme: str, mode: str, scores: dict, **extra) -> dict:
         "scenario": mode,
         "threat_model": "II",
         "attack": "pgd-ce",
-        "norm": atk.norm,
-        "eps": atk.eps,
-        "steps": atk.steps,
-        "alpha": atk.alpha,
+        **atk.record(),
         **scores,
         **extra,
     }

@@ -333,6 +333,10 @@ class AttackConfig:
         if self.model_mode not in MODEL_MODES:
             raise ValueError(f"unknown model_mode {self.model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
 
+    def record(self) -> dict:
+        """The columns a robustness record keeps of this attack: ``norm``, ``eps``, ``steps``, ``alpha``."""
+        return {"norm": self.norm, "eps": self.eps, "steps": self.steps, "alpha": self.alpha}
+
     def run(
         self,
         model: nn.Module,
