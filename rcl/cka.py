@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rcl.runtime import memory_format
+from rcl.runtime import memory_format, model_device
 
 __all__ = ["linear_cka", "rbf_cka", "unbiased_hsic", "MinibatchCKA", "LayerCKA", "layer_cka"]
 
@@ -308,14 +308,6 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> Iterator[Tenso
         )
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _taps(model: nn.Module, x: Tensor, names: Sequence[str] | None) -> dict[str, Tensor]:
     if not hasattr(model, "forward_taps"):
         raise ValueError(f"{type(model).__name__} has no forward_taps(x, names): pass an rcl.models.ResNet encoder")
@@ -373,7 +365,7 @@ def layer_cka(
     cross = model_b is not None or inputs_b is not None
     model_b = model_a if model_b is None else model_b
     taps_b = taps if taps_b is None else taps_b
-    device = _model_device(model_a)
+    device = model_device(model_a)
     fmt = memory_format(device)
     models = {id(m): m for m in (model_a, model_b)}.values()
     flags = [(m, m.training) for model in models for m in model.modules()]

@@ -32,20 +32,13 @@ from torch import Tensor, nn
 
 from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
 from rcl.data import DeviceLoader, Split
-from rcl.runtime import autocast, make_generator
+from rcl.runtime import autocast, make_generator, model_device
 
 # Columns that lead every results table, in this order, when the records hold them.
 STANDARD_COLUMNS = ("scheme", "scenario", "attack", "eps", "steps", "clean_acc", "robust_acc")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free module)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _batches(split: Split, batch_size: int, device: torch.device) -> DeviceLoader:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -417,7 +410,6 @@ __all__ = [
     "eps_curve",
     "features",
     "layer_probe",
-    "model_device",
     "robust_accuracy",
     "threat_model_1",
     "threat_model_2",

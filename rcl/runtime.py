@@ -33,6 +33,15 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a module holding neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 

@@ -45,10 +45,10 @@ from rcl.attacks import AttackConfig
 from rcl.checkpoint import load_checkpoint
 from rcl.cka import LayerCKA, layer_cka
 from rcl.data import Dataset, Split, balanced_subset
-from rcl.evaluate import accuracy, model_device, threat_model_1, threat_model_2
+from rcl.evaluate import accuracy, threat_model_1, threat_model_2
 from rcl.models import Classifier, ContrastiveNet, ProjectionHead, encoder
 from rcl.profiles import Config
-from rcl.runtime import make_generator
+from rcl.runtime import make_generator, model_device
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
 
 SCHEMES = ("SL", "CL", "SCL")

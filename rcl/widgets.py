@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from rcl.course import notebook_for
-from rcl.runtime import make_generator
+from rcl.runtime import make_generator, model_device
 
 Input = str  # "clean" | "adversarial" | "clean-vs-adversarial"
 INPUTS: tuple[str, ...] = ("clean", "adversarial", "clean-vs-adversarial")
@@ -290,11 +290,6 @@ def _models_from_run_dir(run_dir: Path) -> tuple[dict[str, object], list[str]]:
     return dict(found), messages
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def attack_explorer(
     models: Mapping[str, nn.Module | str | Path] | str | Path,
     data,
@@ -356,7 +351,7 @@ def attack_explorer(
         if not models:
             raise _Missing("\n".join(messages))
         model = model_named(p["model"])
-        device = _device_of(model)
+        device = model_device(model)
         x, label = _float_image(images, p["index"])
         x = x.to(device)
         y = torch.tensor([label], device=device)
@@ -458,7 +453,7 @@ def compute_cka_matrices(
     matrices: dict[tuple[str, str, str], Tensor] = {}
     names: list[str] = []
     for (scheme, scenario), model in models.items():
-        device = _device_of(model)
+        device = model_device(model)
         xd, yd = x.to(device), y.to(device)
         x_adv = _adversarial_inputs(model, xd, yd, attack, temperature).detach()
         encoder = getattr(model, "encoder", model)
