@@ -334,8 +334,15 @@ class AttackConfig:
             raise ValueError(f"unknown model_mode {self.model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
 
     def record(self) -> dict:
-        """The columns a robustness record keeps of this attack: ``norm``, ``eps``, ``steps``, ``alpha``."""
-        return {"norm": self.norm, "eps": self.eps, "steps": self.steps, "alpha": self.alpha}
+        """The columns a robustness record keeps of this attack: ``norm``, ``eps``, ``steps``, ``alpha``,
+        ``random_start``."""
+        return {
+            "norm": self.norm,
+            "eps": self.eps,
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "random_start": self.random_start,
+        }
 
     def run(
         self,

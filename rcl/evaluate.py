@@ -6,9 +6,10 @@ What is measured (Ghofrani et al., arXiv 2302.02502, Sec. 4; the field's standar
 - ``robust_accuracy``: fraction classified correctly on the adversarial input ``x_adv = attack(x)``
   (``x_adv`` within ``eps`` of ``x``). Every example counts: the split is walked in evaluation batches and the
   last partial batch is kept (the released code dropped it but divided by 10,000; we do not copy that).
-- Threat model I (``threat_model_1``): the attacker only knows the representation. It perturbs ``x`` to
-  *maximise* the contrastive loss between the embedding of ``x_adv`` and that of the clean ``x``
-  (NT-Xent, Eq. 1 of the paper, the positive pair being (x_adv, x)); the classifier then labels ``x_adv``.
+- Threat model I (``threat_model_1``): the attacker knows the representation, not the head. It perturbs ``x``
+  to *maximise* the contrastive loss between the embedding of ``x_adv`` and that of the clean ``x`` (the
+  positive pair being (x_adv, x)): NT-Xent for SimCLR, SupCon with the labels for SupCon, as the released
+  ``testEvalNet_adv`` does; the classifier then labels ``x_adv``.
 - Threat model II (``threat_model_2``): end-to-end PGD on the classifier's cross-entropy (Madry et al. 2018).
 - ``autoattack_accuracy``: ``"ce+t"`` = APGD-CE then APGD-T (targeted DLR) on what survives, the two
   gradient attacks of AutoAttack; ``"standard"`` = the full suite (APGD-CE, APGD-T, FAB-T, Square) through
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 
 from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
 from rcl.data import DeviceLoader, Split
+from rcl.losses import supcon
 from rcl.runtime import autocast, make_generator, model_device
 
 # Columns that lead every results table, in this order, when the records hold them.
@@ -105,6 +107,7 @@ def threat_model_1(
     attack: AttackConfig,
     temperature: float,
     *,
+    method: str = "simclr",
     batch_size: int = 512,
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -112,22 +115,35 @@ def threat_model_1(
     """Threat model I (attack the representation): robust accuracy in [0, 1].
 
     ``contrastive`` maps x: [B, 3, H, W] in [0, 1] to embeddings [B, D] (a ContrastiveNet, or an encoder).
-    The attack maximises NT-Xent(contrastive(x_adv), contrastive(x)) at ``temperature`` (the clean embeddings
-    are computed once per batch in eval mode, without gradients); ``classifier`` then labels ``x_adv``.
-    The attacker never sees the classifier's head or the labels.
+    The attack maximises the contrastive loss between the embeddings of the clean x and of x_adv at
+    ``temperature``, as the released ``testEvalNet_adv`` -> ``pgd_linf`` does: ``method="simclr"`` NT-Xent
+    (the attacker knows only the representation), ``"supcon"`` SupCon with the true labels (SCL: the attacker
+    also knows the labels). The clean embeddings are computed once per batch in eval mode, without gradients;
+    ``classifier`` then labels ``x_adv``. The attacker never sees the classifier's head.
     """
+    if method not in ("simclr", "supcon"):
+        raise ValueError(f"method must be 'simclr' (NT-Xent) or 'supcon' (SupCon with the labels), got {method!r}")
     device = torch.device(device) if device is not None else model_device(classifier)
 
-    def clean_embedding(x: Tensor, y: Tensor) -> Tensor:
+    def clean_embedding(x: Tensor, y: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         with attack_mode(contrastive, "eval"):
-            return _logits(contrastive, x, device)
+            z = _logits(contrastive, x, device)
+        return z if method == "simclr" else (z, y)
+
+    if method == "simclr":
+        loss_fn = contrastive_loss_fn(temperature)
+    else:
+
+        def loss_fn(z_adv: Tensor, target: tuple[Tensor, Tensor]) -> Tensor:
+            z_clean, labels = target
+            return supcon(torch.stack([z_clean, z_adv.float()], dim=1), labels, temperature)
 
     return robust_accuracy(
         classifier,
         split,
         attack,
         batch_size=batch_size,
-        loss_fn=contrastive_loss_fn(temperature),
+        loss_fn=loss_fn,
         target_fn=clean_embedding,
         attack_model=contrastive,
         device=device,

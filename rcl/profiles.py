@@ -184,8 +184,8 @@ PROFILES: dict[str, dict] = {
         eval_batch_size=512,
         pretrain_epochs=200,
         supervised_epochs=200,
-        finetune_epochs=25,
-        linear_epochs=100,
+        finetune_epochs=200,  # released numEpochs=200 for every phase (cl_scl_PAT.py, cl_scl_FAT.py)
+        linear_epochs=200,
         lr=3e-4,
         temperature=0.07,
         train_eps=8 / 255,

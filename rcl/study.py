@@ -25,7 +25,8 @@ threat models and attack settings asked for and returns tidy records (columns ``
 threat_model, attack, norm, eps, steps, alpha, n, clean_acc, robust_acc``, accuracies as fractions):
 
 - threat model I (``"I"``): PGD maximises the contrastive loss between the representation of the
-  perturbed image and that of the clean one (the attacker never sees the head or the labels);
+  perturbed image and that of the clean one (the attacker never sees the head; for SCL it attacks through
+  SupCon with the labels, as the released ``testEvalNet_adv`` does, for CL and SL through NT-Xent);
 - threat model II (``"II"``): end-to-end PGD on the classifier's cross-entropy.
 
 :func:`adversarial_batch` and :func:`cka_maps` give chapter 06 the adversarial inputs and the three
@@ -48,7 +49,7 @@ from rcl.data import Dataset, Split, balanced_subset
 from rcl.evaluate import accuracy, threat_model_1, threat_model_2
 from rcl.models import Classifier, ContrastiveNet, ProjectionHead, encoder
 from rcl.profiles import Config
-from rcl.runtime import make_generator, model_device
+from rcl.runtime import make_generator, model_device, seeded_init
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
 
 SCHEMES = ("SL", "CL", "SCL")
@@ -77,7 +78,11 @@ def _check(scheme: str, scenario: str | None = None) -> None:
 
 def attack(cfg: Config, kind: str = "train") -> AttackConfig:
     """The PGD settings of the profile: ``train`` (adversarial training), ``eval`` (the main study's
-    L-inf 4/255, 40 steps, step 0.01) or ``std`` (the field's 8/255 PGD-20)."""
+    L-inf 4/255, 40 steps, step 0.01) or ``std`` (the field's 8/255 PGD-20).
+
+    ``train`` and ``eval`` start at delta = 0, as the released ``pgd_linf`` / ``pgd_linf_end2end`` do; ``std``
+    starts at a uniform random point of the ball, as the field's PGD (Madry et al. 2018) does.
+    """
     settings = {
         "train": (cfg.train_eps, cfg.train_alpha, cfg.train_steps),
         "eval": (cfg.eval_eps, cfg.eval_alpha, cfg.eval_steps),
@@ -86,7 +91,7 @@ def attack(cfg: Config, kind: str = "train") -> AttackConfig:
     if kind not in settings:
         raise ValueError(f"unknown attack kind {kind!r}; choose one of {', '.join(settings)}")
     eps, alpha, steps = settings[kind]
-    return AttackConfig(eps=eps, alpha=alpha, steps=steps)
+    return AttackConfig(eps=eps, alpha=alpha, steps=steps, random_start=kind == "std")
 
 
 def train_config(cfg: Config, epochs: int, lr: float | None = None, progress: bool = True) -> TrainConfig:
@@ -114,6 +119,12 @@ def new_contrastive(cfg: Config) -> ContrastiveNet:
     return ContrastiveNet(enc, ProjectionHead(enc.feature_dim, enc.feature_dim, cfg.head_dim))
 
 
+def model_name(cfg: Config, ckpt_dir: Path) -> str:
+    """A model's name for :func:`rcl.runtime.seeded_init`: its checkpoint folder relative to the run folder
+    (e.g. ``"01_supervised/SL-AT"``), so its initial weights depend on the run seed and what it is, nothing else."""
+    return Path(ckpt_dir).relative_to(cfg.run_dir).as_posix()
+
+
 def pretrain_dir(cfg: Config, scheme: str, adversarial: bool) -> Path:
     """``run_dir/<scheme's chapter>/<scheme>-ST`` or ``-AT``."""
     return cfg.run_dir / SCHEME_CHAPTER[scheme] / f"{scheme}-{'AT' if adversarial else 'ST'}"
@@ -129,12 +140,12 @@ def pretrain(cfg: Config, data: Dataset, scheme: str, adversarial: bool = False,
     _check(scheme)
     ckpt_dir = pretrain_dir(cfg, scheme, adversarial)
     adv = attack(cfg, "train") if adversarial else None
+    with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):
+        model = Classifier(new_encoder(cfg), data.num_classes) if scheme == "SL" else new_contrastive(cfg)
     if scheme == "SL":
-        model = Classifier(new_encoder(cfg), data.num_classes)
         run = train_config(cfg, cfg.supervised_epochs, progress=progress)
         train_supervised(model, data.train, run, attack=adv, ckpt_dir=ckpt_dir)
         return model
-    model = new_contrastive(cfg)
     run = train_config(cfg, cfg.pretrain_epochs, progress=progress)
     pretrain_contrastive(
         model,
@@ -160,7 +171,9 @@ def scenario_model(
     _check(scheme, scenario)
     adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
     pretrained = pretrain(cfg, data, scheme, adversarial_pretraining, progress)
-    classifier = Classifier(new_encoder(cfg), data.num_classes)
+    ckpt_dir = cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}"
+    with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):
+        classifier = Classifier(new_encoder(cfg), data.num_classes)
     classifier.encoder.load_state_dict(pretrained.encoder.state_dict())
     epochs = cfg.linear_epochs if mode == "linear" and not adversarial_finetuning else cfg.finetune_epochs
     finetune(
@@ -170,7 +183,8 @@ def scenario_model(
         mode=mode,
         attack=attack(cfg, "train") if adversarial_finetuning else None,
         loss="ce",
-        ckpt_dir=cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}",
+        augment=False,  # the released fine-tuning phases train on the un-augmented images (ToTensor only)
+        ckpt_dir=ckpt_dir,
     )
     if scheme == "SL":
         representation = classifier.encoder
@@ -237,8 +251,9 @@ def evaluate_classifier(
 ) -> list[dict]:
     """The records of :func:`evaluate_scenario` for a classifier already in hand (e.g. chapter 01's end-to-end SL).
 
-    ``scheme`` and ``scenario`` only label the records (any string). Threat model I needs ``representation``
-    (the network whose output the contrastive attack pushes away from the clean one).
+    ``scheme`` and ``scenario`` label the records (any string); ``scheme="SCL"`` also makes threat model I attack
+    through SupCon with the labels (NT-Xent otherwise). Threat model I needs ``representation`` (the network whose
+    output the contrastive attack pushes away from the clean one).
     """
     unknown = [t for t in threat_models if t not in THREAT_MODELS]
     if unknown:
@@ -252,7 +267,10 @@ def evaluate_classifier(
         atk = attack(cfg, kind)
         for tm in threat_models:
             if tm == "I":
-                robust = threat_model_1(classifier, representation, test, atk, cfg.temperature, batch_size=batch)
+                method = "supcon" if scheme == "SCL" else "simclr"  # released testEvalNet_adv: SupCon with labels
+                robust = threat_model_1(
+                    classifier, representation, test, atk, cfg.temperature, method=method, batch_size=batch
+                )
             else:
                 robust = threat_model_2(classifier, test, atk, batch_size=batch)
             records.append(

@@ -2,13 +2,13 @@
 
 Methods and the loss each one minimises (z = projection of a view, CE = cross-entropy, NT = NT-Xent):
 
-- ``train_supervised``: CE(f(x), y) on pad-crop-flip views; adversarial: CE(f(x), y) + CE(f(x_adv), y) with
-  PGD on CE (the main study's supervised AT).
+- ``train_supervised``: CE(f(v), y) on pad-5 crop + flip views v; adversarial, as the main study's released
+  ``sl_AT_baseline.py``: CE(f(x_adv), y) + CE(f(v), y), PGD on CE perturbing the un-augmented image x.
 - ``pretrain_contrastive`` (Chen et al. 2020 SimCLR; Khosla et al. 2020 SupCon): NT(z(v1), z(v2)) or
-  SupCon([z(v1), z(v2)], y). Adversarial, as in the main study (Ghofrani et al., arXiv 2302.02502):
-  the attack perturbs v1 to maximise contrastive(z(v1_adv), z(v1)) and the loss is
-  contrastive(v1, v1_adv) + contrastive(v1, v2). Optional removal of false negatives (Gupta et al. 2023) with
-  true labels or k-means pseudo-labels.
+  SupCon([z(v1), z(v2)], y), one forward pass per view. Adversarial, as in the main study's released code
+  (Ghofrani et al., arXiv 2302.02502): the attack perturbs the un-augmented image x to maximise
+  contrastive(z(x), z(x_adv)) and the loss is contrastive(x, x_adv) + contrastive(v1, v2). Optional removal of
+  false negatives (Gupta et al. 2023) with true labels or k-means pseudo-labels.
 - ``pretrain_acl`` (Jiang et al. 2020, ACL): A2A trains on (adv1, adv2), the two views perturbed jointly to
   maximise NT(adv1, adv2); A2S on (v1, adv2); DS (dual stream) on
   (NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the adversarial BatchNorm) / 2.
@@ -440,39 +440,49 @@ def train_supervised(
     *,
     attack: AttackConfig | None = None,
     augment: bool | Callable[[Tensor, torch.Generator], Tensor] = True,
+    padding: int = 5,
     val: Split | None = None,
     ckpt_dir: Path | str | None = None,
 ) -> History:
     """Supervised training of a Classifier (x: [B, 3, H, W] in [0, 1] -> logits [B, C]).
 
-    Loss: CE(f(x), y) on pad-4 random-crop + flip views (``augment=True``; a callable ``augment(x, generator)``,
-    e.g. ``SimCLRAugment()``, replaces them: Gupta et al.'s matched-augmentation baseline); with ``attack``
-    (PGD on CE, in the attack's own model mode) CE(f(x), y) + CE(f(x_adv), y), clean and adversarial batches in
-    separate forward passes. ``val`` keeps the best epoch (robust accuracy with an attack, else clean). History records:
-    epoch, loss, acc (clean train accuracy), adv_acc (adversarial), lr, val_* , seconds.
+    Loss: CE(f(v), y) on views v = zero-pad by ``padding`` (the released baselines' ``Pad(5)``), random crop back
+    and horizontal flip (``augment=True``; a callable ``augment(x, generator)``, e.g. ``SimCLRAugment()``,
+    replaces them: Gupta et al.'s matched-augmentation baseline; ``False``: v = x). With ``attack`` (PGD on CE,
+    in the attack's own model mode), as the main study's released ``sl_AT_baseline.py``: the attack perturbs the
+    *un-augmented* image x and the loss is CE(f(x_adv), y) + CE(f(v), y), in separate forward passes (x_adv
+    first). ``val`` keeps the best epoch (robust accuracy with an attack, else clean). History records: epoch,
+    loss, acc (clean train accuracy on v), adv_acc (on x_adv), lr, val_*, seconds.
     """
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0 (pixels of zero padding before the crop), got {padding!r}")
     device, net = _prepare(model, cfg)
 
     def step(x: Tensor, y: Tensor, gen: torch.Generator):
         if callable(augment):
-            x = augment(x, gen)
+            view = augment(x, gen)
         elif augment:
-            x = pad_crop_flip(x, gen)
-        logits = net(x).float()
-        loss = F.cross_entropy(logits, y)
-        metrics = {"acc": _correct(logits, y)}
+            view = pad_crop_flip(x, gen, padding=padding)
+        else:
+            view = x
+        loss, metrics = 0.0, {}
         if attack is not None:
             x_adv = attack.run(net, x, y, generator=gen, check_range=False)
             model.train()
             logits_adv = net(x_adv).float()
-            loss = loss + F.cross_entropy(logits_adv, y)
+            loss = F.cross_entropy(logits_adv, y)
             metrics["adv_acc"] = _correct(logits_adv, y)
+        logits = net(view).float()
+        loss = loss + F.cross_entropy(logits, y)
+        metrics["acc"] = _correct(logits, y)
         return loss, metrics
 
     validate, select = _classification_validator(model, val, attack, cfg)
     recipe = _Recipe(
         name="supervised" + ("-adv" if attack is not None else ""),
-        identity=_identity("supervised", model, train, cfg, attack=attack, augment=augment, val=_fp(val)),
+        identity=_identity(
+            "supervised", model, train, cfg, attack=attack, augment=augment, padding=padding, val=_fp(val)
+        ),
         params=[p for p in model.parameters() if p.requires_grad],
         loader=_loader(train, cfg, device, drop_last=False),
         step=step,
@@ -503,13 +513,17 @@ def pretrain_contrastive(
 ) -> History:
     """SimCLR / SupCon pre-training of a ContrastiveNet (x -> z [B, D], not normalised), standard or adversarial.
 
-    Each step draws two augmented views v1, v2 of the batch (``augment``, default ``SimCLRAugment()``) and
-    minimises contrastive(v1, v2): NT-Xent (``method="simclr"``) or SupCon with the labels (``"supcon"``), both
-    at ``temperature``; the views go through the network as one batch.
+    Follows the main study's released code (softsys4ai/CL-Robustness ``cl_scl_ST.py`` / ``cl_scl_AT.py``). Each
+    step draws two augmented views x1, x2 of the batch x (``augment``, default ``SimCLRAugment()``) and minimises
+    contrastive(z(x1), z(x2)): NT-Xent (``method="simclr"``) or SupCon with the labels (``"supcon"``), both at
+    ``temperature``. Every input goes through the network in its own forward pass, so in train mode BatchNorm
+    normalises each stream by its own batch statistics (as the released ``trainCLNet`` does).
 
-    Adversarial (the main study): PGD (``attack``) perturbs v1 to maximise contrastive(z(v1_adv), z(v1)), the
-    clean reference embedding computed without gradient in the attack's model mode; the loss is
-    contrastive(v1, v1_adv) + contrastive(v1, v2), all three views in one forward pass.
+    Adversarial (``attack``; released ``trainCLNet_Ro``): PGD perturbs the *un-augmented* image x to maximise
+    contrastive(z(x), z(x_adv)), the clean embedding z(x) computed without gradient in the attack's model mode
+    (SupCon's attack uses the labels too); the loss is contrastive(z(x), z(x_adv)) + contrastive(z(x1), z(x2)),
+    four forward passes in the released order x, x_adv, x1, x2. The released attack starts at delta = 0: pass an
+    ``AttackConfig(..., random_start=False)`` (``rcl.study.attack`` does).
 
     ``false_negatives`` (SimCLR only; Gupta et al.): "labels" removes same-class pairs from the NT-Xent
     denominator using the true labels (the oracle); "kmeans" uses pseudo-labels from cosine k-means
@@ -553,22 +567,23 @@ def pretrain_contrastive(
         else:
             labels, fn_labels = y, (y if false_negatives == "labels" else None)
         v1, v2 = view(x, gen), view(x, gen)
-        b = len(x)
-        if attack is None:
-            z = net(torch.cat([v1, v2])).float()
-            z1, z2 = z[:b], z[b:]
-            loss = contrastive(z1, z2, labels, fn_labels)
-        else:
-            ref = _reference(net, v1, attack.model_mode)
+        adversarial_term = None
+        if attack is not None:  # the released trainCLNet_Ro: attack the un-augmented x, then con(x, x_adv)
+            ref = _reference(net, x, attack.model_mode)
 
             def attack_loss(z_adv: Tensor, z_ref: Tensor) -> Tensor:
-                return contrastive(z_adv.float(), z_ref, labels, fn_labels)
+                return contrastive(z_ref, z_adv.float(), labels, fn_labels)
 
-            v1_adv = attack.run(net, v1, ref, loss_fn=attack_loss, generator=gen, check_range=False)
+            x_adv = attack.run(net, x, ref, loss_fn=attack_loss, generator=gen, check_range=False)
             model.train()
-            z = net(torch.cat([v1, v2, v1_adv])).float()
-            z1, z2, z_adv = z[:b], z[b : 2 * b], z[2 * b :]
-            loss = contrastive(z1, z_adv, labels, fn_labels) + contrastive(z1, z2, labels, fn_labels)
+            z0 = net(x).float()
+            z0_adv = net(x_adv).float()
+            adversarial_term = contrastive(z0, z0_adv, labels, fn_labels)
+        z1 = net(v1).float()  # one forward pass per stream: BatchNorm normalises each view by its own statistics
+        z2 = net(v2).float()
+        loss = contrastive(z1, z2, labels, fn_labels)
+        if adversarial_term is not None:
+            loss = adversarial_term + loss
         return loss, {"acc": _pair_top1(z1, z2)}
 
     recipe = _Recipe(
