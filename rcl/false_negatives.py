@@ -42,7 +42,7 @@ from rcl.evaluate import accuracy, features, robust_accuracy
 from rcl.losses import alignment, kmeans_pseudo_labels, uniformity
 from rcl.models import Classifier, ContrastiveNet
 from rcl.profiles import Config
-from rcl.runtime import make_generator
+from rcl.runtime import make_generator, seeded_init
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
 
 CHAPTER = "08_false_negatives"
@@ -119,13 +119,15 @@ def matched_config(cfg: Config, progress: bool = True) -> TrainConfig:
 def supervised(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> Classifier:
     """Load or train the supervised network at matched network, augmentation (SimCLR's) and schedule."""
     pl = pl or plan(cfg)
-    model = Classifier(study.new_encoder(cfg), data.num_classes)
+    ckpt_dir = chapter_dir(cfg) / SUPERVISED
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+        model = Classifier(study.new_encoder(cfg), data.num_classes)
     train_supervised(
         model,
         train_split(cfg, data, pl),
         matched_config(cfg, progress),
         augment=SimCLRAugment(),
-        ckpt_dir=chapter_dir(cfg) / SUPERVISED,
+        ckpt_dir=ckpt_dir,
     )
     return model
 
@@ -142,7 +144,9 @@ def simclr(
     or ``"kmeans"`` (pseudo-labels, k = number of classes), standard or adversarial (the main study's attack)."""
     pl = pl or plan(cfg)
     name = scheme_name(false_negatives, adversarial)
-    model = study.new_contrastive(cfg)
+    ckpt_dir = chapter_dir(cfg) / _folder(name)
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+        model = study.new_contrastive(cfg)
     pretrain_contrastive(
         model,
         train_split(cfg, data, pl),
@@ -152,7 +156,7 @@ def simclr(
         attack=study.attack(cfg, "train") if adversarial else None,
         false_negatives=false_negatives,
         augment=SimCLRAugment(),
-        ckpt_dir=chapter_dir(cfg) / _folder(name),
+        ckpt_dir=ckpt_dir,
     )
     return model
 
@@ -162,13 +166,13 @@ def linear_classifier(
 ) -> Classifier:
     """Load or train a standard linear head (``cfg.linear_epochs``, Adam) on the frozen encoder of ``net``."""
     pl = pl or plan(cfg)
-    model = Classifier(study.new_encoder(cfg), data.num_classes)
+    ckpt_dir = chapter_dir(cfg) / f"linear-{_folder(name)}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+        model = Classifier(study.new_encoder(cfg), data.num_classes)
     model.encoder.load_state_dict(net.encoder.state_dict())
     run = study.train_config(cfg, cfg.linear_epochs)
     run.progress = progress
-    finetune(
-        model, train_split(cfg, data, pl), run, mode="linear", ckpt_dir=chapter_dir(cfg) / f"linear-{_folder(name)}"
-    )
+    finetune(model, train_split(cfg, data, pl), run, mode="linear", ckpt_dir=ckpt_dir)
     return model
 
 

@@ -9,6 +9,7 @@ channels_last, also on CPU) or ``"fp32"`` (float32, contiguous, also on CUDA).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import shutil
@@ -88,6 +89,21 @@ def seed_everything(seed: int) -> None:
     """Seed Python, and torch on every device (NumPy is not used for randomness in rcl)."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, name: str):
+    """Draw a model's initial weights from the run seed and the model's name, not from the RNG's history.
+
+    ``with seeded_init(cfg.seed, "01_supervised/SL-AT"): model = Classifier(...)``: inside, the global CPU RNG
+    (what ``nn.Module`` initialisers draw from) is seeded from a hash of ``(seed, name)``; afterwards it is
+    restored, so the caller's random stream is untouched. A model is then the same whichever chapter, process or
+    order builds it. ``name`` should say what the model is (rcl uses its checkpoint folder within the run folder).
+    """
+    digest = hashlib.sha256(f"{int(seed)}/{name}".encode()).digest()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        yield
 
 
 def make_generator(device: torch.device | str, seed: int) -> torch.Generator:

@@ -69,3 +69,28 @@ def test_evaluate_scenario_rejects_unknown_threat_model(data):
 
     with pytest.raises(ValueError, match="unknown threat model"):
         study.evaluate_scenario(resolve("smoke", device="cpu"), data, "SL", "ST", threat_models=("III",))
+
+
+def test_a_model_is_the_same_whichever_order_or_history_trains_it(tmp_path):
+    """Issue 12.4: initial weights come from (run seed, model name), not from the global RNG's history."""
+    from rcl.profiles import resolve
+
+    data = synthetic_dataset(n_train=32, n_test=8, num_classes=4, seed=0)
+    sizes = dict(device="cpu", width=4, head_dim=8, supervised_epochs=1, pretrain_epochs=1, batch_size=16)
+    first, second = (resolve("smoke", run_dir=tmp_path / name, **sizes) for name in ("first", "second"))
+
+    sl_first = study.pretrain(first, data, "SL", progress=False)
+    cl_first = study.pretrain(first, data, "CL", progress=False)
+    torch.rand(1000)  # another chapter drew from the global RNG in between
+    cl_second = study.pretrain(second, data, "CL", progress=False)
+    sl_second = study.pretrain(second, data, "SL", progress=False)
+
+    for a, b in ((sl_first, sl_second), (cl_first, cl_second)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    state = torch.random.get_rng_state()
+    study.pretrain(first, data, "SL", progress=False)  # loading does not touch the caller's RNG either
+    assert torch.equal(state, torch.random.get_rng_state())
+    other_seed = resolve("smoke", run_dir=tmp_path / "other", seed=1, **{k: v for k, v in sizes.items()})
+    sl_other = study.pretrain(other_seed, data, "SL", progress=False)
+    assert not torch.equal(sl_other.fc.weight, sl_first.fc.weight)
