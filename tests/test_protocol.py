@@ -273,3 +273,20 @@ def test_paper_profile_trains_every_phase_for_200_epochs():
     assert paper["arch"] == "resnet50"
     for dataset in ("cifar10", "cifar100"):
         assert resolve("paper", dataset=dataset, device="cpu").dataset == dataset
+
+
+def test_the_study_runs_on_a_100_class_dataset(tmp_path):
+    """CIFAR-100 is not available offline: the paper profile's second dataset is checked on 100 synthetic classes."""
+    data = synthetic_dataset(n_train=200, n_test=100, num_classes=100, seed=0)
+    cfg = resolve(
+        "smoke", device="cpu", run_dir=tmp_path, width=4, head_dim=8, pretrain_epochs=1, linear_epochs=1,
+        batch_size=100, eval_steps=1,
+    )  # fmt: skip
+    classifier, representation = study.scenario_model(cfg, data, "SCL", "ST", progress=False)
+    assert classifier.fc.out_features == 100
+    records = study.evaluate_classifier(
+        cfg, classifier, data.test, scheme="SCL", scenario="ST", representation=representation,
+        threat_models=("I", "II"),
+    )  # fmt: skip
+    assert [r["threat_model"] for r in records] == ["I", "II"]
+    assert all(0.0 <= r["robust_acc"] <= r["clean_acc"] + 1e-9 for r in records)
