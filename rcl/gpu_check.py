@@ -216,6 +216,14 @@ def _source(root: Path) -> dict:
     return {"commit": None, "dirty": None, "from": "unknown"}
 
 
+def _write_json(obj: Any, path: Path) -> None:
+    """Write ``obj`` atomically, keys in their insertion order (the phases in the order they run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
 class Log:
     """Lines to stdout and to ``<out>/gpu-check.log``; subprocesses write straight into the same file."""
 
@@ -386,7 +394,6 @@ class GpuCheck:
     def save(self) -> None:
         """Write ``<out>/gpu-check.json``, the benchmarks copy and the README (after every phase and epoch)."""
         from rcl.bench import render_readme
-        from rcl.results import save_json
 
         self.report["elapsed_s"] = round(self.budget.elapsed(), 2)
         name = f"{self.stem}.json"
@@ -395,8 +402,8 @@ class GpuCheck:
         self.report["files"] = ["gpu-check.json", "gpu-check.log"] + [
             f"benchmarks/{n}" for n in [*self.written, "README.md"]
         ]
-        save_json(self.report, self.out / "gpu-check.json")
-        save_json(self.report, self.bench_dir / name)
+        _write_json(self.report, self.out / "gpu-check.json")
+        _write_json(self.report, self.bench_dir / name)
         render_readme(self.bench_dir)
         copy_dir = self.out / "benchmarks"
         if copy_dir.resolve() != self.bench_dir.resolve():
@@ -502,7 +509,11 @@ class GpuCheck:
             "print('IMPORTS=' + json.dumps(out))\n"
         )
         rc, _, text, _ = run_subprocess(
-            [self.s.python, "-c", probe], timeout_s=60, env=self._env(), cwd=self.root, log=self.log
+            [self.s.python, "-c", probe],
+            timeout_s=min(60.0, max(self.budget.left(), 1.0)),
+            env=self._env(),
+            cwd=self.root,
+            log=self.log,
         )
         found = re.search(r"^IMPORTS=(.*)$", text, re.M)
         versions = json.loads(found.group(1)) if found else {}
