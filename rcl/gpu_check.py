@@ -87,12 +87,12 @@ NEEDED_MODULES = {
 # torchattacks pins requests~=2.25.1 (it works with newer ones): it is fetched alone, without its dependencies.
 NO_DEPS = {"torchattacks": "3.5.1"}
 # Distributions the GPU image already holds (device notes, read 2026-11-17) that the resolver pulls in as
-# dependencies: they are not carried, so the image's own versions (built against its numpy/torch) stay in charge.
-# tzdata only serves python-dateutil, which the image has.
+# dependencies (papermill needs aiohttp on Python 3.12): they are not carried, so the image's own versions (built
+# against its numpy/torch) stay in charge. tzdata only serves python-dateutil, which the image has.
 ON_GPU_IMAGE = frozenset(
-    "attrs certifi charset-normalizer click idna numpy packaging pandas pillow psutil pygments python-dateutil "
-    "pyyaml requests scipy setuptools six torch torchvision tqdm typing-extensions tzdata urllib3 "
-    "matplotlib jinja2 markupsafe".split()
+    "aiohttp aiohappyeyeballs aiosignal attrs certifi charset-normalizer click frozenlist idna jinja2 markupsafe "
+    "matplotlib multidict numpy packaging pandas pillow propcache psutil pygments python-dateutil pyyaml requests "
+    "scipy setuptools six torch torchvision tqdm typing-extensions tzdata urllib3 yarl".split()
 )
 PLATFORMS = (
     "manylinux_2_28_x86_64",
@@ -1120,6 +1120,47 @@ def _pip_download(python: str, dest: Path, specs: Sequence[str], python_version:
     subprocess.run([*cmd, *specs], check=True)
 
 
+def unmet_requirements(wheels: Sequence[Path], python_version: str = "3.12") -> list[str]:
+    """Requirements of the carried wheels that neither another carried wheel nor the GPU image satisfies.
+
+    Read from each wheel's ``METADATA`` (``Requires-Dist``), markers evaluated for CPython ``python_version`` on
+    Linux x86-64, extras ignored; only names are compared (the install uses ``--no-deps``). Returns
+    ``"wheel: requirement"`` strings (empty when the set is complete).
+    """
+    import zipfile
+
+    from packaging.requirements import Requirement
+
+    env = {
+        "python_version": python_version,
+        "python_full_version": f"{python_version}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "extra": "",
+    }
+    have = {wheel_name(w.name) for w in wheels} | set(ON_GPU_IMAGE)
+    unmet = []
+    for wheel in wheels:
+        if wheel_name(wheel.name) in NO_DEPS:
+            continue
+        with zipfile.ZipFile(wheel) as archive:
+            meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            lines = archive.read(meta).decode("utf-8", "replace").splitlines()
+        for line in lines:
+            if not line.startswith("Requires-Dist:"):
+                continue
+            req = Requirement(line.split(":", 1)[1].strip())
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue
+            if _normalise(req.name) not in have:
+                unmet.append(f"{wheel.name}: {req}")
+    return unmet
+
+
 def travelling_bytes(root: Path, carry: Sequence[str]) -> dict[str, int]:
     """Bytes the device tool would send: tracked and untracked-not-ignored files, plus each carried path."""
     listed = subprocess.run(
@@ -1202,11 +1243,19 @@ def prepare(
     if digest != ARCHIVE_SHA256:
         log(f"warning: {target} has sha256 {digest}, not the documented {ARCHIVE_SHA256}")
     (carry / "source.json").write_text(json.dumps({**_source(root), "prepared": _now()}, indent=2) + "\n")
+    carried = sorted(wheels.glob("*.whl")) if wheels.is_dir() else []
+    try:
+        unmet = unmet_requirements(carried, python_version)
+    except ImportError:  # packaging missing: the check is a convenience, the GPU run's import probe is the proof
+        unmet = ["(not checked: the packaging module is not installed here)"]
+    for item in unmet:
+        log(f"warning: not carried and not on the GPU image: {item}")
     call = run_call(budget_s)
     sizes = travelling_bytes(root, call["carry"])
     total = sum(sizes.values())
     result = {
-        "wheels": sorted(p.name for p in wheels.glob("*.whl")) if wheels.is_dir() else [],
+        "wheels": [p.name for p in carried],
+        "unmet_requirements": unmet,
         "archive": str(target),
         "archive_sha256_ok": digest == ARCHIVE_SHA256,
         "bytes": sizes,
@@ -1294,6 +1343,7 @@ __all__ = [
     "readme_lines",
     "run_call",
     "travelling_bytes",
+    "unmet_requirements",
     "wheels_to_carry",
 ]
 

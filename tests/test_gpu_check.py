@@ -214,6 +214,34 @@ def test_wheels_already_on_the_gpu_image_are_not_carried():
     assert gpu_check.wheel_name("jupyter_client-8.10.0-py3-none-any.whl") == "jupyter-client"
 
 
+def _wheel(folder: Path, name: str, requires: list[str]) -> Path:
+    import zipfile
+
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{name}-1.0.dist-info/METADATA", meta)
+    return path
+
+
+def test_unmet_requirements_of_the_carried_wheels_are_found(tmp_path):
+    wheels = [
+        _wheel(
+            tmp_path,
+            "alpha",
+            ["beta>=1", "requests", "gamma; python_version < '3.8'", "delta; extra == 'docs'", "aiohttp>=3.9"],
+        ),
+        _wheel(tmp_path, "beta", ["epsilon", "zeta; python_version >= '3.12'"]),
+        _wheel(tmp_path, "torchattacks", ["requests~=2.25.1", "missing-but-no-deps"]),
+    ]
+    assert gpu_check.unmet_requirements(wheels, "3.12") == [
+        "beta-1.0-py3-none-any.whl: epsilon",
+        'beta-1.0-py3-none-any.whl: zeta; python_version >= "3.12"',
+    ]
+    assert gpu_check.unmet_requirements(wheels, "3.11") == ["beta-1.0-py3-none-any.whl: epsilon"]
+
+
 def test_the_run_call_fits_the_device_tool():
     call = gpu_check.run_call(480)
     assert len(call["command"]) < 2000 and "tools/gpu_check.sh" in call["command"]
@@ -226,7 +254,7 @@ def _git_repo(path: Path) -> Path:
     (path / ".gitignore").write_text("/.whl/\n/.carry/\n")
     (path / "kept.txt").write_text("x" * 1000)
     (path / ".whl").mkdir()
-    (path / ".whl" / "a-1.0-py3-none-any.whl").write_bytes(b"w" * 5000)
+    _wheel(path / ".whl", "alpha", ["requests"])
     return path
 
 
@@ -234,7 +262,8 @@ def test_travelling_bytes_counts_the_tree_and_only_the_named_ignored_folders(tmp
     root = _git_repo(tmp_path / "repo")
     sizes = gpu_check.travelling_bytes(root, [".whl", ".carry"])
     assert sizes["tree"] == 1000 + len("/.whl/\n/.carry/\n")  # untracked, not ignored: travels
-    assert sizes[".whl"] == 5000 and sizes[".carry"] == 0
+    assert sizes[".whl"] == (root / ".whl" / "alpha-1.0-py3-none-any.whl").stat().st_size > 0
+    assert sizes[".carry"] == 0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -246,6 +275,7 @@ def test_prepare_copies_the_archive_records_the_source_and_prints_the_call(tmp_p
     result = gpu_check.prepare(root, archive, download=False, log=lines.append)
     assert (root / ".carry" / "cifar10-jpeg.tar.gz").read_bytes() == archive.read_bytes()
     assert result["archive_sha256_ok"] is False and any("sha256" in line for line in lines)
+    assert result["wheels"] == ["alpha-1.0-py3-none-any.whl"] and result["unmet_requirements"] == []
     assert json.loads((root / ".carry" / "source.json").read_text())["prepared"]
     assert result["fits"] and result["total_bytes"] == sum(result["bytes"].values())
     assert result["bytes"][".carry"] > archive.stat().st_size  # the archive and source.json
