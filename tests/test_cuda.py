@@ -69,7 +69,8 @@ def test_cuda_augmentations_are_seeded_per_device_generator(data):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_cuda_supervised_training_learns_in_both_precisions(data, precision, tmp_path):
+def test_cuda_supervised_training_learns_in_both_precisions(precision, tmp_path):
+    data = synthetic_dataset(n_train=512, n_test=384, num_classes=4, seed=0)  # as test_bench's CPU band test
     torch.manual_seed(0)
     model = Classifier(resnet18(width=8), data.num_classes)
     cfg = TrainConfig(epochs=3, batch_size=64, lr=3e-3, device="cuda", precision=precision, progress=False)
@@ -78,7 +79,7 @@ def test_cuda_supervised_training_learns_in_both_precisions(data, precision, tmp
     assert history[-1]["loss"] < history[0]["loss"]
     assert next(model.parameters()).is_cuda and next(model.parameters()).dtype == torch.float32
     assert _conv_is_channels_last(model) == (precision == "bf16")
-    assert accuracy(model, data.test, batch_size=128) > 1.5 / data.num_classes  # above chance after 3 epochs
+    assert accuracy(model, data.test, batch_size=128) > 1 / data.num_classes + 0.2  # well above chance
     # the checkpoint written on the GPU reads back on the CPU
     stored = load_checkpoint(tmp_path / "last.pt", map_location="cpu")
     assert stored["epoch"] == 3
@@ -114,7 +115,7 @@ def test_cuda_adversarial_finetuning_and_robust_accuracy(data):
     assert "adv_acc" in history[-1]
     clean = accuracy(model, data.test, batch_size=128)
     robust = robust_accuracy(model, data.test, AttackConfig(8 / 255, 2 / 255, 5), batch_size=128)
-    assert 0.0 <= robust <= clean + 1e-9  # PGD never helps
+    assert 0.0 <= robust <= clean + 2 / len(data.test)  # PGD does not help (a stray example aside)
 
 
 def test_cuda_cka_matches_the_cpu(data):
