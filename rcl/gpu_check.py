@@ -123,10 +123,10 @@ SLICES = {
         supervised_epochs=3, simclr_epochs=3, linear_epochs=2, robust_n=1000, n_train=50_000, n_test=10_000
     ),
     # the CPU dry run: the same code at a size that runs in seconds
-    "tiny": SliceSize(
+    "tiny": SliceSize(  # two epochs each: the second resumes the first's checkpoint, as on the GPU
         supervised_epochs=2,
-        simclr_epochs=1,
-        linear_epochs=1,
+        simclr_epochs=2,
+        linear_epochs=2,
         robust_n=32,
         overrides=dict(width=4, head_dim=16, batch_size=64, eval_batch_size=128, eval_steps=2, n_train=256, n_test=96),
         n_train=256,
