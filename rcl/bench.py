@@ -24,7 +24,8 @@ stored as ``null``. Every timing is the median of ``--repeats`` runs after a war
 (ours, baseline, ours, ...) so that a drift of the machine's speed favours neither, with
 ``torch.cuda.synchronize`` around timed regions on CUDA. Ratios are ``ours / baseline`` in throughput (x faster).
 
-``--size small`` (ResNet-18 width 8, a few batches) runs in a minute or two on a CPU; ``--size full`` is the
+``--size small`` (ResNet-18 width 8, a few batches) runs in a minute or two on a CPU (``--size tiny``, width 2, in
+seconds: the GPU check's dry run); ``--size full`` is the
 issue's setting (ResNet-18 width 64, batch 512, CIFAR-10-sized images). ``--render-readme`` rebuilds
 ``benchmarks/README.md`` from the JSON files in ``benchmarks/``.
 """
@@ -55,6 +56,7 @@ from rcl.attacks import AttackConfig, pgd
 from rcl.augment import simclr_augment
 from rcl.cka import MinibatchCKA, layer_cka
 from rcl.data import Split, synthetic_dataset
+from rcl.gpu_check import load_reports, readme_lines
 from rcl.losses import nt_xent
 from rcl.models import Classifier, ContrastiveNet, ProjectionHead, resnet18, resnet50
 from rcl.profiles import PROFILES
@@ -101,6 +103,19 @@ class BenchSize:
 
 
 SIZES = {
+    # the GPU check's CPU dry run (rcl.gpu_check --dry-run): every code path in seconds, figures meaningless
+    "tiny": BenchSize(
+        width=2,
+        batch=8,
+        train_batches=2,
+        pgd_batches=1,
+        augment_images=16,
+        cka_batch=8,
+        cka_batches=2,
+        finetune_batches=1,
+        head_hidden=8,
+        head_out=4,
+    ),
     "small": BenchSize(
         width=8,
         batch=64,
@@ -962,8 +977,10 @@ def format_report(report: dict) -> str:
                 f"  {row['stage']:<50} {row['runs']:>3} x {row['epochs']:>4} ep x {row['images']:>6} img "
                 f"x {row['s_per_image']:.3g} s = {_fmt(row['seconds'] / 60)} min"
             )
-    if s["size"] == "small":
-        lines.append("  (size small: the tiny network does not scale with FLOPs; run --size full for a real estimate)")
+    if s["size"] in ("small", "tiny"):
+        lines.append(
+            f"  (size {s['size']}: the tiny network does not scale with FLOPs; run --size full for a real estimate)"
+        )
     return "\n".join(lines)
 
 
@@ -976,7 +993,7 @@ def render_readme(folder: Path | str | None = None) -> str:
             report = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if report.get("schema") == SCHEMA:
+        if isinstance(report, dict) and report.get("schema") == SCHEMA and "kind" not in report:
             reports.append((path.name, report))
     header = ["figure", "target"] + [f"{name}<br>{r['device']['name']}, {r['settings']['size']}" for name, r in reports]
     lines = [
@@ -1015,8 +1032,10 @@ def render_readme(folder: Path | str | None = None) -> str:
         lines += [
             "",
             "No GPU figures have been measured yet: no GPU was lent to this project so far. The targets above are "
-            "the issue's; the GPU columns appear when `python -m rcl.bench --size full` is run on one.",
+            "the issue's; the GPU columns appear when `python -m rcl.bench --size full` is run on one (the GPU check "
+            "below runs it).",
         ]
+    lines += readme_lines(load_reports(folder))
     text = "\n".join(lines) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.md").write_text(text)
