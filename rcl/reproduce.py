@@ -338,7 +338,7 @@ def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": shlex.join(["python -m rcl.reproduce", *sys.argv[1:]]),
+            "command": " ".join(["python -m rcl.reproduce", shlex.join(sys.argv[1:])]).strip(),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
@@ -484,6 +484,7 @@ def run(
             executed = executed_dir / notebook.name
             running = executed_dir / f"{notebook.stem}.running.ipynb"
             failed = executed_dir / f"{notebook.stem}.failed.ipynb"
+            _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
             reason = None if force else incomplete_reason(executed, parameters, run_dir)
             if not force and reason is None:
                 status.append({"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0})
@@ -610,6 +611,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.debug:
             raise
         raise SystemExit(f"rcl.reproduce: error: {err}") from None
+    except KeyboardInterrupt:  # between chapters (one interrupted mid-run is a ChapterFailed)
+        if args.debug:
+            raise
+        raise SystemExit("\nINTERRUPTED. Finished chapters are kept. Rerun the same command to continue.") from None
 
 
 if __name__ == "__main__":

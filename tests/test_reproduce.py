@@ -182,6 +182,17 @@ def test_an_interrupted_rerun_keeps_the_complete_notebook_and_says_to_rerun(tmp_
     assert (out / "notebooks" / "00_a.failed.ipynb").exists()
 
 
+def test_a_killed_runs_notebook_is_kept_as_failed(tmp_path, monkeypatch):
+    notebooks, out = _chapters(tmp_path / "nb"), tmp_path / "run"
+    calls = _fake_papermill(monkeypatch, _write_metrics)
+    reproduce.run(profile="smoke", device="cpu", out=out, notebook_dir=notebooks, only=["00"])
+    left = out / "notebooks" / "00_a.running.ipynb"  # what kill -9 of the runner mid-chapter leaves
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("killed run")]), left)
+    reproduce.run(profile="smoke", device="cpu", out=out, notebook_dir=notebooks, only=["00"])
+    assert calls == ["00_a.ipynb"]  # the complete copy still counts
+    assert not left.exists() and "killed run" in (out / "notebooks" / "00_a.failed.ipynb").read_text()
+
+
 # ---- item 6: complete means the outputs are there too; the run folder's place is not a setting ------------------
 
 
