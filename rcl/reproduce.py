@@ -154,10 +154,18 @@ def _parse_typed(name: str, text: str, kind) -> object:
 
 
 def _parse_value(text: str):
+    """A chapter parameter's value: a Python literal; else true/false/none in any case; else a comma-separated list
+    of words (``ST,AT`` -> ``["ST", "AT"]``); else the text itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    if "," in text:
+        return [_parse_value(item.strip()) for item in text.split(",") if item.strip()]
+    return text
 
 
 def parse_params(pairs: list[str]) -> dict:
@@ -165,8 +173,8 @@ def parse_params(pairs: list[str]) -> dict:
 
     A profile setting (a field of ``rcl.profiles.Config``) is read with its type: integers, numbers (fractions
     ``a/b`` too), ``true``/``false``, ``None`` where the setting allows it, and comma-separated numbers for
-    ``eps_grid``; every error names the setting. Any other name is read as a Python literal, else kept as a string
-    (``run`` checks that some chapter has a parameter of that name).
+    ``eps_grid``; every error names the setting. Any other name is read as a Python literal, ``true``/``false``, a
+    comma-separated list, else kept as a string (``run`` checks that some chapter has a parameter of that name).
     """
     hints = typing.get_type_hints(Config)
     params = {}

@@ -293,6 +293,8 @@ def test_parse_params_reads_each_setting_with_its_type():
         "eps_grid": [0.0, 0.5],
         "arch": "resnet50",
     }
+    chapter_own = reproduce.parse_params(["scenarios=ST,Full-AT", "train_missing=false", "eval_examples=64"])
+    assert chapter_own == {"scenarios": ["ST", "Full-AT"], "train_missing": False, "eval_examples": 64}
 
 
 @pytest.mark.parametrize(
