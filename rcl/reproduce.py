@@ -38,8 +38,9 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+from rcl import profiles
 from rcl.course import setup
-from rcl.profiles import Config, resolve
+from rcl.profiles import resolve
 from rcl.results import collect, save_table, summary_markdown
 from rcl.runtime import project_root
 
@@ -48,7 +49,7 @@ LOCK_NAME = ".rcl-reproduce.lock"
 # the chapters' own arguments: set with the runner's options, not with -p
 _OPTIONS = {"profile": "--profile", "dataset": "--dataset", "device": "--device", "run_dir": "--out"}
 # profile settings -p can change (each chapter takes them as its own parameter or through `overrides`)
-SETTINGS = tuple(sorted(f.name for f in dataclasses.fields(Config) if f.name not in _OPTIONS))
+SETTINGS = tuple(sorted(f.name for f in dataclasses.fields(profiles.Config) if f.name not in _OPTIONS))
 # the kernel's start-up warning about unencrypted TCP would break the runner's progress bar
 _KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
@@ -176,7 +177,7 @@ def parse_params(pairs: list[str]) -> dict:
     ``eps_grid``; every error names the setting. Any other name is read as a Python literal, ``true``/``false``, a
     comma-separated list, else kept as a string (``run`` checks that some chapter has a parameter of that name).
     """
-    hints = typing.get_type_hints(Config)
+    hints = typing.get_type_hints(profiles.Config)
     params = {}
     for pair in pairs:
         if "=" not in pair:
