@@ -69,17 +69,37 @@ def setup(
     *,
     data_root: str | Path | None = None,
     check_data: bool = True,
-    **overrides,
+    overrides: dict | None = None,
+    **settings,
 ) -> profiles.Config:
     """Resolve the profile, seed every generator, check the dataset is there, print one line.
 
     Arguments are the chapter's ``parameters`` cell (``None`` keeps the profile's value); keyword
-    ``overrides`` change any size of the profile (``pretrain_epochs=5``); ``data_root`` defaults to
-    ``<project>/data``. With ``check_data`` a
+    ``settings`` change any size of the profile (``pretrain_epochs=5``); ``overrides`` is the chapter's generic
+    ``overrides`` parameter, a dict of any other profile setting (``{"n_train": 60}``; ``seed`` and ``data_root``
+    too), where ``None`` is a value (``{"n_test": None}``: the whole split); ``python -m rcl.reproduce -p name=value``
+    fills it for settings the chapter has no parameter of its own for. A setting given both ways must agree.
+    ``data_root`` defaults to ``<project>/data``. With ``check_data`` a
     dataset that cannot be loaded (CIFAR offline, no files: ``DatasetUnavailable``) switches the config to ``synthetic``
     with a loud warning; an unknown dataset name still raises ``ValueError``.
     """
-    cfg = profiles.resolve(profile, dataset, device, seed, run_dir=run_dir, data_root=data_root, **overrides)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ValueError(f'overrides must be a dict of settings, e.g. {{"n_train": 60}}, got {overrides!r}')
+    own = sorted({"profile", "dataset", "device", "run_dir"} & set(overrides or {}))
+    if own:
+        raise ValueError(f"overrides cannot set {', '.join(own)}: each is a parameter of its own")
+    merged = {"seed": seed, "data_root": data_root, **settings}
+    for name, value in (overrides or {}).items():
+        mine = merged.get(name)
+        if mine is not None and mine != value and not (name == "seed" and mine == 0):  # seed 0 is the default
+            raise ValueError(f"{name} is given twice, as {mine!r} and as overrides[{name!r}] = {value!r}")
+        merged[name] = value
+    explicit_none = {n: None for n, v in (overrides or {}).items() if v is None and n not in ("seed", "data_root")}
+    seed = merged.pop("seed")
+    data_root = merged.pop("data_root")
+    cfg = profiles.resolve(profile, dataset, device, seed, run_dir=run_dir, data_root=data_root, **merged)
+    if explicit_none:  # resolve() reads None as "keep the profile's value"; in overrides it is the value itself
+        cfg = cfg.replace(**explicit_none)
     if check_data and cfg.dataset != "synthetic":
         try:
             _load(cfg, n_train=10, n_test=10)

@@ -292,43 +292,83 @@ def _folder_fingerprint(root: Path) -> tuple[str, dict[str, list[Path]]]:
 
 
 def _decode_files(files: list[Path], size: int = 32) -> Tensor:
-    """uint8 [N, 3, size, size] from image files: JPEGs decoded in batches by torchvision.io."""
+    """uint8 [N, 3, size, size] from image files: JPEGs decoded in batches by torchvision.io.
+
+    A file that cannot be read or decoded is a ``ValueError`` naming it (and how many more failed), after every
+    file has been tried, so one pass finds them all.
+    """
     import torchvision.io as tio
     from torchvision.transforms.v2 import functional as tvf
 
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        _decode_into(out, files, size, tio, tvf)
+        bad = _decode_into(out, files, size, tio, tvf)
+    if bad:
+        order = {path: i for i, path in enumerate(files)}
+        bad = sorted(bad, key=lambda item: order[item[0]])
+        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:5])
+        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(
+            f"{len(bad)} of {len(files)} image files could not be decoded: {shown}{more}. "
+            "Remove or replace them (re-save them as PNG or JPEG), then load again"
+        )
     return out
 
 
-def _decode_into(out: Tensor, files: list[Path], size: int, tio, tvf) -> None:
+def _decode_one(path: Path, raw: Tensor, tio) -> Tensor:
+    """uint8 [3, H, W] of one file: torchvision.io, else PIL (formats torchvision.io does not read, e.g. BMP)."""
+    try:
+        return tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
+    except RuntimeError:
+        from PIL import Image
+
+        with Image.open(path) as pil:
+            arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
+            return arr.view(pil.height, pil.width, 3).permute(2, 0, 1)
+
+
+def _why(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
+
+
+def _decode_into(out: Tensor, files: list[Path], size: int, tio, tvf) -> list[tuple[Path, str]]:
+    """Decode ``files`` into ``out``; returns ``(path, reason)`` of each file that failed (its slot stays unset)."""
     rgb = tio.ImageReadMode.RGB
     chunk = 4096
+    bad: list[tuple[Path, str]] = []
     for start in range(0, len(files), chunk):
         part = files[start : start + chunk]
-        raw = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in part]
-        is_jpeg = [f.suffix.lower() in (".jpg", ".jpeg") for f in part]
+        raw: list[Tensor | None] = []
+        for f in part:
+            try:
+                raw.append(torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8))
+            except (OSError, ValueError) as err:  # unreadable, or empty (frombuffer of 0 bytes)
+                raw.append(None)
+                bad.append((f, _why(err) if not isinstance(err, ValueError) else "empty file"))
         decoded: list[Tensor | None] = [None] * len(part)
-        jpeg_pos = [i for i, j in enumerate(is_jpeg) if j]
+        jpeg_pos = [i for i, f in enumerate(part) if f.suffix.lower() in (".jpg", ".jpeg") and raw[i] is not None]
         if jpeg_pos:
-            for i, img in zip(jpeg_pos, tio.decode_jpeg([raw[i] for i in jpeg_pos], mode=rgb)):
-                decoded[i] = img
+            try:
+                for i, img in zip(jpeg_pos, tio.decode_jpeg([raw[i] for i in jpeg_pos], mode=rgb)):
+                    decoded[i] = img
+            except RuntimeError:  # one bad file fails the whole batch: the loop below finds which
+                pass
+        for i, img in enumerate(decoded):
+            if img is None and raw[i] is not None:
+                try:
+                    decoded[i] = _decode_one(part[i], raw[i], tio)
+                except Exception as err:  # torchvision and PIL raise several types for a broken file
+                    bad.append((part[i], _why(err)))
         for i, img in enumerate(decoded):
             if img is None:
-                try:
-                    decoded[i] = tio.decode_image(raw[i], mode=rgb)
-                except RuntimeError:  # formats torchvision.io does not read (e.g. BMP): use PIL
-                    from PIL import Image
-
-                    with Image.open(part[i]) as pil:
-                        arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
-                        decoded[i] = arr.view(pil.height, pil.width, 3).permute(2, 0, 1)
-        for i, img in enumerate(decoded):
+                continue
             if img.shape[-2:] != (size, size):
                 img = tvf.resize(img, [size, size], antialias=True)
             out[start + i] = img
+    return bad
 
 
 def _load_imagefolder(spec: str, path: Path) -> Dataset:

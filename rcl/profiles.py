@@ -5,7 +5,9 @@
 - ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
 - ``auto``: ``smoke`` on CPU, ``quick`` on CUDA.
 
-Every field can be overridden by keyword: ``resolve("smoke", pretrain_epochs=5)``.
+Every field can be overridden by keyword: ``resolve("smoke", pretrain_epochs=5)``, and is checked where it enters
+(``resolve``, ``Config.replace`` or ``Config(...)``): ``width=0`` is ``ValueError("width must be an integer >= 1,
+got 0")``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from rcl import checks
 from rcl.runtime import pick_device, project_root
 
 
@@ -74,6 +77,15 @@ class Config:
     fn_epochs: int
     # speed: torch.compile the training steps (TrainConfig.compile); a one-off compile cost, faster steps
     torch_compile: bool = False
+
+    def __post_init__(self) -> None:
+        """Check every field against its valid range (``ValueError`` naming it) and store it in its canonical type."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            rule = _RULES.get(f.name) or _rule_for_type(f.type)
+            checked = rule(f.name, value) if rule is not None else value
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed (validated like ``resolve`` overrides)."""
@@ -226,6 +238,140 @@ _SIZE_FIELDS = {f.name for f in dataclasses.fields(Config)} - {
 _ALL_FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
+# --------------------------------------------------------------------------------------------
+# valid ranges: every field is checked where it enters (resolve, replace, Config(...))
+# --------------------------------------------------------------------------------------------
+
+
+def _int_at_least(minimum: int, hint: str = ""):
+    def check(name: str, value):
+        try:
+            return checks.integer(name, value, minimum)
+        except ValueError as err:
+            raise ValueError(f"{err}{'; ' + hint if hint else ''}") from None
+
+    return check
+
+
+def _optional_int_at_least(minimum: int):
+    return lambda name, value: checks.optional_integer(name, value, minimum)
+
+
+def _pixels(name: str, value) -> float:
+    try:
+        return checks.number(name, value, low=0.0, high=1.0)
+    except ValueError:
+        raise ValueError(f"{name} must be in [0, 1] (pixel units), got {value!r}; 8/255 is {8 / 255:.4f}") from None
+
+
+def _positive(name: str, value) -> float:
+    return checks.number(name, value, low=0.0, low_open=True)
+
+
+def _check_dataset(name: str, value) -> str:
+    from rcl.data import VALID_NAMES
+
+    key = value.strip().lower() if isinstance(value, str) else None
+    if key in ("synthetic", "cifar10", "cifar100") or (key or "").startswith("imagefolder:"):
+        if key.startswith("imagefolder:") and not value.strip()[len("imagefolder:") :]:
+            raise ValueError('dataset "imagefolder:" needs a path, e.g. "imagefolder:data/cifar10-jpeg"')
+        return value
+    raise ValueError(f"unknown dataset {value!r}; valid names are: {', '.join(VALID_NAMES)}")
+
+
+def _check_arch(name: str, value) -> str:
+    from rcl.models import ARCHS
+
+    return checks.choice(name, value, ARCHS)
+
+
+def _check_grid(name: str, value) -> tuple[float, ...]:
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of epsilons in [0, 1], e.g. (0, 4/255, 8/255), got {value!r}")
+    grid = tuple(_pixels(f"{name}[{i}]", e) for i, e in enumerate(value))
+    if not grid:
+        raise ValueError(f"{name} must hold at least one epsilon in [0, 1], e.g. (0, 4/255, 8/255), got {value!r}")
+    return grid
+
+
+def _check_cka_examples(name: str, value) -> int:
+    from rcl.cka import MIN_BATCH
+
+    return _int_at_least(MIN_BATCH, "the unbiased HSIC of CKA divides by n (n - 3)")(name, value)
+
+
+def _check_profile(name: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a profile name ({', '.join(PROFILES)}), got {value!r}")
+    return value
+
+
+def _as_path(name: str, value) -> Path:
+    if not isinstance(value, str | Path):
+        raise ValueError(f"{name} must be a folder path, got {value!r}")
+    return value if isinstance(value, Path) else Path(value)
+
+
+_RULES = {
+    "profile": _check_profile,
+    "dataset": _check_dataset,
+    "device": lambda name, value: pick_device(value),
+    "seed": _int_at_least(0),
+    "run_dir": _as_path,
+    "data_root": _as_path,
+    "arch": _check_arch,
+    "width": _int_at_least(1),
+    "head_dim": _int_at_least(1),
+    "n_train": _optional_int_at_least(1),
+    "n_test": _optional_int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "eval_batch_size": _int_at_least(1),
+    "acl_batch_size": _int_at_least(1),
+    "lr": _positive,
+    "acl_lr": _positive,
+    "acl_finetune_lr": _positive,
+    "temperature": _positive,
+    "acl_temperature": _positive,
+    "train_eps": _pixels,
+    "eval_eps": _pixels,
+    "std_eps": _pixels,
+    "train_alpha": _pixels,
+    "eval_alpha": _pixels,
+    "std_alpha": _pixels,
+    **{
+        name: _int_at_least(0)
+        for name in (
+            "pretrain_epochs",
+            "supervised_epochs",
+            "finetune_epochs",
+            "linear_epochs",
+            "probe_epochs",
+            "acl_epochs",
+            "acl_finetune_epochs",
+            "fn_epochs",
+        )
+    },
+    "train_steps": _int_at_least(0),
+    "eval_steps": _int_at_least(0),
+    "std_steps": _int_at_least(0),
+    "eps_grid": _check_grid,
+    "autoattack_n": _int_at_least(1),
+    "cka_examples": _check_cka_examples,
+    "n_val": _int_at_least(1),
+    "torch_compile": checks.boolean,
+}
+
+
+def _rule_for_type(annotation: str):
+    """The check of a field without its own rule (one added later): by its type, epochs and sizes >= 0."""
+    return {
+        "int": _int_at_least(0),
+        "int | None": _optional_int_at_least(0),
+        "float": lambda name, value: checks.number(name, value),
+        "bool": checks.boolean,
+    }.get(str(annotation).replace("typing.", ""))
+
+
 def _check_fields(names) -> None:
     unknown = sorted(set(names) - _ALL_FIELDS)
     if unknown:
@@ -245,7 +391,8 @@ def resolve(
 
     ``run_dir`` defaults to ``<project>/runs/<profile>-<dataset>``, ``data_root`` to
     ``<project>/data``. ``None`` overrides are ignored, so papermill parameters left at
-    ``None`` keep the profile's value.
+    ``None`` keep the profile's value. Every field is checked against its valid range (``Config.__post_init__``):
+    a bad value is a ``ValueError`` that names the setting, the range and the value.
     """
     device = pick_device(device)
     if profile == "auto":
@@ -258,23 +405,19 @@ def resolve(
     if fixed:
         raise ValueError(f"{fixed} are arguments of resolve() itself, not overrides")
     sizes = {**PROFILES[profile], **overrides}
-    if "eps_grid" in overrides:
-        sizes["eps_grid"] = tuple(float(e) for e in overrides["eps_grid"])
     dataset = dataset or DEFAULT_DATASET[profile]
+    _check_dataset("dataset", dataset)  # before the run folder is named after it
     root = project_root()
     safe_name = dataset
     if dataset.startswith("imagefolder:"):
         safe_name = "imagefolder-" + (Path(dataset.split(":", 1)[1]).name or "root")
     run_dir = Path(run_dir) if run_dir else root / "runs" / f"{profile}-{safe_name}"
     data_root = Path(data_root) if data_root else root / "data"
-    for name in ("train_eps", "eval_eps", "std_eps"):
-        if not 0.0 <= sizes[name] <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1] (pixel units), got {sizes[name]}; 8/255 is {8 / 255:.4f}")
     return Config(
         profile=profile,
         dataset=dataset,
         device=device,
-        seed=int(seed),
+        seed=seed,
         run_dir=run_dir,
         data_root=data_root,
         **sizes,
@@ -282,11 +425,19 @@ def resolve(
 
 
 def describe(cfg: Config) -> str:
-    """One line for a notebook's set-up cell."""
+    """One line for a notebook's set-up cell; settings that differ from the profile's are listed at its end."""
+    profile = PROFILES.get(cfg.profile, {})
+    shown = ("arch", "width", "torch_compile")
+    changed = [
+        f"{name}={getattr(cfg, name)!r}"
+        for name in sorted(profile)
+        if name not in shown and getattr(cfg, name) != profile[name]
+    ]
     return (
         f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} seed={cfg.seed} "
         f"arch={cfg.arch}(width {cfg.width}) run_dir={cfg.run_dir}"
         + (" torch_compile=True" if cfg.torch_compile else "")
+        + (f" changed: {' '.join(changed)}" if changed else "")
     )
 
 

@@ -1,30 +1,74 @@
 """Run the whole course headless: every notebook in order through papermill.
 
     python -m rcl.reproduce [--profile P] [--dataset D] [--device cpu|cuda] [--out DIR]
-                            [--only 02,03] [--force] [-p name=value ...]
+                            [--only 02,03] [--force] [--wait] [--debug] [-p name=value ...]
 
 Each executed notebook lands in ``DIR/notebooks/`` and its results in ``DIR/<chapter>/``
-(``DIR`` is the notebooks' ``run_dir``). A notebook whose executed copy is complete and was run
-with the same parameters is skipped unless ``--force``, so an interrupted study picks up where it
-stopped. On a failing cell the runner stops and names the notebook, the cell and the error,
-keeping everything already finished. It ends with a summary table (markdown and CSV) of every
-scheme x scenario x attack found under ``DIR``.
+(``DIR`` is the notebooks' ``run_dir``). ``-p name=value`` sets any profile setting
+(``rcl.profiles.Config``: ``-p n_train=60 -p train_eps=8/255``) for every chapter, or a chapter's own
+parameter (``-p scenarios=['ST','AT']``); an unknown name is an error that lists the valid ones.
+
+A chapter counts as complete when its executed copy ran to the end with the same settings and the
+files it wrote are still there; complete chapters are skipped unless ``--force``, so an interrupted
+study picks up where it stopped, and a moved run folder is not run again. A chapter runs into
+``NN_name.running.ipynb`` and replaces its executed copy only when it succeeds: a failed or
+interrupted run is kept as ``NN_name.failed.ipynb`` beside the last complete one, and the runner
+stops, naming the notebook, the cell and the error. One run at a time per run folder: a second one
+says which process holds the folder (or waits for it with ``--wait``). It ends with a summary table
+(markdown and CSV) of every scheme x scenario x attack found under ``DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import dataclasses
+import fcntl
+import html
 import json
+import os
+import re
+import shlex
+import socket
+import sys
 import time
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
+from rcl import profiles
 from rcl.course import setup
 from rcl.profiles import resolve
 from rcl.results import collect, save_table, summary_markdown
 from rcl.runtime import project_root
 
 NOTEBOOK_DIR = project_root(Path(__file__).resolve().parent) / "notebooks"
+LOCK_NAME = ".rcl-reproduce.lock"
+# the chapters' own arguments: set with the runner's options, not with -p
+_OPTIONS = {"profile": "--profile", "dataset": "--dataset", "device": "--device", "run_dir": "--out"}
+# profile settings -p can change (each chapter takes them as its own parameter or through `overrides`)
+SETTINGS = tuple(sorted(f.name for f in dataclasses.fields(profiles.Config) if f.name not in _OPTIONS))
+# the kernel's start-up warning about unencrypted TCP would break the runner's progress bar
+_KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+class ReproduceError(Exception):
+    """A problem the runner reports in one line (a traceback only with ``--debug``)."""
+
+
+class RunFolderBusy(ReproduceError):
+    """Another run holds the run folder's lock."""
+
+
+class ChapterFailed(SystemExit):
+    """A chapter stopped (a failing cell, a dead kernel, Ctrl-C); the message names it and what to do next."""
+
+
+# --------------------------------------------------------------------------------------------
+# chapters and their parameters
+# --------------------------------------------------------------------------------------------
 
 
 def find_notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
@@ -40,43 +84,366 @@ def find_notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -
     return notebooks
 
 
+def notebook_parameters(notebook: Path) -> list[str]:
+    """Names assigned in the notebook's cell tagged ``parameters`` (empty when it has none)."""
+    cells = json.loads(Path(notebook).read_text()).get("cells", [])
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = cell.get("source", "")
+            tree = ast.parse("".join(source) if isinstance(source, list) else source)
+            names = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# -p name=value: each value read with its setting's type
+# --------------------------------------------------------------------------------------------
+
+_NUMBER_HINT = "e.g. 0.001, 3e-4 or 8/255"
+
+
+def _number(name: str, text: str) -> float:
+    """A float from ``"0.5"``, ``"3e-4"`` or a fraction ``"8/255"``."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        return float(numerator) / float(denominator) if slash else float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number ({_NUMBER_HINT}), got {text!r}") from None
+    except ZeroDivisionError:
+        raise ValueError(f"{name} divides by zero, got {text!r}") from None
+
+
+def _parse_typed(name: str, text: str, kind) -> object:
+    """``text`` read as ``kind`` (a field type of Config); errors name the setting."""
+    text = text.strip()
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if text.lower() in ("none", "null"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        try:
+            return _parse_typed(name, text, inner[0])
+        except ValueError as err:
+            raise ValueError(f"{err} (or None)") from None
+    if typing.get_origin(kind) is tuple:
+        body = text[1:-1] if text[:1] + text[-1:] in ("()", "[]") else text
+        items = [item.strip() for item in body.split(",") if item.strip()]
+        try:
+            return [_number(name, item) for item in items]
+        except ValueError:
+            raise ValueError(f"{name} must be numbers separated by commas (e.g. 0,4/255,8/255), got {text!r}") from None
+    if kind is bool:
+        word = text.lower()
+        if word in ("true", "yes", "on", "1"):
+            return True
+        if word in ("false", "no", "off", "0"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {text!r}")
+    if kind is int:
+        if re.fullmatch(r"[+-]?\d+", text.replace("_", "")):
+            return int(text.replace("_", ""))
+        raise ValueError(f"{name} must be an integer, got {text!r}")
+    if kind is float:
+        return _number(name, text)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # a quoted string
+        return text[1:-1]
+    return text
+
+
 def _parse_value(text: str):
+    """A chapter parameter's value: a Python literal; else true/false/none in any case; else a comma-separated list
+    of words (``ST,AT`` -> ``["ST", "AT"]``); else the text itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text
+        pass
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    if "," in text:
+        return [_parse_value(item.strip()) for item in text.split(",") if item.strip()]
+    return text
 
 
 def parse_params(pairs: list[str]) -> dict:
-    """``["epochs=3", "eps=0.03"]`` -> ``{"epochs": 3, "eps": 0.03}`` (Python literals, else strings)."""
+    """``["width=4", "train_eps=8/255", "scenarios=['ST']"]`` -> ``{"width": 4, "train_eps": 0.0313..., ...}``.
+
+    A profile setting (a field of ``rcl.profiles.Config``) is read with its type: integers, numbers (fractions
+    ``a/b`` too), ``true``/``false``, ``None`` where the setting allows it, and comma-separated numbers for
+    ``eps_grid``; every error names the setting. Any other name is read as a Python literal, ``true``/``false``, a
+    comma-separated list, else kept as a string (``run`` checks that some chapter has a parameter of that name).
+    """
+    hints = typing.get_type_hints(profiles.Config)
     params = {}
     for pair in pairs:
         if "=" not in pair:
             raise SystemExit(f"-p expects name=value, got {pair!r}")
-        name, value = pair.split("=", 1)
-        params[name.strip()] = _parse_value(value.strip())
+        name, value = (part.strip() for part in pair.split("=", 1))
+        if name in _OPTIONS:
+            raise ReproduceError(f"-p {name}=...: use the option {_OPTIONS[name]} instead")
+        if name == "overrides":
+            raise ReproduceError("-p overrides=...: give each setting as its own -p name=value")
+        if name in SETTINGS:
+            params[name] = _parse_typed(name, value, hints[name])
+        else:
+            params[name] = _parse_value(value)
     return params
 
 
-def is_complete(executed: Path, parameters: dict) -> bool:
-    """True when ``executed`` ran to the end without error and with exactly ``parameters``."""
+def _jsonable(value):
+    """What papermill can write into a parameters cell (tuples as lists, paths as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def route_params(params: dict, notebooks: list[Path], every: list[Path] | None = None) -> dict[Path, dict]:
+    """The ``-p`` values each notebook receives.
+
+    A chapter gets a value as its own parameter when it has one by that name; any other profile setting goes into
+    its ``overrides`` parameter, so every chapter sees the same settings (a model trained in chapter 01 is the one
+    chapter 05 loads). A name that is neither a profile setting nor a parameter of any chapter in ``every``
+    (default: ``notebooks``) is an error listing the valid names.
+    """
+    every = every or notebooks
+    declared = {nb: notebook_parameters(nb) for nb in {*notebooks, *every}}
+    chapter_names: dict[str, list[str]] = {}
+    for nb in sorted(every):
+        for name in declared[nb]:
+            if name not in SETTINGS and name not in _OPTIONS and name != "overrides":
+                chapter_names.setdefault(name, []).append(nb.name[:2])
+    unknown = sorted(name for name in params if name not in SETTINGS and name not in chapter_names)
+    if unknown:
+        own = ", ".join(f"{name} ({' '.join(chapters)})" for name, chapters in sorted(chapter_names.items()))
+        raise ReproduceError(
+            f"unknown parameter {', '.join(unknown)} for -p. Valid names: any profile setting "
+            f"({', '.join(SETTINGS)}); chapter parameters: {own or 'none'}"
+        )
+    routed = {}
+    for nb in notebooks:
+        names = declared[nb]
+        given = {k: v for k, v in params.items() if k in names and not (v is None and k in SETTINGS)}
+        rest = {k: v for k, v in params.items() if k in SETTINGS and k not in given}
+        if rest:
+            if "overrides" not in names:
+                raise ReproduceError(
+                    f"{nb.name} has no parameter {', '.join(sorted(rest))} and no 'overrides' parameter to take them"
+                )
+            given["overrides"] = rest
+        routed[nb] = _jsonable(given)
+    return routed
+
+
+# --------------------------------------------------------------------------------------------
+# completion: the executed copy ran to the end with the same settings, and its outputs are there
+# --------------------------------------------------------------------------------------------
+
+_NOT_RESULTS = ("run_dir",)  # where the results live, not what they are: a moved run folder is still complete
+
+
+def _defining(parameters: dict) -> dict:
+    return {k: v for k, v in _jsonable(parameters).items() if k not in _NOT_RESULTS}
+
+
+def incomplete_reason(executed: Path, parameters: dict, run_dir: Path | None = None) -> str | None:
+    """Why ``executed`` does not count as complete (None when it does).
+
+    Complete: it ran every cell without error, with ``parameters`` (``run_dir`` aside), and every file it wrote
+    under ``run_dir`` (default: the folder above ``executed``'s ``notebooks/``), as recorded when it finished,
+    still exists.
+    """
     if not executed.exists():
-        return False
+        return "not run yet"
     try:
         notebook = json.loads(executed.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    meta = notebook.get("metadata", {}).get("papermill", {})
-    if meta.get("exception") or meta.get("parameters") != json.loads(json.dumps(parameters)):
-        return False
+    except (OSError, json.JSONDecodeError) as err:
+        return f"its executed copy is unreadable ({err})"
+    meta = notebook.get("metadata", {})
+    papermill = meta.get("papermill", {})
+    if papermill.get("exception"):
+        return "its last run failed"
+    if _defining(papermill.get("parameters") or {}) != _defining(parameters):
+        return "its settings changed"
     for cell in notebook.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
         if cell.get("execution_count") is None and cell.get("source"):
-            return False
+            return "its last run stopped before the end"
         if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
-            return False
-    return True
+            return "its last run failed"
+    outputs = meta.get("rcl", {}).get("outputs")
+    if outputs is None:
+        return "its outputs were not recorded (run by an older rcl.reproduce)"
+    run_dir = Path(run_dir) if run_dir is not None else executed.parent.parent
+    missing = [name for name in outputs if not (run_dir / name).exists()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"its outputs are missing ({missing[0]}{more})"
+    return None
+
+
+def is_complete(executed: Path, parameters: dict, run_dir: Path | None = None) -> bool:
+    """True when ``executed`` ran to the end with ``parameters`` and its outputs exist (see ``incomplete_reason``)."""
+    return incomplete_reason(executed, parameters, run_dir) is None
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (mtime_ns, size)}`` of the result files under ``run_dir``.
+
+    Leaves out the executed notebooks, the summary, and hidden files (the lock, atomic writes' temporaries).
+    """
+    files = {}
+    for path in run_dir.rglob("*"):
+        rel = path.relative_to(run_dir)
+        if rel.parts[0] == "notebooks" or any(part.startswith(".") for part in rel.parts):
+            continue
+        if rel.as_posix() in ("summary.md", "summary.csv") or not path.is_file():
+            continue
+        stat = path.stat()
+        files[rel.as_posix()] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# one run per run folder
+# --------------------------------------------------------------------------------------------
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        holder = json.loads(text)
+        return f"pid {holder['pid']} on {holder['host']} since {holder['started']} ({holder['command']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
+    """Hold ``run_dir/.rcl-reproduce.lock`` (flock) while the body runs; it records pid, host and command.
+
+    Held by a live process: ``RunFolderBusy`` naming it, or with ``wait`` block until it is free. The kernel
+    releases a flock when its holder dies, so the lock of a killed run is taken over (with a note).
+    """
+    path = Path(run_dir) / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(path.read_text())
+            if not wait:
+                raise RunFolderBusy(
+                    f"run folder {run_dir} is in use by {holder}. Wait for it to finish, add --wait to start "
+                    "when it has, or pick another folder with --out"
+                ) from None
+            print(f"rcl.reproduce: waiting for {holder} to release {run_dir} ...", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        left = os.read(fd, 4096).decode(errors="replace").strip()
+        if left:
+            print(f"rcl.reproduce: taking over the lock left by {_describe_holder(left)}, no longer running")
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(["python -m rcl.reproduce", shlex.join(sys.argv[1:])]).strip(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # a clean exit leaves an empty lock file: nothing to take over
+    finally:
+        os.close(fd)  # releases the flock
+
+
+# --------------------------------------------------------------------------------------------
+# executed notebooks
+# --------------------------------------------------------------------------------------------
+
+
+def settle_progress_bars(notebook: dict) -> int:
+    """Give every tqdm widget in an executed notebook the text of its final state; returns how many.
+
+    Under papermill, a tqdm widget's text fallback is the bar as first displayed (``0%| | 0/32``); its final state
+    is only in the saved widget state, which a reader without the widget's JavaScript (GitHub, a terminal, an
+    HTML export) never sees. The widget stays for JupyterLab.
+    """
+    state = notebook.get("metadata", {}).get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    models = state.get("state", {})
+
+    def model(ref: str) -> dict:
+        return models.get(ref.removeprefix("IPY_MODEL_"), {}).get("state", {})
+
+    settled = 0
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            view = data.get("application/vnd.jupyter.widget-view+json")
+            box = model(view["model_id"]) if view else {}
+            children = box.get("children", [])
+            if box.get("_model_name") != "HBoxModel" or len(children) != 3:
+                continue
+            left, bar, right = (model(ref) for ref in children)
+            if "max" not in bar:
+                continue
+            frac = min(max(float(bar.get("value") or 0) / float(bar["max"] or 1), 0.0), 1.0)
+            filled = round(10 * frac)
+
+            def text(widget: dict) -> str:
+                return html.unescape(str(widget.get("value", ""))).replace("\u2007", " ")
+
+            data["text/plain"] = f"{text(left)}|{'█' * filled}{' ' * (10 - filled)}|{text(right)}"
+            settled += 1
+    return settled
+
+
+def _finish(running: Path, executed: Path, outputs: list[str]) -> None:
+    """Record the chapter's outputs and final progress bars in its executed copy, then move it into place."""
+    import nbformat
+
+    notebook = nbformat.read(running, as_version=4)
+    settle_progress_bars(notebook)
+    notebook.metadata["rcl"] = {"outputs": outputs}
+    nbformat.write(notebook, running)
+    os.replace(running, executed)
+
+
+def _keep_failed(running: Path, failed: Path) -> Path | None:
+    """Move a failed run's notebook to ``NN_name.failed.ipynb`` (the last complete copy stays untouched)."""
+    if not running.exists():
+        return None
+    try:
+        import nbformat
+
+        notebook = nbformat.read(running, as_version=4)
+        settle_progress_bars(notebook)
+        nbformat.write(notebook, running)
+    except Exception:  # a half-written notebook (killed mid-write) is kept as it is
+        pass
+    os.replace(running, failed)
+    return failed
+
+
+# --------------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------------
+
+
+def _writable(run_dir: Path) -> None:
+    """Create the run folder and check that files can be written there; else one clear error."""
+    import tempfile
+
+    try:
+        (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir / "notebooks"):
+            pass
+    except OSError as err:
+        raise ReproduceError(
+            f"cannot write to the run folder {run_dir} ({err.strerror or err}): pick a writable folder with --out DIR"
+        ) from err
 
 
 def run(
@@ -88,59 +455,110 @@ def run(
     force: bool = False,
     extra: dict | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
+    wait: bool = False,
+    debug: bool = False,
 ) -> Path:
-    """Execute the chapters and write the summary; returns the run folder. Raises SystemExit on a failing cell."""
+    """Execute the chapters and write the summary; returns the run folder.
+
+    ``extra``: the ``-p`` values (see ``parse_params`` and ``route_params``). Raises ``ReproduceError`` (or
+    ``ValueError`` from the profile) before any chapter runs for bad settings, an unwritable or busy run folder,
+    and ``ChapterFailed`` (a ``SystemExit``) when a chapter fails or is interrupted.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
     from tqdm.auto import tqdm
 
+    extra = dict(extra or {})
+    every = find_notebooks(notebook_dir)
+    notebooks = find_notebooks(notebook_dir, only)
+    routed = route_params(extra, notebooks, every)
+    settings = {k: v for k, v in extra.items() if k in SETTINGS}
     requested = resolve(profile, dataset=dataset, device=device, run_dir=out).dataset
-    cfg = setup(profile, dataset, device, run_dir=out)  # falls back to synthetic, loudly, when data is missing
-    fell_back = cfg.dataset != requested
+    cfg = setup(profile, dataset, device, run_dir=out, overrides=settings)  # checks every setting first
+    fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
     run_dir = cfg.run_dir.resolve()
     executed_dir = run_dir / "notebooks"
-    executed_dir.mkdir(parents=True, exist_ok=True)
-    parameters = {
-        "profile": cfg.profile,
-        "dataset": cfg.dataset,
-        "device": device,
-        "run_dir": str(run_dir),
-        **(extra or {}),
-    }
-    notebooks = find_notebooks(notebook_dir, only)
-    print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
-    status = []
-    bar = tqdm(notebooks, desc="chapters", unit="nb")
-    for notebook in bar:
-        bar.set_postfix_str(notebook.stem)
-        executed = executed_dir / notebook.name
-        if not force and is_complete(executed, parameters):
-            status.append({"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0})
-            continue
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(notebook),
-                str(executed),
-                parameters=parameters,
-                kernel_name="python3",
-                cwd=str(notebook.parent),
-                progress_bar=False,
+    _writable(run_dir)
+    base = {"profile": cfg.profile, "dataset": cfg.dataset, "device": device, "run_dir": str(run_dir)}
+    unused = sorted(k for k in extra if k not in SETTINGS and not any(k in notebook_parameters(nb) for nb in notebooks))
+    with run_lock(run_dir, wait=wait):
+        print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
+        if unused:
+            print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
+        status = []
+        bar = tqdm(notebooks, desc="chapters", unit="nb")
+        for notebook in bar:
+            bar.set_postfix_str(notebook.stem)
+            parameters = {**base, **routed[notebook]}
+            executed = executed_dir / notebook.name
+            running = executed_dir / f"{notebook.stem}.running.ipynb"
+            failed = executed_dir / f"{notebook.stem}.failed.ipynb"
+            _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
+            reason = None if force else incomplete_reason(executed, parameters, run_dir)
+            if not force and reason is None:
+                status.append({"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0})
+                continue
+            if executed.exists() and reason:
+                bar.write(f"{notebook.name}: running again, {reason}")
+            before = _snapshot(run_dir)
+            start = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(running),
+                    parameters=parameters,
+                    kernel_name="python3",
+                    cwd=str(notebook.parent),
+                    progress_bar=False,
+                    extra_arguments=_KERNEL_ARGS,
+                )
+            except PapermillExecutionError as err:
+                bar.close()
+                kept = _keep_failed(running, failed)
+                raise ChapterFailed(_cell_failure(notebook, err, kept, debug)) from None
+            except KeyboardInterrupt:
+                bar.close()
+                kept = _keep_failed(running, failed)
+                raise ChapterFailed(
+                    f"\nINTERRUPTED: {notebook.name}" + (f" (its partial run: {kept})" if kept else "") + ".\n"
+                    f"Finished chapters are kept. Rerun the same command to continue from {notebook.name}."
+                ) from None
+            except Exception as err:  # the kernel died (killed, out of memory) or could not start
+                bar.close()
+                kept = _keep_failed(running, failed)
+                if debug:
+                    raise
+                raise ChapterFailed(
+                    f"\nFAILED: {notebook.name}: {type(err).__name__}: {err}\n"
+                    + (f"  its partial run: {kept}\n" if kept else "")
+                    + "Finished chapters are kept. If the kernel was killed for memory, lower -p batch_size or "
+                    f"-p eval_batch_size; otherwise rerun the same command to continue from {notebook.name}."
+                ) from None
+            after = _snapshot(run_dir)
+            _finish(running, executed, sorted(name for name, stamp in after.items() if before.get(name) != stamp))
+            failed.unlink(missing_ok=True)
+            status.append(
+                {"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)}
             )
-        except PapermillExecutionError as err:
-            bar.close()
-            source = err.source.strip().splitlines()
-            first_line = source[0] if source else ""
-            raise SystemExit(
-                f"\nFAILED: {notebook.name}, cell {_cell_number(notebook, err.source)}: "
-                f"{err.ename}: {err.evalue}\n  cell starts with: {first_line}\n"
-                f"  executed copy with the traceback: {executed}\n"
-                f"Finished chapters are kept; rerun the same command to continue from {notebook.name}."
-            ) from None
-        status.append({"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)})
-    bar.close()
-    _write_summary(run_dir, status, fell_back, cfg.dataset)
+        bar.close()
+        _write_summary(run_dir, status, fell_back, cfg.dataset)
     return run_dir
+
+
+def _cell_failure(notebook: Path, err, kept: Path | None, debug: bool) -> str:
+    source = err.source.strip().splitlines()
+    first_line = source[0] if source else ""
+    trace = ""
+    if debug:
+        from papermill.utils import strip_color
+
+        trace = "\n" + strip_color("\n".join(err.traceback)) + "\n"
+    return (
+        f"{trace}\nFAILED: {notebook.name}, cell {_cell_number(notebook, err.source)}: "
+        f"{err.ename}: {err.evalue}\n  cell starts with: {first_line}\n"
+        + (f"  the failed run, with the traceback: {kept}\n" if kept else "")
+        + f"Finished chapters are kept; once the cause is fixed, the same command continues from {notebook.name}."
+    )
 
 
 def _cell_number(notebook: Path, source: str) -> int | str:
@@ -176,17 +594,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="run folder (default runs/<profile>-<dataset>)")
     parser.add_argument("--only", default=None, help="comma-separated chapter numbers, e.g. 02,03")
     parser.add_argument("--force", action="store_true", help="re-run chapters whose outputs are complete")
-    parser.add_argument("-p", "--param", action="append", default=[], help="extra notebook parameter name=value")
-    args = parser.parse_args(argv)
-    run(
-        profile=args.profile,
-        dataset=args.dataset,
-        device=args.device,
-        out=args.out,
-        only=args.only.split(",") if args.only else None,
-        force=args.force,
-        extra=parse_params(args.param),
+    parser.add_argument("--wait", action="store_true", help="if another run holds the run folder, wait for it")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        help="name=value: any profile setting (-p n_train=60, -p train_eps=8/255) or a chapter's own parameter",
     )
+    args = parser.parse_args(argv)
+    try:
+        run(
+            profile=args.profile,
+            dataset=args.dataset,
+            device=args.device,
+            out=args.out,
+            only=args.only.split(",") if args.only else None,
+            force=args.force,
+            extra=parse_params(args.param),
+            wait=args.wait,
+            debug=args.debug,
+        )
+    except (ReproduceError, ValueError, OSError) as err:
+        if args.debug:
+            raise
+        raise SystemExit(f"rcl.reproduce: error: {err}") from None
+    except KeyboardInterrupt:  # between chapters (one interrupted mid-run is a ChapterFailed)
+        if args.debug:
+            raise
+        raise SystemExit("\nINTERRUPTED. Finished chapters are kept. Rerun the same command to continue.") from None
 
 
 if __name__ == "__main__":

@@ -96,24 +96,29 @@ class TrainConfig:
     on_step: Callable[[int, int], None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        from rcl import checks
+
+        self.epochs = checks.integer("epochs", self.epochs, 0)
+        self.batch_size = checks.integer("batch_size", self.batch_size, 1)
+        self.lr = checks.number("lr", self.lr, low=0.0, low_open=True)
+        self.momentum = checks.number("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        self.weight_decay = checks.number("weight_decay", self.weight_decay, low=0.0)
+        self.gamma = checks.number("gamma", self.gamma, low=0.0, low_open=True)
+        self.warmup_epochs = checks.integer("warmup_epochs", self.warmup_epochs, 0)
+        self.seed = checks.integer("seed", self.seed, 0)
+        self.log_every = checks.integer("log_every", self.log_every, 1)
+        self.compile = checks.boolean("compile", self.compile)
+        self.progress = checks.boolean("progress", self.progress)
+        if isinstance(self.milestones, str) or not hasattr(self.milestones, "__iter__"):
+            raise ValueError(f"milestones must be a sequence of epochs, e.g. (15, 20), got {self.milestones!r}")
+        self.milestones = tuple(checks.integer(f"milestones[{i}]", m, 0) for i, m in enumerate(self.milestones))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.schedule not in (None, "cosine", "multistep"):
             raise ValueError(f"schedule must be None, 'cosine' or 'multistep', got {self.schedule!r}")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule='multistep' needs milestones=(epoch, ...), e.g. (15, 20)")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         resolve_precision("cpu", self.precision)  # raises on an unknown precision
-        self.milestones = tuple(int(m) for m in self.milestones)
 
     def identity(self) -> dict:
         """The settings that define the run (what a checkpoint folder must agree with to resume it).

@@ -1,0 +1,108 @@
+"""Every setting is checked where it enters (profiles.resolve, Config.replace, course.setup, TrainConfig):
+a bad value is a ValueError that names the setting and its valid range (issue 12, items 9 and 11)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from rcl import course
+from rcl.profiles import PROFILES, Config, resolve
+from rcl.train import TrainConfig
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"eval_batch_size": 2.5}, "eval_batch_size must be an integer >= 1, got 2.5"),
+        ({"width": 0}, "width must be an integer >= 1, got 0"),
+        ({"lr": -1}, "lr must be a finite number > 0, got -1"),
+        ({"lr": math.inf}, "lr must be a finite number > 0, got inf"),
+        ({"acl_lr": math.nan}, "acl_lr must be a finite number > 0, got nan"),
+        ({"temperature": 0}, "temperature must be a finite number > 0, got 0"),
+        ({"arch": "vgg"}, "arch must be one of 'resnet18', 'resnet50', got 'vgg'"),
+        ({"n_train": -3}, "n_train must be None or an integer >= 1, got -3"),
+        ({"n_test": 0}, "n_test must be None or an integer >= 1, got 0"),
+        ({"train_steps": -1}, "train_steps must be an integer >= 0, got -1"),
+        ({"pretrain_epochs": 1.5}, "pretrain_epochs must be an integer >= 0, got 1.5"),
+        ({"fn_epochs": -1}, "fn_epochs must be an integer >= 0, got -1"),
+        ({"eval_alpha": -0.1}, "eval_alpha must be in \\[0, 1\\] \\(pixel units\\), got -0.1"),
+        ({"eps_grid": (0, 2)}, "eps_grid\\[1\\] must be in \\[0, 1\\]"),
+        ({"eps_grid": ()}, "eps_grid must hold at least one epsilon"),
+        ({"cka_examples": 3}, "cka_examples must be an integer >= 4, got 3"),
+        ({"n_val": 0}, "n_val must be an integer >= 1, got 0"),
+        ({"torch_compile": 1}, "torch_compile must be True or False, got 1"),
+        ({"dataset": "bogus"}, "unknown dataset 'bogus'; valid names are: cifar10, cifar100, imagefolder:<path>"),
+        ({"dataset": "imagefolder:"}, "needs a path"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+    ],
+)
+def test_resolve_checks_every_field_with_its_range(override, message):
+    with pytest.raises(ValueError, match=message):
+        resolve("smoke", device="cpu", **override)
+
+
+def test_every_profile_is_valid_and_replace_is_checked_too():
+    for name in PROFILES:
+        resolve(name, device="cpu")
+    cfg = resolve("smoke", device="cpu")
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        cfg.replace(batch_size=0)
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        dataclasses.replace(cfg, width=-2)
+    assert cfg.replace(eps_grid=[0, 1]).eps_grid == (0.0, 1.0)  # stored in its canonical type
+    assert cfg.replace(n_train=None).n_train is None
+
+
+def test_every_field_has_a_check():
+    """A field added later gets at least the check of its type, so no setting enters unchecked."""
+    from rcl.profiles import _RULES, _rule_for_type
+
+    for f in dataclasses.fields(Config):
+        assert f.name in _RULES or _rule_for_type(f.type) is not None, f"{f.name} ({f.type}) has no check"
+
+
+def test_setup_takes_any_setting_from_overrides():
+    cfg = course.setup(
+        "smoke", "synthetic", "cpu", width=4, overrides={"n_train": 60, "n_test": None, "seed": 3}, check_data=False
+    )
+    assert (cfg.width, cfg.n_train, cfg.n_test, cfg.seed) == (4, 60, None, 3)
+    with pytest.raises(ValueError, match="width is given twice"):
+        course.setup("smoke", "synthetic", "cpu", width=4, overrides={"width": 8})
+    with pytest.raises(ValueError, match="unknown setting.*valid ones are"):
+        course.setup("smoke", "synthetic", "cpu", overrides={"wdith": 8})
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        course.setup("smoke", "synthetic", "cpu", overrides={"batch_size": 0})
+    with pytest.raises(ValueError, match="overrides cannot set dataset"):
+        course.setup("smoke", "synthetic", "cpu", overrides={"dataset": "cifar10"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": math.inf}, "lr must be a finite number > 0, got inf"),
+        ({"lr": math.nan}, "lr must be a finite number > 0, got nan"),
+        ({"epochs": 1.5}, "epochs must be an integer >= 0, got 1.5"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+        ({"weight_decay": -1}, "weight_decay must be a finite number >= 0, got -1"),
+        ({"momentum": 5}, "momentum must be a number in \\[0, 1\\), got 5"),
+        ({"gamma": 0}, "gamma must be a finite number > 0, got 0"),
+        ({"warmup_epochs": 0.5}, "warmup_epochs must be an integer >= 0, got 0.5"),
+        ({"seed": -2}, "seed must be an integer >= 0, got -2"),
+        ({"milestones": (15, 2.5)}, "milestones\\[1\\] must be an integer >= 0, got 2.5"),
+        ({"compile": "yes"}, "compile must be True or False"),
+    ],
+)
+def test_train_config_checks_its_ranges(kwargs, message):
+    base = {"epochs": 1, "batch_size": 8, "lr": 0.1}
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{**base, **kwargs})
+
+
+def test_train_config_keeps_valid_values():
+    run = TrainConfig(epochs=2, batch_size=8, lr=1, momentum=0.0, weight_decay=0, milestones=[1])
+    assert (run.lr, run.weight_decay, run.milestones) == (1.0, 0.0, (1,))
