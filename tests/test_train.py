@@ -277,7 +277,12 @@ def test_config_errors_say_what_to_do():
     with pytest.raises(ValueError, match="milestones"):
         TrainConfig(epochs=1, batch_size=1, lr=1.0, schedule="multistep")
     with pytest.raises(ValueError, match="mode"):
-        finetune(_classifier(), Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4)), _cfg(1), mode="x")
+        finetune(
+            _classifier(),
+            Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)),
+            _cfg(1),
+            mode="x",
+        )
 
 
 # ------------------------------------------------------------------------------------------- compile
