@@ -203,17 +203,20 @@ def _verify(path: Path, ckpt: dict) -> None:
 def _refusal_message(path: Path, err: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to load it unsafely."""
     text = str(err)
-    reason = re.search(r"WeightsUnpickler error: (.*?)(?:\n|$)", text)
-    detail = reason.group(1).strip() if reason else text.splitlines()[0] if text else type(err).__name__
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
-    if found is None:  # no foreign object named: a damaged pickle rather than a dangerous one
-        return f"{path} is not a readable checkpoint (corrupt or truncated?): delete it to retrain ({detail})"
-    return (
-        f"{path} was refused for safety: besides tensors and plain data it holds a reference to the Python object "
-        f"{found.group(1)!r}, and unpickling such objects can run arbitrary code. rcl checkpoints never hold any, "
-        "so this file was not written by rcl.checkpoint.save_checkpoint or was altered since. "
-        "Load only files you trust; delete it to retrain."
-    )
+    found = re.search(r"GLOBAL ([\w.]+)", text)  # torch names the Python object the file refers to
+    if found is not None:
+        return (
+            f"{path} was refused for safety: besides tensors and plain data it holds a reference to the Python "
+            f"object {found.group(1)!r}, and unpickling such objects can run arbitrary code. rcl checkpoints never "
+            "hold any, so this file was not written by rcl.checkpoint.save_checkpoint or was altered since. "
+            "Load only files you trust; delete it to retrain."
+        )
+    # no foreign object named: a damaged pickle rather than a dangerous one; keep torch's reason, not its advice
+    reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip() and "weights_only" not in p.lower()]
+    paragraphs = [p for p in paragraphs if not p.startswith("Weights only load failed")]
+    detail = reason.group(1).strip() if reason else paragraphs[0] if paragraphs else "its pickle could not be read"
+    return f"{path} is not a readable checkpoint (corrupt or truncated?): delete it to retrain ({detail})"
 
 
 def _check_compatible(path: Path, ckpt: dict, model: nn.Module) -> None:

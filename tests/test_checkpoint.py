@@ -186,17 +186,40 @@ def test_checkpoint_without_checksum_still_loads_with_a_warning(tmp_path: Path):
     assert _states_equal(target.state_dict(), model.state_dict())
 
 
-def test_pickled_objects_are_refused_for_safety_not_called_corrupt(tmp_path: Path, capsys):
+@pytest.mark.parametrize("call", ["print", "os.system"])  # torch words the two refusals differently
+def test_pickled_objects_are_refused_for_safety_not_called_corrupt(tmp_path: Path, capfd, call):
+    import os
+
+    function = print if call == "print" else os.system
+
     class Payload:
         def __reduce__(self):
-            return (print, ("pickled code ran",))
+            return (function, ("echo pickled code ran",))
 
     model = resnet18(width=4)
     torch.save({"config": model.config, "state_dict": model.state_dict(), "x": Payload()}, tmp_path / "evil.pt")
     for load in (lambda: load_checkpoint(tmp_path / "evil.pt"), lambda: load_model(tmp_path / "evil.pt")):
-        with pytest.raises(CheckpointError, match="refused for safety") as info:
+        with pytest.raises(CheckpointError, match="evil.pt was refused for safety") as info:
             load()
         message = str(info.value)
-        assert "'print'" in message and "arbitrary code" in message and "trust" in message
+        assert ("'print'" if call == "print" else "system'") in message
+        assert "arbitrary code" in message and "trust" in message
         assert "weights_only" not in message and "corrupt or truncated" not in message
-    assert "pickled code ran" not in capsys.readouterr().out
+    assert "pickled code ran" not in capfd.readouterr().out
+
+
+def test_a_damaged_pickle_is_called_corrupt_without_torchs_unsafe_advice(tmp_path: Path):
+    import pickle
+
+    err = pickle.UnpicklingError(
+        "Weights only load failed. This file can still be loaded, to do so you have two options, do those steps "
+        "only if you trust the source of the checkpoint. \n\t(1) Re-running `torch.load` with `weights_only` set to "
+        "`False` will likely succeed.\n\tWeightsUnpickler error: Unsupported operand 149\n\nCheck the documentation"
+        " of torch.load to learn more about types accepted by default with weights_only"
+    )
+    from rcl.checkpoint import _refusal_message
+
+    message = _refusal_message(tmp_path / "x.pt", err)
+    assert message.endswith(
+        "x.pt is not a readable checkpoint (corrupt or truncated?): delete it to retrain (Unsupported operand 149)"
+    )
