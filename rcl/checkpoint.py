@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,12 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        out = {k: _to_cpu(v) for k, v in value.items()}
+        if isinstance(value, OrderedDict):  # a state_dict: keep its type and its version _metadata
+            out = OrderedDict(out)
+            if hasattr(value, "_metadata"):
+                out._metadata = value._metadata
+        return out
     if isinstance(value, list | tuple):
         items = [_to_cpu(v) for v in value]
         return tuple(items) if isinstance(value, tuple) else items
