@@ -150,7 +150,8 @@ def pgd(
 
     Args:
         model: maps ``[B, 3, H, W]`` images to whatever ``loss_fn`` takes (logits ``[B, C]`` for cross-entropy).
-        x: clean images ``[B, C, H, W]`` in [0, 1] (float). Not modified.
+        x: clean images ``[B, C, H, W]`` in [0, 1] (float16/bfloat16/float32/float64; no NaN). Not modified. The
+            attack iterates in float32 (float64 if ``x`` is float64) and feeds the model its own weights' dtype.
         target: labels ``int64 [B]`` for the default cross-entropy, or anything ``loss_fn`` takes (e.g. clean
             embeddings ``[B, D]`` for :func:`contrastive_loss_fn`).
         eps: radius of the ball in pixel units of [0, 1] (L-inf: max per-pixel change, e.g. 8/255; L2: Euclidean norm
@@ -165,8 +166,9 @@ def pgd(
         model_mode: ``"eval"`` (default), ``"train"`` or ``"keep"``; see :func:`attack_mode`. The previous training
             flags are restored afterwards in every case (``"train"`` still leaves updated BatchNorm running stats).
         generator: ``torch.Generator`` on ``x``'s device for the random start; ``None`` uses the global RNG.
-        check_range: verify ``x`` lies in [0, 1] (one host sync). Training loops pass ``False`` for batches that
-            rcl's loader and augmentations produced (already clamped), so a step loop never waits on the device.
+        check_range: verify ``x`` lies in [0, 1] and holds no NaN (one host sync). Training loops pass ``False``
+            for batches that rcl's loader and augmentations produced (already clamped), so a step loop never waits
+            on the device.
 
     Returns:
         ``x_adv`` ``[B, C, H, W]``, detached, float32 (float64 if ``x`` is float64), in [0, 1] and with
@@ -174,9 +176,9 @@ def pgd(
         a clone of ``x`` (no random start either: a zero-step attack is the clean input).
 
     Raises:
-        ValueError: ``x`` not a 4-D float tensor in [0, 1]; ``eps < 0``; ``steps`` not an int >= 0; ``alpha <= 0``
-            with ``steps > 0``; unknown ``norm`` or ``model_mode``; labels whose batch size differs from ``x``'s;
-            a generator on another device.
+        ValueError: ``x`` not a 4-D float tensor in [0, 1] (or holding NaN); ``eps < 0``; ``steps`` not an
+            int >= 0; ``alpha <= 0`` with ``steps > 0``; unknown ``norm`` or ``model_mode``; labels whose batch
+            size differs from ``x``'s; a generator on another device.
     """
     _check_input(x, check_range)
     eps = _check_number("eps", eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
@@ -211,17 +213,26 @@ def pgd(
         x_adv = x.clone()
 
     fmt = memory_format(x.device)
+    model_dtype = _input_dtype(model, work_dtype)
     with attack_mode(model, model_mode), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with autocast(x.device):
-                output = model(x_adv.contiguous(memory_format=fmt))
+                output = model(x_adv.to(model_dtype).contiguous(memory_format=fmt))
             if torch.is_tensor(output) and output.is_floating_point() and output.dtype != work_dtype:
                 output = output.to(work_dtype)  # the loss in full precision, outside autocast
             loss = loss_fn(output, target)
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = _step_and_project(x_adv.detach(), grad.to(work_dtype), x, eps, alpha, norm)
     return x_adv.detach()
+
+
+def _input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype the model's weights are in (float32 for a float64 ``x`` into a float32 model), else ``default``."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return default
 
 
 def _step_and_project(x_adv: Tensor, grad: Tensor, x: Tensor, eps: float, alpha: float, norm: str) -> Tensor:
@@ -266,8 +277,15 @@ def _check_input(x: Tensor, check_range: bool = True) -> None:
         )
     if x.numel() == 0 or not check_range:
         return
-    lo, hi = torch.aminmax(x.detach())
-    lo, hi = float(lo), float(hi)  # one host sync per attack, not per step
+    flat = x.detach().reshape(-1)
+    lo, hi = torch.aminmax(flat)
+    nans = torch.isnan(flat).sum()
+    lo, hi, nans = torch.stack([lo.double(), hi.double(), nans.double()]).tolist()  # one host sync per attack
+    if nans:
+        raise ValueError(
+            f"x must lie in [0, 1], got {int(nans)} NaN value(s) among its {x.numel()}: find where they entered "
+            "(preprocessing, a division by zero) and attack clean images; PGD from NaN returns NaN images"
+        )
     if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
         raise ValueError(
             f"x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: attack raw pixels scaled to [0, 1] and put "

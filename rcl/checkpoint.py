@@ -1,27 +1,34 @@
-"""Atomic, self-describing checkpoints.
+"""Atomic, verified, self-describing checkpoints.
 
 A checkpoint is one ``torch.save`` file holding the model's ``.config`` (so it knows its architecture),
 its ``state_dict``, optional optimizer and scheduler states, the epoch and an ``extra`` dict of plain
-values (history, metrics, settings). It is written to a temporary file in the same folder, flushed and
-fsynced, then moved over the old one with ``os.replace``: a run killed mid-save leaves the previous
-checkpoint intact. Everything stored is loadable with ``torch.load(weights_only=True)``, so loading never
-runs pickled code.
+values (history, metrics, settings), and a SHA-256 of all of it (``"sha256"``). It is written atomically
+(:func:`rcl.fileio.write_atomic`: a temporary file in the same folder, flushed and fsynced, then moved over the
+old one with ``os.replace``): a run killed mid-save leaves the previous checkpoint intact, and a full disk says so.
+Everything stored is loadable with ``torch.load(weights_only=True)``, so loading never runs pickled code; a file
+that holds other Python objects is refused for safety. Loading recomputes the SHA-256 and refuses a file whose
+bytes changed on disk (bit rot, a bad copy, an edit); checkpoints written before the checksum existed
+(format 1) still load, with a warning.
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import os
-import tempfile
+import pickle
+import re
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from rcl.fileio import write_atomic
 from rcl.models import build_model, describe_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a SHA-256 of the content under "sha256" (1: none)
 
 
 class CheckpointError(RuntimeError):
@@ -66,11 +73,14 @@ def save_checkpoint(
 
     Args:
         path: file to write (its folder is created); an existing file is replaced only once the new one is
-            complete on disk.
+            complete on disk. It gets the permissions of any new file under the umask (``-rw-r--r--`` under 022).
         model: a module with a ``.config`` dict (every :mod:`rcl.models` module has one).
         optimizer, scheduler: their ``state_dict()`` is stored when given (for resuming).
         epoch: the last finished epoch, or None.
         extra: plain data (numbers, strings, lists, tuples, dicts, tensors); Paths become strings.
+
+    Raises:
+        rcl.fileio.DiskFullError: the disk is full (the message says where and how much was being written).
     """
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
@@ -86,32 +96,69 @@ def save_checkpoint(
         "epoch": None if epoch is None else int(epoch),
         "extra": _plain(extra or {}),
     }
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
+    payload = _to_cpu(payload)
+    payload["sha256"] = payload_digest(payload)
+    write_atomic(path, lambda f: torch.save(payload, f), size_hint=_size_hint(payload))
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); silently skipped where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor detached and on the CPU (what ``torch.save`` writes anyway)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        out = {k: _to_cpu(v) for k, v in value.items()}
+        if isinstance(value, OrderedDict):  # a state_dict: keep its type and its version _metadata
+            out = OrderedDict(out)
+            if hasattr(value, "_metadata"):
+                out._metadata = value._metadata
+        return out
+    if isinstance(value, list | tuple):
+        items = [_to_cpu(v) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
+
+def _size_hint(value: Any) -> int:
+    """About how many bytes ``torch.save(value)`` writes: the tensors' bytes plus 64 KiB for the rest."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack += item.values()
+        elif isinstance(item, list | tuple):
+            stack += item
+    return total + 65536
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 of a checkpoint's content (every key but ``"sha256"``): tensors by dtype, shape and bytes, plain
+    values by type and ``repr``, dict keys in sorted order. The same content gives the same digest whatever the
+    device it was loaded onto and however ``torch.save`` laid it out in the file."""
+    digest = hashlib.sha256()
+    _digest_into(digest, {k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
+
+
+def _digest_into(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            _digest_into(digest, key)
+            _digest_into(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"{type(value).__name__[0]}{len(value)}:".encode())
+        for item in value:
+            _digest_into(digest, item)
+    else:
+        text = repr(value)
+        digest.update(f"{type(value).__name__}{len(text)}:{text}".encode())
 
 
 def _read(path: Path, map_location: Any) -> dict:
@@ -119,6 +166,8 @@ def _read(path: Path, map_location: Any) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_refusal_message(path, err)) from err
     except Exception as err:
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt or truncated?): delete it to retrain ({err})"
@@ -128,7 +177,52 @@ def _read(path: Path, map_location: Any) -> dict:
             f"{path} is not an rcl checkpoint (no 'config'/'state_dict'): save it with rcl.checkpoint.save_checkpoint, "
             "or delete it to retrain"
         )
+    _verify(path, ckpt)
     return ckpt
+
+
+def _verify(path: Path, ckpt: dict) -> None:
+    """Check the stored SHA-256 against the content; warn for a checkpoint written before rcl stored one."""
+    stored = ckpt.pop("sha256", None)
+    if stored is None:
+        fmt = ckpt.get("format")
+        if isinstance(fmt, int) and fmt >= 2:
+            raise CheckpointError(
+                f"{path} is corrupt: it is a format-{fmt} rcl checkpoint but its checksum is missing. "
+                "Delete it to retrain."
+            )
+        warnings.warn(
+            f"{path} has no checksum (written by an older version of rcl), so damage to it cannot be detected; "
+            "it is loaded as it is. Delete it and retrain to get a verified checkpoint.",
+            stacklevel=4,
+        )
+        return
+    actual = payload_digest(ckpt)
+    if actual != stored:
+        raise CheckpointError(
+            f"{path} is corrupt: its content no longer matches the SHA-256 stored when it was saved "
+            f"(stored {str(stored)[:12]}..., now {actual[:12]}...), so it changed on disk after it was written. "
+            "Delete it to retrain (or restore it from a backup)."
+        )
+
+
+def _refusal_message(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to load it unsafely."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)  # torch names the Python object the file refers to
+    if found is not None:
+        return (
+            f"{path} was refused for safety: besides tensors and plain data it holds a reference to the Python "
+            f"object {found.group(1)!r}, and unpickling such objects can run arbitrary code. rcl checkpoints never "
+            "hold any, so this file was not written by rcl.checkpoint.save_checkpoint or was altered since. "
+            "Load only files you trust; delete it to retrain."
+        )
+    # no foreign object named: a damaged pickle rather than a dangerous one; keep torch's reason, not its advice
+    reason = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip() and "weights_only" not in p.lower()]
+    paragraphs = [p for p in paragraphs if not p.startswith("Weights only load failed")]
+    detail = reason.group(1).strip() if reason else paragraphs[0] if paragraphs else "its pickle could not be read"
+    return f"{path} is not a readable checkpoint (corrupt or truncated?): delete it to retrain ({detail})"
 
 
 def _check_compatible(path: Path, ckpt: dict, model: nn.Module) -> None:
@@ -180,8 +274,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        CheckpointError: unreadable file, not an rcl checkpoint, architecture mismatch, or missing
-            optimizer/scheduler state.
+        CheckpointError: unreadable file, content that does not match its checksum, Python objects refused by
+            ``weights_only`` loading, not an rcl checkpoint, architecture mismatch, or missing optimizer/scheduler
+            state.
     """
     path = Path(path)
     ckpt = _read(path, map_location)

@@ -28,14 +28,18 @@ from rcl.runtime import memory_format, model_device
 __all__ = ["linear_cka", "rbf_cka", "unbiased_hsic", "MinibatchCKA", "LayerCKA", "layer_cka"]
 
 MIN_BATCH = 4  # the unbiased HSIC divides by n (n - 3)
+MIN_EXAMPLES = 3  # the biased CKA of 2 examples is 1 whatever they are: centred, each representation is rank one
 
 
 def _as_matrix(x: Tensor, name: str) -> Tensor:
-    """``[N, ...]`` -> float64 ``[N, D]``."""
+    """``[N, ...]`` -> float64 ``[N, D]``, with ``N >= MIN_EXAMPLES``."""
     if not torch.is_tensor(x):
         raise ValueError(f"{name} must be a tensor [N, ...], got {type(x).__name__}")
-    if x.dim() < 1 or x.shape[0] < 2:
-        raise ValueError(f"{name} must have at least 2 examples along dim 0, got shape {tuple(x.shape)}")
+    if x.dim() < 1 or x.shape[0] < MIN_EXAMPLES:
+        raise ValueError(
+            f"{name} must have at least {MIN_EXAMPLES} examples along dim 0, got shape {tuple(x.shape)}: with 2, "
+            "the centred representations are rank one and CKA is 1 whatever they hold"
+        )
     return x.detach().reshape(x.shape[0], -1).to(torch.float64)
 
 

@@ -74,6 +74,16 @@ class Split:
             raise ValueError(
                 f"Split.labels must be [N] with N={self.images.shape[0]}, got shape {tuple(self.labels.shape)}"
             )
+        if self.labels.is_floating_point() or self.labels.is_complex():
+            raise ValueError(
+                f"Split.labels must be integer class indices in [0, num_classes), got {self.labels.dtype} "
+                "(a label like 1.7 would silently become class 1): pass labels.long() if they are whole numbers"
+            )
+        if self.labels.numel() and (lowest := int(self.labels.min())) < 0:
+            raise ValueError(
+                f"Split.labels must be class indices in [0, num_classes), got {lowest} "
+                f"(at position {int(self.labels.argmin())}): drop or relabel unlabelled (-1) examples first"
+            )
         if self.labels.dtype != torch.int64:
             self.labels = self.labels.long()
 
@@ -275,8 +285,9 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
 
 
 def _folder_fingerprint(root: Path) -> tuple[str, dict[str, list[Path]]]:
-    """Class folders per split, and a cheap fingerprint (their names and mtimes; adding or removing a file
-    changes its folder's mtime), so a valid cache is recognised without listing 60,000 files."""
+    """Class folders per split, and a fingerprint of their contents: every image's name, size and mtime (ns), so
+    an image added, removed or edited in place makes the cache stale. It stats the files without reading them
+    (about 1 s for CIFAR-10's 60,000 JPEGs on a busy 2-core machine, far less than decoding them)."""
     parts, class_dirs = [], {}
     for split in ("train", "test"):
         base = root / split
@@ -287,7 +298,12 @@ def _folder_fingerprint(root: Path) -> tuple[str, dict[str, list[Path]]]:
             )
         dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
         class_dirs[split] = dirs
-        parts += [f"{split}/{d.name}:{d.stat().st_mtime_ns}" for d in dirs]
+        for d in dirs:
+            parts.append(f"{split}/{d.name}")
+            images = (e for e in os.scandir(d) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+            for entry in sorted(images, key=lambda e: e.name):
+                stat = entry.stat()
+                parts.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
     return hashlib.sha1("\n".join(parts).encode()).hexdigest(), class_dirs
 
 

@@ -59,6 +59,11 @@ def nt_xent(
         raise ValueError(
             f"z1 and z2 must both be [B, D] with the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
+    if z1.shape[0] == 0:
+        raise ValueError(
+            f"z1 and z2 hold no examples (shape {tuple(z1.shape)}): NT-Xent needs a batch of at least one pair, "
+            "and an empty one has no loss to average (it would be NaN)"
+        )
     _check_temperature(temperature)
     batch = z1.shape[0]
     n = 2 * batch
@@ -109,6 +114,10 @@ def supcon(
     """
     if features.ndim != 3:
         raise ValueError(f"features must be [B, V, D] (V views per image), got shape {tuple(features.shape)}")
+    if features.shape[0] == 0 or features.shape[1] == 0:
+        raise ValueError(
+            f"features hold no views (shape {tuple(features.shape)}): SupCon needs B >= 1 images with V >= 1 views"
+        )
     _check_temperature(temperature)
     batch, views, _ = features.shape
     n = batch * views

@@ -9,26 +9,19 @@ summary and chapter 09 both read them).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from rcl.fileio import write_atomic
 
 COLUMNS = ["chapter", "scheme", "scenario", "attack", "norm", "eps", "steps", "clean_acc", "robust_acc"]
 ROBUSTNESS_FILE = "robustness.csv"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = text.encode("utf-8")
+    write_atomic(path, lambda handle: handle.write(data), size_hint=len(data))
 
 
 def save_table(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -18,10 +18,12 @@ Methods and the loss each one minimises (z = projection of a view, CE = cross-en
   accuracy (ACL's protocol).
 
 Every method shares one epoch loop (``_fit``): optimiser and schedule, tqdm progress, one atomic checkpoint per
-epoch, resume, load-or-train, best-epoch selection. Randomness comes from per-epoch generators
-``make_generator(device, seed * 1_000_003 + epoch)`` (augmentation, attack random starts, k-means) and the
-loader's ``set_epoch`` (shuffling), never from the global RNG: an interrupted run resumed from its last
-checkpoint ends with the same weights as an uninterrupted one (CPU, fixed seed).
+epoch, resume, load-or-train, best-epoch selection. A non-finite loss (found without a host sync per step, at the
+progress bar's updates and at the end of the epoch) or non-finite weights stop the run with ``TrainingDiverged``
+before anything of that epoch is validated or saved, so the last good checkpoint stays. Randomness comes from
+per-epoch generators ``make_generator(device, seed * 1_000_003 + epoch)`` (augmentation, attack random starts,
+k-means) and the loader's ``set_epoch`` (shuffling), never from the global RNG: an interrupted run resumed from its
+last checkpoint ends with the same weights as an uninterrupted one (CPU, fixed seed).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rcl.augment import SimCLRAugment, pad_crop_flip
 from rcl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rcl.data import DeviceLoader, Split
 from rcl.evaluate import accuracy, features, robust_accuracy
+from rcl.fileio import clean_stale_temporaries
 from rcl.losses import kmeans_pseudo_labels, nt_xent, supcon, trades_kl
 from rcl.models import bn_route
 from rcl.results import save_json
@@ -261,6 +264,9 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else None
     last_path = ckpt_dir / "last.pt" if ckpt_dir is not None else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir is not None else None
+    if ckpt_dir is not None:  # what a run killed mid-write left behind
+        for target in (last_path, best_path, ckpt_dir / "history.json"):
+            clean_stale_temporaries(target)
     if last_path is not None and last_path.exists():
         stored = load_checkpoint(last_path, map_location="cpu")
         extra = stored.get("extra") or {}
@@ -302,6 +308,7 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
             loss_sum = torch.zeros((), device=device)
             sums: dict[str, Tensor] = {}
             seen = 0
+            watch = _DivergenceWatch(device)
             for step, (x, y) in enumerate(recipe.loader):
                 recipe.set_mode()
                 with autocast(device, cfg.precision):
@@ -310,15 +317,19 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                watch.update(loss, step)  # on the device: no host sync per step
                 seen += len(x)
                 loss_sum += loss.detach().float() * len(x)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0) + value.detach().float()
                 bar.update(1)
                 if cfg.progress and (step + 1) % cfg.log_every == 0:  # one host sync every log_every steps
+                    watch.check(model, cfg, recipe, ckpt_dir, epoch, steps_per_epoch)
                     bar.set_postfix(_postfix(loss_sum, sums, seen), refresh=False)
                 if cfg.on_step is not None:
                     cfg.on_step(epoch + 1, step + 1)
+            # nothing of a diverged epoch is validated, selected or saved: the last good checkpoint stays
+            watch.check(model, cfg, recipe, ckpt_dir, epoch, steps_per_epoch, weights=True)
             record = {"epoch": epoch + 1, "loss": loss_sum.item() / seen}
             record.update({key: value.item() / seen for key, value in sums.items()})
             record["lr"] = optimizer.param_groups[0]["lr"]
@@ -356,6 +367,70 @@ def _fit(model: nn.Module, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | s
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; nothing of the diverged epoch was saved."""
+
+
+class _DivergenceWatch:
+    """Finds the first non-finite loss of an epoch without a host sync per step.
+
+    ``update`` keeps, on the device, the index of the first step whose loss was not finite and that loss;
+    ``check`` reads them at the loop's existing sync points (progress postfix, end of epoch) and raises
+    :class:`TrainingDiverged`; with ``weights=True`` it also checks every weight and buffer of the model.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_loss = torch.zeros((), device=device)
+
+    def update(self, loss: Tensor, step: int) -> None:
+        value = loss.detach().float()
+        new = ~torch.isfinite(value) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, step, self.first_bad)
+        self.bad_loss = torch.where(new, value, self.bad_loss)
+
+    def check(self, model, cfg, recipe, ckpt_dir, epoch: int, steps_per_epoch: int, *, weights: bool = False):
+        bad_step = int(self.first_bad.item())
+        if bad_step >= 0:
+            what = f"at step {bad_step + 1}/{steps_per_epoch} the loss became {self.bad_loss.item()}"
+        elif weights and (names := _nonfinite_tensors(model)):
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            what = f"the loss stayed finite but weights became non-finite ({shown})"
+        else:
+            return
+        raise TrainingDiverged(_diverged_message(what, cfg, recipe, ckpt_dir, epoch))
+
+
+def _nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the model's float weights and buffers holding NaN or inf (one host sync when all are finite)."""
+    named = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel()]
+    if not named or bool(torch.stack([torch.isfinite(v).all() for _, v in named]).all()):
+        return []
+    return [k for k, v in named if not bool(torch.isfinite(v).all())]
+
+
+def _diverged_message(what: str, cfg: TrainConfig, recipe: _Recipe, ckpt_dir: Path | None, epoch: int) -> str:
+    run = f"{recipe.name} run in {ckpt_dir}" if ckpt_dir is not None else f"{recipe.name} run (no ckpt_dir)"
+    last = ckpt_dir / "last.pt" if ckpt_dir is not None else None
+    if last is None:
+        kept = "Nothing was saved"
+    elif last.exists():
+        kept = f"Nothing of this epoch was saved: {last} still holds the last good state (epoch {epoch})"
+    else:
+        kept = f"No checkpoint was written: {ckpt_dir} holds no finished epoch"
+    tries = [f"a lower lr (now {cfg.lr:g})"]
+    temperature = recipe.identity.get("temperature")
+    if isinstance(temperature, int | float):
+        tries.append(f"a higher temperature (now {temperature:g}; 0.07-0.5 are usual)")
+    precision = resolve_precision(pick_device(cfg.device), cfg.precision)
+    if precision != "fp32":
+        tries.append(f"precision='fp32' (now {precision})")
+    return (
+        f"{run} diverged in epoch {epoch + 1}/{cfg.epochs}: {what}. {kept}. "
+        f"Try {', '.join(tries[:-1]) + ' or ' + tries[-1] if len(tries) > 1 else tries[0]}, then run again."
+    )
 
 
 def _postfix(loss_sum: Tensor, sums: dict[str, Tensor], seen: int) -> dict[str, str]:
@@ -822,6 +897,7 @@ def finetune(
 __all__ = [
     "History",
     "TrainConfig",
+    "TrainingDiverged",
     "build_optimizer",
     "build_scheduler",
     "finetune",

@@ -402,3 +402,28 @@ def test_range_check_can_be_skipped_for_trusted_batches_without_skipping_shape_c
     assert out.shape == x.shape
     with pytest.raises(ValueError, match="4-D"):
         pgd(model, x[0], y, 8 / 255, 2 / 255, 1, check_range=False)
+
+
+@pytest.mark.parametrize("where", ["one pixel", "all"])
+def test_nan_inputs_are_refused_like_out_of_range_ones(where):
+    model = small_cnn()
+    x, y = batch(n=4)
+    if where == "one pixel":
+        x[2, 1, 3, 3] = float("nan")
+    else:
+        x[:] = float("nan")
+    count = 1 if where == "one pixel" else x.numel()
+    for attack in (lambda: pgd(model, x, y, 8 / 255, 2 / 255, 2), lambda: fgsm(model, x, y, 8 / 255)):
+        with pytest.raises(ValueError, match=rf"\[0, 1\], got {count} NaN value\(s\) among its {x.numel()}"):
+            attack()
+
+
+@pytest.mark.parametrize("model_dtype,x_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_pgd_accepts_inputs_in_another_float_dtype_than_the_model(model_dtype, x_dtype):
+    model = small_cnn(dtype=model_dtype)
+    x, y = batch(n=6, dtype=x_dtype)
+    x_adv = pgd(model, x, y, 8 / 255, 2 / 255, 3, random_start=False)
+    assert x_adv.dtype == torch.promote_types(x_dtype, torch.float32)
+    assert float((x_adv - x).abs().max()) <= 8 / 255 + 1e-6 and 0 <= float(x_adv.min()) <= float(x_adv.max()) <= 1
+    same = pgd(model, x.to(model_dtype), y, 8 / 255, 2 / 255, 3, random_start=False)  # the same attack, one dtype
+    torch.testing.assert_close(x_adv.to(same.dtype), same, atol=1e-5, rtol=0)

@@ -74,7 +74,7 @@ def test_same_config_but_different_weights_fails_before_writing(tmp_path: Path):
     torch.save({"config": model.config, "state_dict": state}, tmp_path / "odd.pt")
     target = resnet18(width=4)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    with pytest.raises(CheckpointError, match="missing"):
+    with pytest.raises(CheckpointError, match="missing"), pytest.warns(UserWarning, match="no checksum"):
         load_checkpoint(tmp_path / "odd.pt", target)
     assert _states_equal(before, target.state_dict())
 
@@ -129,3 +129,103 @@ def test_extra_must_be_plain_data(tmp_path: Path):
     with pytest.raises(TypeError, match="extra"):
         save_checkpoint(tmp_path / "x.pt", resnet18(width=4), extra={"fn": lambda: 1})
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------- damage on disk
+def _data_records(path: Path) -> list[tuple[int, int]]:
+    """(offset, size) of every tensor-data record of a torch.save zip file, largest first."""
+    import zipfile
+
+    out = []
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if "/data/" not in info.filename:
+                continue
+            name_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little")
+            extra_len = int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
+            out.append((info.header_offset + 30 + name_len + extra_len, info.file_size))
+    return sorted(out, key=lambda r: -r[1])
+
+
+@pytest.mark.parametrize("where", ["tensor data", "middle of the file"])
+def test_flipped_bytes_are_detected(tmp_path: Path, where):
+    model, opt, sched = _trained_classifier()
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model, optimizer=opt, scheduler=sched, epoch=1)
+    assert load_checkpoint(path, _trained_classifier()[0])["epoch"] == 1  # intact: loads, no warning
+    data = bytearray(path.read_bytes())
+    offset, size = _data_records(path)[0]
+    start = offset + (size - 2000) // 2 if where == "tensor data" else len(data) // 2 - 1000
+    for i in range(start, start + 2000):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    # inside tensor data only the checksum can tell; elsewhere the zip reader may already refuse the file
+    match = (
+        r"last\.pt is corrupt: its content no longer matches.*Delete it" if where == "tensor data" else "(?i)delete it"
+    )
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path, _trained_classifier()[0])
+    with pytest.raises(CheckpointError, match=match):
+        load_model(path)
+
+
+def test_overwritten_tensor_bytes_are_detected(tmp_path: Path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, resnet18(width=4), epoch=1)
+    offset, size = _data_records(path)[0]
+    data = bytearray(path.read_bytes())
+    middle = offset + size // 2
+    data[middle : middle + 64] = b"\x7f" * 64  # float32 0x7f7f7f7f = 3.4e38: loads fine without a checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{path.name} is corrupt.*SHA-256.*Delete it to retrain"):
+        load_checkpoint(path, resnet18(width=4))
+
+
+def test_checkpoint_without_checksum_still_loads_with_a_warning(tmp_path: Path):
+    model = resnet18(width=4)
+    old = {"format": 1, "config": model.config, "state_dict": model.state_dict(), "epoch": 2, "extra": {}}
+    torch.save(old, tmp_path / "old.pt")  # what rcl wrote before checksums
+    target = resnet18(width=4)
+    with pytest.warns(UserWarning, match="old.pt has no checksum"):
+        assert load_checkpoint(tmp_path / "old.pt", target)["epoch"] == 2
+    assert _states_equal(target.state_dict(), model.state_dict())
+
+
+@pytest.mark.parametrize("call", ["print", "os.system"])  # torch words the two refusals differently
+def test_pickled_objects_are_refused_for_safety_not_called_corrupt(tmp_path: Path, capfd, call):
+    import os
+
+    function = print if call == "print" else os.system
+
+    class Payload:
+        def __reduce__(self):
+            return (function, ("echo pickled code ran",))
+
+    model = resnet18(width=4)
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "x": Payload()}, tmp_path / "evil.pt")
+    for load in (lambda: load_checkpoint(tmp_path / "evil.pt"), lambda: load_model(tmp_path / "evil.pt")):
+        with pytest.raises(CheckpointError, match="evil.pt was refused for safety") as info:
+            load()
+        message = str(info.value)
+        assert ("'print'" if call == "print" else "system'") in message
+        assert "arbitrary code" in message and "trust" in message
+        assert "weights_only" not in message and "corrupt or truncated" not in message
+    assert "pickled code ran" not in capfd.readouterr().out
+
+
+def test_a_damaged_pickle_is_called_corrupt_without_torchs_unsafe_advice(tmp_path: Path):
+    import pickle
+
+    err = pickle.UnpicklingError(
+        "Weights only load failed. This file can still be loaded, to do so you have two options, do those steps "
+        "only if you trust the source of the checkpoint. \n\t(1) Re-running `torch.load` with `weights_only` set to "
+        "`False` will likely succeed.\n\tWeightsUnpickler error: Unsupported operand 149\n\nCheck the documentation"
+        " of torch.load to learn more about types accepted by default with weights_only"
+    )
+    from rcl.checkpoint import _refusal_message
+
+    message = _refusal_message(tmp_path / "x.pt", err)
+    assert message.endswith(
+        "x.pt is not a readable checkpoint (corrupt or truncated?): delete it to retrain (Unsupported operand 149)"
+    )

@@ -136,8 +136,14 @@ def test_independent_random_features_have_small_cka():
 def test_full_batch_errors():
     with pytest.raises(ValueError, match="same N"):
         linear_cka(torch.randn(10, 3), torch.randn(11, 3))
-    with pytest.raises(ValueError, match="at least 2"):
-        linear_cka(torch.randn(1, 3), torch.randn(1, 3))
+    for n in (1, 2):  # two examples gave CKA 1.0 for any representations
+        with pytest.raises(ValueError, match=rf"x must have at least 3 examples along dim 0, got shape \({n}, 3\)"):
+            linear_cka(torch.randn(n, 3), torch.randn(n, 5))
+        with pytest.raises(ValueError, match="at least 3 examples.*CKA is 1 whatever"):
+            rbf_cka(torch.randn(n, 3), torch.randn(n, 5))
+    gen = torch.Generator().manual_seed(0)
+    x3, y3 = torch.randn(3, 3, generator=gen), torch.randn(3, 5, generator=gen)
+    assert linear_cka(x3, y3).item() < 0.99  # 3 examples already tell representations apart
     with pytest.raises(ValueError, match="sigma_frac"):
         rbf_cka(torch.randn(10, 3), torch.randn(10, 3), sigma_frac=0.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -324,3 +325,33 @@ def test_small_cnn_learns_real_cifar10(cifar10_jpeg: Path):
     acc = _train_and_test(ds.train, ds.test, 10, epochs=6)
     print(f"tiny CNN on 4,000 real CIFAR-10 images, 6 epochs: test accuracy {acc:.3f}")
     assert acc > 0.35
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (torch.tensor([0.0, 1.7]), r"integer class indices.*got torch\.float32.*labels\.long\(\)"),
+        (torch.tensor([2, -1]), r"\[0, num_classes\), got -1 \(at position 1\)"),
+    ],
+)
+def test_split_refuses_float_and_negative_labels(labels, match):
+    with pytest.raises(ValueError, match=match):
+        Split(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), labels)
+    assert Split(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([1, 0], dtype=torch.uint8)).labels.dtype == (
+        torch.int64
+    )
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29's write_png
+def test_imagefolder_cache_notices_an_image_edited_in_place(tmp_path: Path):
+    from torchvision.io import write_png
+
+    _write_tree(tmp_path / "tree", ["a", "b"], per_class=2)
+    first = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
+    target = tmp_path / "tree" / "train" / "b" / "001.png"
+    folder_mtime = (target.parent.stat().st_atime_ns, target.parent.stat().st_mtime_ns)
+    write_png(torch.full((3, 32, 32), 7, dtype=torch.uint8), str(target))  # same name, new content
+    os.utime(target.parent, ns=folder_mtime)  # an in-place edit need not touch the folder's mtime
+    edited = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
+    assert not torch.equal(first.train.images[3], edited.train.images[3])
+    assert torch.equal(edited.train.images[3], torch.full((3, 32, 32), 7, dtype=torch.uint8))

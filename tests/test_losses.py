@@ -119,6 +119,14 @@ def test_supcon_rejects_bad_shapes():
 
 
 # ------------------------------------------------------------------ false negatives (Gupta et al.)
+def test_empty_batches_are_refused_not_nan():
+    with pytest.raises(ValueError, match=r"z1 and z2 hold no examples \(shape \(0, 8\)\).*NaN"):
+        nt_xent(torch.zeros(0, 8), torch.zeros(0, 8))
+    with pytest.raises(ValueError, match=r"features hold no views \(shape \(0, 2, 8\)\)"):
+        supcon(torch.zeros(0, 2, 8), torch.zeros(0, dtype=torch.long))
+    assert float(nt_xent(torch.randn(1, 8), torch.randn(1, 8))) == 0.0  # one pair: its positive is all there is
+
+
 def test_false_negative_removal_matches_loop_reference():
     z1, z2 = torch.randn(8, 5, generator=_gen(10)), torch.randn(8, 5, generator=_gen(11))
     fn = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2])

@@ -6,6 +6,7 @@ well under a minute on two CPU cores; the learning-effect tests are marked slow.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -20,7 +21,15 @@ from rcl.data import Split, synthetic_dataset, train_val_split
 from rcl.evaluate import accuracy, layer_probe, robust_accuracy
 from rcl.models import Classifier, ContrastiveNet, DualBatchNorm, ProjectionHead, resnet18
 from rcl.runtime import compiled
-from rcl.train import TrainConfig, finetune, lr_factor, pretrain_acl, pretrain_contrastive, train_supervised
+from rcl.train import (
+    TrainConfig,
+    TrainingDiverged,
+    finetune,
+    lr_factor,
+    pretrain_acl,
+    pretrain_contrastive,
+    train_supervised,
+)
 
 ATTACK = AttackConfig(eps=8 / 255, alpha=2 / 255, steps=2)
 MILD = SimCLRAugment(scale=(0.3, 1.0), gray_p=0.0, jitter=(0.4, 0.4, 0.2, 0.02))  # keeps colour, a class cue here
@@ -268,7 +277,12 @@ def test_config_errors_say_what_to_do():
     with pytest.raises(ValueError, match="milestones"):
         TrainConfig(epochs=1, batch_size=1, lr=1.0, schedule="multistep")
     with pytest.raises(ValueError, match="mode"):
-        finetune(_classifier(), Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4)), _cfg(1), mode="x")
+        finetune(
+            _classifier(),
+            Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)),
+            _cfg(1),
+            mode="x",
+        )
 
 
 # ------------------------------------------------------------------------------------------- compile
@@ -304,3 +318,78 @@ def test_compile_without_a_cpp_compiler_says_what_to_do(monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler.*compile=False"):
         compiled(lambda x: x, "cpu")
+
+
+def test_a_rerun_removes_temporaries_a_killed_save_left(tiny, tmp_path):
+    tiny = tiny.take(torch.arange(64))
+    history = train_supervised(_classifier(), tiny, _cfg(1), ckpt_dir=tmp_path)
+    stale = tmp_path / f".last.pt.{2**22 + 12345}.0a1b2c3d.tmp"  # pid above pid_max: its writer is gone
+    stale.write_bytes(b"PK\x03\x04 half a checkpoint")
+    assert train_supervised(_classifier(), tiny, _cfg(1), ckpt_dir=tmp_path) == history  # loaded, not trained
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "last.pt"]
+
+
+# ------------------------------------------------------------------------------------------- divergence
+def test_non_finite_contrastive_loss_stops_the_run_and_saves_nothing(tiny, tmp_path):
+    tiny = tiny.take(torch.arange(64))  # 2 steps per epoch
+    with pytest.raises(TrainingDiverged) as info:
+        pretrain_contrastive(_contrastive(), tiny, _cfg(2), temperature=1e-45, ckpt_dir=tmp_path / "simclr")
+    message = str(info.value)
+    assert f"simclr run in {tmp_path / 'simclr'} diverged in epoch 1/2: at step 1/2 the loss became nan" in message
+    assert "No checkpoint was written" in message
+    assert "a lower lr (now 0.003)" in message and "a higher temperature (now 1e-45" in message
+    assert not (tmp_path / "simclr" / "last.pt").exists() and not (tmp_path / "simclr" / "history.json").exists()
+
+
+def test_exploding_supervised_run_is_stopped_at_the_first_bad_step(tiny, tmp_path):
+    tiny = tiny.take(torch.arange(64))
+    steps = []
+    cfg = _cfg(2, lr=1e12, progress=True, log_every=1, on_step=lambda e, s: steps.append((e, s)))
+    with pytest.raises(TrainingDiverged, match=r"supervised run in .* diverged in epoch 1/2: at step 2/2") as info:
+        train_supervised(_classifier(), tiny, cfg, ckpt_dir=tmp_path)
+    assert "a lower lr (now 1e+12)" in str(info.value) and "temperature" not in str(info.value)
+    assert steps == [(1, 1)]  # with a progress bar, checked at its sync points: the bad step is the last one run
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tiny, tmp_path):
+    tiny = tiny.take(torch.arange(64))
+    calls = []
+
+    def poisoned_from_epoch_2(x, gen):  # a stand-in for any blow-up: NaN inputs from the 3rd step on
+        calls.append(1)
+        return x * float("nan") if len(calls) > 2 else x
+
+    saved = {}
+
+    def keep_epoch_1(epoch, step):
+        if epoch == 2:
+            saved.setdefault("bytes", (tmp_path / "last.pt").read_bytes())
+
+    cfg = _cfg(3, on_step=keep_epoch_1)
+    model = _classifier()
+    with pytest.raises(TrainingDiverged) as info:
+        train_supervised(model, tiny, cfg, augment=poisoned_from_epoch_2, ckpt_dir=tmp_path)
+    message = str(info.value)
+    assert "diverged in epoch 2/3: at step 1/2 the loss became nan" in message
+    assert (
+        f"Nothing of this epoch was saved: {tmp_path / 'last.pt'} still holds the last good state (epoch 1)" in message
+    )
+    assert (tmp_path / "last.pt").read_bytes() == saved["bytes"]  # written after epoch 1, untouched since
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    assert [r["epoch"] for r in json.loads((tmp_path / "history.json").read_text())] == [1]
+
+
+def test_non_finite_weights_under_a_finite_loss_are_not_saved(tiny, tmp_path):
+    tiny = tiny.take(torch.arange(64))
+    model = _classifier()
+
+    def break_a_weight(epoch, step):  # after the last optimiser step of epoch 1: its loss was finite
+        if (epoch, step) == (1, 2):
+            with torch.no_grad():
+                model.fc.weight[0, 0] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 1/1: the loss stayed finite but weights became non-finite"):
+        train_supervised(model, tiny, _cfg(1, on_step=break_a_weight), ckpt_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
