@@ -367,13 +367,16 @@ def finetune(
     mode: str,
     pl: Plan | None = None,
     progress: bool = True,
+    *,
+    frozen_bn: str = PROTOCOL.frozen_bn,
 ) -> tuple[Classifier, History]:
     """Load or train a TRADES fine-tuned classifier from the encoder of ``source`` in ``run_dir/07_acl/``.
 
     ``source``: a pre-trained network (or encoder); a dual-BN (A2S, DS) network is fine-tuned through its
     adversarial BatchNorm branch. The classifier starts from :func:`new_classifier` (linear layer at zero).
-    ``mode``: "linear" | "partial" (layer4 + fc) | "full"; the frozen layers' BatchNorm stays in train mode, as in
-    the released code (``PROTOCOL.frozen_bn``). The validation split picks the epoch with the best robust
+    ``mode``: "linear" | "partial" (layer4 + fc) | "full". ``frozen_bn``: "train" (default, the released code
+    without ``--fixbn``: the frozen layers' BatchNorm statistics keep moving) or "eval" (``--fixbn``: fixed); give
+    another ``name`` (the run folder) when changing it. The validation split picks the epoch with the best robust
     accuracy (PGD of the evaluation attack); the classifier returned holds that epoch's weights and its history
     has ``best_epoch``.
     """
@@ -390,7 +393,7 @@ def finetune(
         loss=PROTOCOL.finetune_loss,
         beta=PROTOCOL.beta,
         augment=PROTOCOL.finetune_augment,
-        frozen_bn=PROTOCOL.frozen_bn,
+        frozen_bn=frozen_bn,
         val=val,
         val_attack=eval_attack(cfg),
         ckpt_dir=chapter_dir(cfg) / f"finetune-{name}-{mode}",

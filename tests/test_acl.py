@@ -417,3 +417,6 @@ def test_finetune_starts_from_a_zero_fc_with_train_mode_frozen_bn(tmp_path, data
     assert seen["encoder"].config == adv.config and "input_norm" in adv.config
     for key, value in adv.state_dict().items():
         assert torch.equal(seen["encoder"].state_dict()[key], value), key
+    # --fixbn, on request
+    acl.finetune(cfg, data, source, "fixbn", "linear", acl.plan(cfg, n_finetune=16), progress=False, frozen_bn="eval")
+    assert seen["frozen_bn"] == "eval"
