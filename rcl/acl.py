@@ -4,12 +4,17 @@ Jiang, Chen, Chen, Wang, *Robust Pre-Training by Adversarial Contrastive Learnin
 their released code (VITA-Group/Adversarial-Contrastive-Learning):
 
 - Pre-training (``pretrain``): SimCLR's NT-Xent at t = 0.5 with a contrastive PGD inside, in three variants
-  (:func:`rcl.train.pretrain_acl`): **A2A** trains on two adversarial views, **A2S** on a clean and an adversarial
-  view, **DS** (dual stream) on ``(NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the
-  adversarial BatchNorm) / 2``. The network is a CIFAR ResNet with a 3-layer projection MLP with BatchNorm.
+  (:func:`rcl.train.pretrain_acl`): **A2A** trains on two adversarial views, **A2S** on a clean view through the
+  clean BatchNorm and an adversarial view through the adversarial BatchNorm, **DS** (dual stream) on
+  ``(NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the adversarial BatchNorm) / 2``. The
+  network is the released one: a CIFAR ResNet-18 that normalises its [0, 1] inputs with ImageNet's mean and std
+  inside the model, and a 3-layer projection MLP with BatchNorm after every layer (the last one included).
 - Fine-tuning (``finetune``): TRADES (Zhang et al. 2019), ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, with
   ``linear`` (fc only), ``partial`` (layer4 + fc) or ``full`` mode, on a train split with a class-balanced
   validation split held out (45k / 5k on CIFAR-10); the epoch with the best validation robust accuracy is kept.
+  As the released ``train_trades.py``: the encoder keeps the *adversarial* BatchNorm branch of a dual-BN network,
+  the linear layer starts at zero, the frozen layers' BatchNorm stays in train mode (no ``--fixbn``: its running
+  statistics keep moving), pad-4 crop + flip, TRADES' attack starts at ``x + 0.001 * N(0, 1)``.
 - Evaluation (``results``): clean and PGD-20 (L-inf 8/255, step 2/255) accuracy per variant x mode, beside a
   SimCLR encoder pre-trained *without* adversarial examples (the main study's ``CL`` scheme) fine-tuned the same way.
 
@@ -19,7 +24,8 @@ profile runs (the ``smoke`` profile runs a small slice of the grid on a few hund
 under a minute on a CPU; its numbers test the code path, not the paper's claim).
 
 LARS (lr 5.0, batch 512) is replaced by SGD with momentum, a cosine schedule and a linear warm-up, as is usual in
-re-implementations; DESIGN.md accepts the substitute and the chapter says so.
+re-implementations; DESIGN.md accepts the substitute and the chapter says so. ``docs/protocol.md`` lists every
+setting beside the paper's and the released code's.
 """
 
 from __future__ import annotations
@@ -36,7 +42,16 @@ from rcl.attacks import AttackConfig
 from rcl.augment import SimCLRAugment
 from rcl.data import Dataset, Split, balanced_subset, train_val_split
 from rcl.evaluate import accuracy, robust_accuracy
-from rcl.models import Classifier, ContrastiveNet, DualBatchNorm, ProjectionHead, collapse_dual_bn, encoder
+from rcl.models import (
+    IMAGENET_MEAN_STD,
+    Classifier,
+    ContrastiveNet,
+    DualBatchNorm,
+    ProjectionHead,
+    build_model,
+    collapse_dual_bn,
+    encoder,
+)
 from rcl.profiles import Config
 from rcl.train import History, TrainConfig, pretrain_acl
 from rcl.train import finetune as _finetune
@@ -46,9 +61,11 @@ VARIANTS = ("A2A", "A2S", "DS")
 MODES = ("linear", "partial", "full")
 BASELINE = "SimCLR"  # standard contrastive pre-training (the main study's CL scheme), fine-tuned the same way
 
+DUAL_BN_VARIANTS = ("A2S", "DS")  # a clean and an adversarial branch: independent BatchNorm (the paper's Fig. 1)
+
 VARIANT_NAMES = {
     "A2A": "A2A: adversarial + adversarial views",
-    "A2S": "A2S: adversarial + standard views",
+    "A2S": "A2S: adversarial + standard views, separate BatchNorm for each",
     "DS": "DS: dual stream, separate BatchNorm for clean and adversarial",
     BASELINE: "SimCLR without adversarial pre-training",
 }
@@ -59,7 +76,9 @@ class Protocol:
     """ACL's settings (Jiang et al. 2020 and their released code). Epsilons and steps in [0, 1] pixel units."""
 
     arch: str = "resnet18"
-    head_layers: int = 3  # Linear-BN-ReLU-Linear-BN-ReLU-Linear, 512 wide
+    input_norm: tuple = IMAGENET_MEAN_STD  # (x - mean) / std inside the network (released NormalizeByChannelMeanStd)
+    head_layers: int = 3  # released proj_head: fc1-bn1-relu-fc2-bn2-relu-fc3-bn3, 512 wide
+    head_final_bn: bool = True  # ... ending in BatchNorm (bn3), no ReLU after it
     temperature: float = 0.5
     crop_scale: tuple[float, float] = (0.1, 1.0)
     pretrain_batch_size: int = 512
@@ -69,23 +88,32 @@ class Protocol:
     attack_eps: float = 8 / 255  # contrastive PGD of pre-training
     attack_alpha: float = 2 / 255
     attack_steps: int = 5
+    attack_start: str = "uniform"  # released PGD_contrastive: uniform in the eps-ball
+    attack_model_mode: str = "eval"  # ... run with model.eval(), through the adversarial BatchNorm
     finetune_loss: str = "trades"
     beta: float = 6.0
     finetune_eps: float = 8 / 255
     finetune_alpha: float = 2 / 255
     finetune_steps: int = 10
+    finetune_start: str = "normal"  # TRADES: x + 0.001 * N(0, 1)
     finetune_lr: float = 0.1
     finetune_weight_decay: float = 2e-4
     finetune_momentum: float = 0.9
     finetune_batch_size: int = 128
     finetune_epochs: int = 25
+    # released --decreasing_lr 15,20 for MultiStepLR stepped at the start of each (1-based) epoch: epoch 15 already
+    # runs at lr / 10, i.e. 14 epochs at 0.1, 5 at 0.01, 6 at 0.001 (see finetune_milestones)
     finetune_milestones: tuple[int, ...] = (15, 20)
+    finetune_augment: bool = True  # RandomCrop(32, padding=4) + RandomHorizontalFlip
+    fc_init: str = "zero"  # released cvt_state_dict: fc.weight and fc.bias start at 0
+    frozen_bn: str = "train"  # no --fixbn: frozen layers' BatchNorm stays in train mode, statistics keep moving
     n_val: int = 5000  # of CIFAR-10's 50,000 training images: 45k / 5k
     select_by: str = "val_robust_acc"
     eval_eps: float = 8 / 255
     eval_alpha: float = 2 / 255
     eval_steps: int = 20
-    ds_finetune_route: str = "adv"  # the BatchNorm branch a DS encoder is fine-tuned with (released code's default)
+    eval_start: str = "uniform"  # released pgd_attack: randomInit=True, model.eval()
+    ds_finetune_route: str = "adv"  # the branch of a dual-BN encoder kept for fine-tuning (--bnNameCnt 1: 'pgd')
 
 
 PROTOCOL = Protocol()
@@ -160,21 +188,36 @@ def plan(
 # ----------------------------------------------------------------------------------------------------- settings
 def pretrain_attack(cfg: Config) -> AttackConfig:
     """Contrastive PGD of pre-training: L-inf ``cfg.train_eps`` (8/255), step 2/255, ``cfg.train_steps`` steps
-    (ACL: 5), random start."""
-    return AttackConfig(eps=cfg.train_eps, alpha=PROTOCOL.attack_alpha, steps=cfg.train_steps)
+    (ACL: 5), uniform random start in the ball, model in eval mode (released ``PGD_contrastive``)."""
+    return AttackConfig(
+        eps=cfg.train_eps,
+        alpha=PROTOCOL.attack_alpha,
+        steps=cfg.train_steps,
+        random_start=PROTOCOL.attack_start,
+        model_mode=PROTOCOL.attack_model_mode,
+    )
 
 
 def finetune_attack(cfg: Config) -> AttackConfig:
     """TRADES' inner attack: L-inf ``cfg.train_eps``, step 2/255, 10 steps on the paper profile
-    (``cfg.train_steps`` on the smaller ones)."""
+    (``cfg.train_steps`` on the smaller ones), from TRADES' start ``x + 0.001 * N(0, 1)``, model in eval mode."""
     steps = PROTOCOL.finetune_steps if cfg.profile == "paper" else cfg.train_steps
-    return AttackConfig(eps=cfg.train_eps, alpha=PROTOCOL.finetune_alpha, steps=steps)
+    return AttackConfig(
+        eps=cfg.train_eps,
+        alpha=PROTOCOL.finetune_alpha,
+        steps=steps,
+        random_start=PROTOCOL.finetune_start,
+        model_mode="eval",
+    )
 
 
 def eval_attack(cfg: Config) -> AttackConfig:
-    """The evaluation attack: the field's standard PGD (``cfg.std_*``: L-inf 8/255, step 2/255, 20 steps on
-    quick/paper, fewer on smoke)."""
-    return study.attack(cfg, "std")
+    """The evaluation (and validation) attack: the field's standard PGD (``cfg.std_*``: L-inf 8/255, step 2/255,
+    20 steps on quick/paper, fewer on smoke), uniform random start, model in eval mode (released ``pgd_attack``).
+    Spelled out here rather than taken from ``rcl.study``, whose main-study attacks follow another release."""
+    return AttackConfig(
+        eps=cfg.std_eps, alpha=cfg.std_alpha, steps=cfg.std_steps, random_start=PROTOCOL.eval_start, model_mode="eval"
+    )
 
 
 def pretrain_config(cfg: Config, progress: bool = True) -> TrainConfig:
@@ -197,15 +240,21 @@ def pretrain_config(cfg: Config, progress: bool = True) -> TrainConfig:
 
 
 def finetune_milestones(epochs: int) -> tuple[int, ...]:
-    """ACL decays the fine-tuning rate by 10 at epochs 15 and 20 of 25: the same fractions of ``epochs``."""
+    """Milestones for :class:`rcl.train.TrainConfig` (epochs run before each decay by 10) of a ``epochs``-epoch run.
+
+    The released ``--decreasing_lr 15,20`` steps ``MultiStepLR`` at the *start* of each 1-based epoch, so epochs
+    15 and 20 already run at the decayed rate: 14 epochs at 0.1, 5 at 0.01, 6 at 0.001, i.e. milestones
+    ``(14, 19)`` of 25. Other lengths keep the same fractions (at least one epoch before the first decay).
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    return tuple(sorted({max(1, round(epochs * m / PROTOCOL.finetune_epochs)) for m in PROTOCOL.finetune_milestones}))
+    done = [m - 1 for m in PROTOCOL.finetune_milestones]  # epochs completed before each decay
+    return tuple(sorted({max(1, round(epochs * m / PROTOCOL.finetune_epochs)) for m in done}))
 
 
 def finetune_config(cfg: Config, progress: bool = True) -> TrainConfig:
     """SGD lr ``cfg.acl_finetune_lr`` (0.1), momentum 0.9, weight decay 2e-4, batch 128, ``cfg.acl_finetune_epochs``
-    epochs, divided by 10 at 60 % and 80 % of them."""
+    epochs, divided by 10 where the released schedule does (:func:`finetune_milestones`)."""
     epochs = cfg.acl_finetune_epochs
     return TrainConfig(
         epochs=epochs,
@@ -224,11 +273,22 @@ def finetune_config(cfg: Config, progress: bool = True) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------------- models
-def new_acl_net(cfg: Config, dual_bn: bool = False) -> ContrastiveNet:
-    """Encoder of the profile + ACL's 3-layer projection MLP with BatchNorm (feature_dim wide), dual BN for DS."""
-    enc = encoder(cfg.arch, width=cfg.width, dual_bn=dual_bn)
+def new_acl_net(cfg: Config, dual_bn: bool = False, arch: str = PROTOCOL.arch) -> ContrastiveNet:
+    """ACL's released network: a CIFAR ResNet (``arch``, ResNet-18 on every profile; ``cfg.width`` wide) that
+    normalises its [0, 1] inputs with ImageNet's mean/std inside the model, and the 3-layer projection MLP
+    ``Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN`` (feature_dim wide). ``dual_bn``: every BatchNorm of the encoder
+    and of the head is a clean/adversarial pair (the variants in :data:`DUAL_BN_VARIANTS`)."""
+    enc = encoder(arch, width=cfg.width, dual_bn=dual_bn, input_norm=PROTOCOL.input_norm)
     d = enc.feature_dim
-    head = ProjectionHead(d, d, d, layers=PROTOCOL.head_layers, batch_norm=True, dual_bn=dual_bn)
+    head = ProjectionHead(
+        d,
+        d,
+        d,
+        layers=PROTOCOL.head_layers,
+        batch_norm=True,
+        final_bn=PROTOCOL.head_final_bn,
+        dual_bn=dual_bn,
+    )
     return ContrastiveNet(enc, head)
 
 
@@ -239,14 +299,15 @@ def chapter_dir(cfg: Config) -> Path:
 def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
     """Load or train the ACL pre-trained network of ``variant`` ("A2A" | "A2S" | "DS") in ``run_dir/07_acl/``.
 
-    DS networks carry dual BatchNorm (``dual_bn=True``): the clean views always go through the ``clean`` branch
-    and the adversarial views through the ``adv`` branch, so each branch keeps its own statistics.
+    A2S and DS networks carry dual BatchNorm (``dual_bn=True``): the clean views always go through the ``clean``
+    branch and the adversarial views through the ``adv`` branch, so each branch keeps its own statistics and affine
+    parameters. A2A (two adversarial branches) has one BatchNorm.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown ACL variant {variant!r}; choose from {', '.join(VARIANTS)}")
     pl = pl or plan(cfg)
     train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
-    model = new_acl_net(cfg, dual_bn=variant == "DS")
+    model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
     pretrain_acl(
         model,
         train,
@@ -267,12 +328,27 @@ def baseline_encoder(cfg: Config, data: Dataset, progress: bool = True) -> nn.Mo
 
 
 def single_bn_encoder(model: nn.Module, route: str = PROTOCOL.ds_finetune_route) -> nn.Module:
-    """The encoder of a pre-trained network with ordinary BatchNorm: for a DS (dual BN) network the ``route``
-    branch of every BatchNorm is kept (``rcl.models.collapse_dual_bn``); other networks are returned as they are."""
+    """The encoder of a pre-trained network with ordinary BatchNorm: for a dual-BN (A2S, DS) network the ``route``
+    branch of every BatchNorm is kept (``rcl.models.collapse_dual_bn``; the released ``cvt_state_dict
+    --bnNameCnt 1`` keeps the adversarial one); other networks are returned as they are."""
     enc = model.encoder if hasattr(model, "encoder") else model
     if any(isinstance(m, DualBatchNorm) for m in enc.modules()):
         return collapse_dual_bn(enc, route)
     return enc
+
+
+def new_classifier(source: nn.Module, num_classes: int, route: str = PROTOCOL.ds_finetune_route) -> Classifier:
+    """A fresh copy of ``source``'s encoder (its ``route`` BatchNorm branch if it has two; the same architecture and
+    input normalisation) under a linear layer that starts at zero, as the released ``cvt_state_dict`` does
+    (``fc.weight`` and ``fc.bias`` set to 0: every class starts equally likely)."""
+    enc = single_bn_encoder(source, route)
+    model = Classifier(build_model(enc.config), num_classes)
+    model.encoder.load_state_dict(enc.state_dict())
+    if PROTOCOL.fc_init == "zero":
+        nn.init.zeros_(model.fc.weight)
+        nn.init.zeros_(model.fc.bias)
+    param = next(enc.parameters(), None)
+    return model.to(param.device) if param is not None else model
 
 
 def finetune_splits(cfg: Config, data: Dataset, pl: Plan | None = None) -> tuple[Split, Split]:
@@ -291,20 +367,23 @@ def finetune(
     mode: str,
     pl: Plan | None = None,
     progress: bool = True,
+    *,
+    frozen_bn: str = PROTOCOL.frozen_bn,
 ) -> tuple[Classifier, History]:
     """Load or train a TRADES fine-tuned classifier from the encoder of ``source`` in ``run_dir/07_acl/``.
 
-    ``source``: a pre-trained network (or encoder); a DS network is fine-tuned through its adversarial BatchNorm
-    branch. ``mode``: "linear" | "partial" (layer4 + fc) | "full". The validation split picks the epoch with the
-    best robust accuracy (PGD of the evaluation attack); the classifier returned holds that epoch's weights and
-    its history has ``best_epoch``.
+    ``source``: a pre-trained network (or encoder); a dual-BN (A2S, DS) network is fine-tuned through its
+    adversarial BatchNorm branch. The classifier starts from :func:`new_classifier` (linear layer at zero).
+    ``mode``: "linear" | "partial" (layer4 + fc) | "full". ``frozen_bn``: "train" (default, the released code
+    without ``--fixbn``: the frozen layers' BatchNorm statistics keep moving) or "eval" (``--fixbn``: fixed); give
+    another ``name`` (the run folder) when changing it. The validation split picks the epoch with the best robust
+    accuracy (PGD of the evaluation attack); the classifier returned holds that epoch's weights and its history
+    has ``best_epoch``.
     """
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
     train, val = finetune_splits(cfg, data, pl)
-    enc = single_bn_encoder(source)
-    model = Classifier(encoder(cfg.arch, width=cfg.width), data.num_classes)
-    model.encoder.load_state_dict(enc.state_dict())
+    model = new_classifier(source, data.num_classes)
     history = _finetune(
         model,
         train,
@@ -313,6 +392,8 @@ def finetune(
         attack=finetune_attack(cfg),
         loss=PROTOCOL.finetune_loss,
         beta=PROTOCOL.beta,
+        augment=PROTOCOL.finetune_augment,
+        frozen_bn=frozen_bn,
         val=val,
         val_attack=eval_attack(cfg),
         ckpt_dir=chapter_dir(cfg) / f"finetune-{name}-{mode}",
@@ -325,7 +406,9 @@ def with_bn_branch(classifier: Classifier, ds_model: nn.Module, route: str) -> C
     branch; everything else is kept.
 
     For a classifier fine-tuned in linear mode from a DS network's adversarial branch, ``route="clean"`` is the same
-    encoder and head evaluated through the *other* BatchNorm: what a single, wrong set of statistics does.
+    convolutions and head evaluated through the pre-trained *clean* BatchNorm (its statistics and affine
+    parameters) instead of the classifier's own, which started as the adversarial branch and, with ACL's
+    fine-tuning (frozen BatchNorm in train mode), kept re-estimating its statistics on the fine-tuning batches.
     """
     donor = collapse_dual_bn(ds_model.encoder, route)
     out = copy.deepcopy(classifier)
@@ -426,6 +509,7 @@ def _cap(n: int | None, total: int) -> int | None:
 __all__ = [
     "BASELINE",
     "CHAPTER",
+    "DUAL_BN_VARIANTS",
     "MODES",
     "PROTOCOL",
     "Plan",
@@ -442,6 +526,7 @@ __all__ = [
     "finetune_milestones",
     "finetune_splits",
     "new_acl_net",
+    "new_classifier",
     "plan",
     "pretrain",
     "pretrain_attack",

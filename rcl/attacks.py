@@ -34,6 +34,10 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 NORMS = ("linf", "l2")
 MODEL_MODES = ("eval", "train", "keep")
+STARTS = (True, False, "uniform", "normal")
+"""``random_start`` values: True = "uniform" (a random point of the eps-ball), False (start at x), "normal"
+(TRADES' start, ``x + 0.001 * N(0, 1)`` per pixel, whatever eps)."""
+TRADES_START_STD = 0.001  # Zhang et al. 2019, released trades.py: x_adv = x + 0.001 * randn
 RANGE_TOLERANCE = 1e-6  # how far outside [0, 1] an input may stray (float rounding) before it is refused
 _DIV_EPS = 1e-10  # added to per-sample gradient norms in the L2 step (as torchattacks.PGDL2)
 
@@ -41,6 +45,7 @@ __all__ = [
     "LossFn",
     "NORMS",
     "MODEL_MODES",
+    "STARTS",
     "AttackConfig",
     "attack_mode",
     "contrastive_loss_fn",
@@ -159,9 +164,11 @@ def pgd(
         alpha: step size (L-inf: per-pixel step ``alpha * sign(grad)``; L2: step of Euclidean length ``alpha``).
         steps: number of gradient steps (int >= 0).
         norm: ``"linf"`` or ``"l2"``.
-        random_start: start from a random point of the ball: L-inf uniform in ``[-eps, eps]`` per pixel; L2 a
-            Gaussian direction scaled to a radius uniform in ``[0, eps]`` (as torchattacks.PGDL2; this is not uniform
-            in volume, which in 3072 dimensions would put almost every start on the sphere). Clipped to [0, 1].
+        random_start: True or ``"uniform"``: start from a random point of the ball: L-inf uniform in
+            ``[-eps, eps]`` per pixel; L2 a Gaussian direction scaled to a radius uniform in ``[0, eps]`` (as
+            torchattacks.PGDL2; this is not uniform in volume, which in 3072 dimensions would put almost every start
+            on the sphere). ``"normal"``: TRADES' start, ``0.001 * N(0, 1)`` per pixel (Zhang et al. 2019). False:
+            start at ``x``. The start is clipped to [0, 1].
         loss_fn: ``loss_fn(output, target) -> scalar`` to maximise; default :func:`cross_entropy_loss` (batch mean).
         model_mode: ``"eval"`` (default), ``"train"`` or ``"keep"``; see :func:`attack_mode`. The previous training
             flags are restored afterwards in every case (``"train"`` still leaves updated BatchNorm running stats).
@@ -189,6 +196,7 @@ def pgd(
         raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(map(repr, NORMS))}")
     if model_mode not in MODEL_MODES:
         raise ValueError(f"unknown model_mode {model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+    _check_start(random_start)
     if loss_fn is None:
         loss_fn = cross_entropy_loss
         _check_labels(target, x, required=True)
@@ -207,7 +215,10 @@ def pgd(
     if eps == 0 or steps == 0:
         return x.clone()
 
-    if random_start:
+    if random_start == "normal":
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = (x + TRADES_START_STD * noise).clamp_(0.0, 1.0)
+    elif random_start:
         x_adv = (x + _random_start(x, eps, norm, generator)).clamp_(0.0, 1.0)
     else:
         x_adv = x.clone()
@@ -304,6 +315,14 @@ def _check_number(name: str, value: Any, *, minimum: float, strict: bool, hint: 
     return value
 
 
+def _check_start(random_start: Any) -> None:
+    if not any(random_start is v or (isinstance(v, str) and random_start == v) for v in STARTS):
+        raise ValueError(
+            f"unknown random_start {random_start!r}: use True or 'uniform' (uniform in the eps-ball), 'normal' "
+            "(TRADES' 0.001 * N(0, 1)) or False (start at x)"
+        )
+
+
 def _check_steps(steps: Any) -> int:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise ValueError(f"steps must be an int >= 0, got {steps!r} ({type(steps).__name__})")
@@ -331,17 +350,19 @@ class AttackConfig:
     """One attack setting, validated on construction, e.g. ``AttackConfig(8/255, 2/255, 10)`` for PGD-10 L-inf.
 
     Fields as in :func:`pgd`: ``eps`` and ``alpha`` in pixel units of [0, 1], ``steps``, ``norm`` (``"linf"`` |
-    ``"l2"``), ``random_start`` and ``model_mode`` (``"eval"`` | ``"train"`` | ``"keep"``).
+    ``"l2"``), ``random_start`` (True | ``"uniform"`` | ``"normal"`` | False) and ``model_mode`` (``"eval"`` |
+    ``"train"`` | ``"keep"``).
     """
 
     eps: float
     alpha: float
     steps: int
     norm: str = "linf"
-    random_start: bool = True
+    random_start: bool | str = True
     model_mode: str = "eval"
 
     def __post_init__(self) -> None:
+        _check_start(self.random_start)
         _check_number("eps", self.eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
         _check_steps(self.steps)
         if self.steps > 0:

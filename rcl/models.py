@@ -4,13 +4,15 @@
   He et al. 2016 with the CIFAR stem used by SimCLR/SupContrast and by both studies we reproduce: a 3x3
   stride-1 convolution, BatchNorm, ReLU and *no* max-pool, so a 32x32 image keeps 32x32 in ``layer1``.
   ``width`` is the number of channels of the stem (64 = the standard network); every stage scales with
-  it, so ``width=8`` gives a network 64x cheaper for CPU smoke runs. No input normalisation: inputs are
-  images in [0, 1], as in the main study's released code.
+  it, so ``width=8`` gives a network 64x cheaper for CPU smoke runs. Inputs are images in [0, 1]; by default
+  the network does not normalise them (the main study's released code), and ``input_norm=(mean, std)`` puts a
+  fixed per-channel ``(x - mean) / std`` in front of the stem (ACL's released network does this with ImageNet's
+  statistics, :data:`IMAGENET_MEAN_STD`), so attacks still work in pixel units of [0, 1].
 - Dual BatchNorm (Jiang et al., ACL, NeurIPS 2020, the "DS" dual stream): every BatchNorm keeps two
   sets of statistics and affine parameters, one for clean and one for adversarial inputs; which one a
   forward pass uses (and updates) is chosen with :func:`set_bn_route` / :func:`bn_route`.
 - Projection heads: the main study's 2-layer MLP (Ghofrani et al.: 2048 -> 2048 -> ReLU -> 100) and
-  ACL's 3-layer MLP with BatchNorm (512 wide).
+  ACL's 3-layer MLP with BatchNorm after every layer, the last one included (512 wide).
 - ``forward_taps`` returns every residual block's output in one pass, for layer-wise CKA (Nguyen et al.
   2021) and per-layer linear probes.
 
@@ -30,6 +32,46 @@ from torch import Tensor, nn
 
 ROUTES = ("clean", "adv")
 ARCHS = ("resnet18", "resnet50")
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+"""``(mean, std)`` per RGB channel that ACL's released network subtracts and divides by inside the model
+(``NormalizeByChannelMeanStd`` in its ``utils.py``), on CIFAR as well."""
+
+
+# --------------------------------------------------------------------------------------------- input normalisation
+class InputNorm(nn.Module):
+    """``x [B, 3, H, W] in [0, 1] -> (x - mean) / std`` per channel, fixed (buffers, not parameters).
+
+    Part of the model, so an attack's budget stays in pixel units of [0, 1]; the buffers travel in the state dict.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"input_norm needs (mean, std) with one value per channel each, got {mean} and {std}")
+        if min(std) <= 0:
+            raise ValueError(f"input_norm std must be > 0 in every channel, got {std}")
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def _input_norm_config(input_norm) -> dict | None:
+    if input_norm is None:
+        return None
+    if isinstance(input_norm, dict):
+        mean, std = input_norm.get("mean"), input_norm.get("std")
+    else:
+        try:
+            mean, std = input_norm
+        except (TypeError, ValueError):
+            raise ValueError(f"input_norm must be None or (mean, std), got {input_norm!r}") from None
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
 # --------------------------------------------------------------------------------------------- dual BN
@@ -178,10 +220,20 @@ class ResNet(nn.Module):
         feature_dim: ``8 * width * expansion`` (512 for ResNet-18, 2048 for ResNet-50 at width 64).
         tap_names: ``["stem", "layer1.0", ..., "layer4.<last>", "pool"]``: the stem, every residual block
             and the pooled features, in network order (10 names for ResNet-18, 18 for ResNet-50).
-        config: ``{"arch": "resnet18" | "resnet50", "width": int, "dual_bn": bool}``.
+        config: ``{"arch": "resnet18" | "resnet50", "width": int, "dual_bn": bool}``, plus
+            ``"input_norm": {"mean": [...], "std": [...]}`` when the network normalises its inputs.
+
+    ``input_norm``: None (default: the stem sees the [0, 1] pixels) or ``(mean, std)``, one value per channel
+    each, applied as ``(x - mean) / std`` before the stem (ACL: :data:`IMAGENET_MEAN_STD`).
     """
 
-    def __init__(self, arch: str = "resnet18", width: int = 64, dual_bn: bool = False) -> None:
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        width: int = 64,
+        dual_bn: bool = False,
+        input_norm: tuple[Sequence[float], Sequence[float]] | dict | None = None,
+    ) -> None:
         super().__init__()
         if arch not in _SPECS:
             raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
@@ -191,6 +243,10 @@ class ResNet(nn.Module):
         block, counts = _SPECS[arch]
         norm = _norm2d(dual_bn)
         self.config = {"arch": arch, "width": width, "dual_bn": bool(dual_bn)}
+        norm_cfg = _input_norm_config(input_norm)
+        if norm_cfg is not None:  # the key only when used: configs (and run identities) of other networks unchanged
+            self.config["input_norm"] = norm_cfg
+        self.input_norm = InputNorm(norm_cfg["mean"], norm_cfg["std"]) if norm_cfg is not None else nn.Identity()
         self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = norm(width)
         in_planes = width
@@ -220,7 +276,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x [B, 3, H, W] in [0, 1]`` -> pooled features ``[B, feature_dim]``."""
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(self.input_norm(x))))
         for stage in self._stages():
             out = stage(out)
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
@@ -244,7 +300,7 @@ class ResNet(nn.Module):
         taps: dict[str, Tensor] = {}
         if last < 0:
             return taps
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(self.input_norm(x))))
         index = 0
         if "stem" in wanted:
             taps["stem"] = out
@@ -262,19 +318,19 @@ class ResNet(nn.Module):
         return taps
 
 
-def resnet18(width: int = 64, dual_bn: bool = False) -> ResNet:
+def resnet18(width: int = 64, dual_bn: bool = False, input_norm=None) -> ResNet:
     """CIFAR ResNet-18 encoder; ``feature_dim = 8 * width`` (512 at width 64)."""
-    return ResNet("resnet18", width, dual_bn)
+    return ResNet("resnet18", width, dual_bn, input_norm)
 
 
-def resnet50(width: int = 64, dual_bn: bool = False) -> ResNet:
+def resnet50(width: int = 64, dual_bn: bool = False, input_norm=None) -> ResNet:
     """CIFAR ResNet-50 encoder; ``feature_dim = 32 * width`` (2048 at width 64)."""
-    return ResNet("resnet50", width, dual_bn)
+    return ResNet("resnet50", width, dual_bn, input_norm)
 
 
-def encoder(arch: str, width: int = 64, dual_bn: bool = False) -> ResNet:
-    """Encoder by name: ``"resnet18"`` or ``"resnet50"``; unknown name -> ValueError."""
-    return ResNet(arch, width, dual_bn)
+def encoder(arch: str, width: int = 64, dual_bn: bool = False, input_norm=None) -> ResNet:
+    """Encoder by name: ``"resnet18"`` or ``"resnet50"``; unknown name -> ValueError. ``input_norm``: see ResNet."""
+    return ResNet(arch, width, dual_bn, input_norm)
 
 
 # --------------------------------------------------------------------------------------------- heads
@@ -282,16 +338,19 @@ class ProjectionHead(nn.Module):
     """MLP projection head ``g``: ``h [B, in_dim] -> z [B, out_dim]`` (not normalised).
 
     ``layers - 1`` hidden blocks ``Linear -> [BatchNorm1d] -> ReLU`` of ``hidden_dim`` units, then a final
-    ``Linear(hidden_dim, out_dim)``.
+    ``Linear(hidden_dim, out_dim)``, followed by a BatchNorm1d when ``final_bn`` (no ReLU after it).
+    With ``batch_norm``, a Linear followed by a BatchNorm has no bias except the first one, as in ACL's released
+    ``proj_head`` (a bias in front of BatchNorm is cancelled by its mean subtraction anyway).
 
     - Main study (Ghofrani et al., after SupContrast): ``ProjectionHead(2048, 2048, 100)`` for ResNet-50,
       ``ProjectionHead(512, 512, 100)`` for ResNet-18: ``Linear -> ReLU -> Linear``.
-    - ACL (Jiang et al.): ``ProjectionHead(512, 512, out_dim, layers=3, batch_norm=True, dual_bn=True)``:
-      ``Linear -> BN -> ReLU -> Linear -> BN -> ReLU -> Linear``; with ``dual_bn`` each BN is a
+    - ACL (Jiang et al., released ``proj_head``: fc1-bn1-relu-fc2-bn2-relu-fc3-bn3):
+      ``ProjectionHead(512, 512, 512, layers=3, batch_norm=True, final_bn=True, dual_bn=True)``:
+      ``Linear -> BN -> ReLU -> Linear -> BN -> ReLU -> Linear -> BN``; with ``dual_bn`` each BN is a
       :class:`DualBatchNorm` routed together with the encoder's.
 
     ``config``: ``{"kind": "projection_head", "in_dim", "hidden_dim", "out_dim", "layers", "batch_norm",
-    "dual_bn"}``.
+    "dual_bn"}``, plus ``"final_bn": True`` when set.
     """
 
     def __init__(
@@ -302,12 +361,13 @@ class ProjectionHead(nn.Module):
         layers: int = 2,
         batch_norm: bool = False,
         dual_bn: bool = False,
+        final_bn: bool = False,
     ) -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
-        if dual_bn and not batch_norm:
-            raise ValueError("dual_bn=True needs batch_norm=True (there is no BatchNorm to duplicate)")
+        if (dual_bn or final_bn) and not batch_norm:
+            raise ValueError("dual_bn=True and final_bn=True need batch_norm=True (a head with BatchNorm)")
         self.config = {
             "kind": "projection_head",
             "in_dim": int(in_dim),
@@ -317,15 +377,23 @@ class ProjectionHead(nn.Module):
             "batch_norm": bool(batch_norm),
             "dual_bn": bool(dual_bn),
         }
+        if final_bn:  # the key only when used: configs (and run identities) of other heads unchanged
+            self.config["final_bn"] = True
+
+        def norm(features: int) -> nn.Module:
+            return DualBatchNorm(features, dim=1) if dual_bn else nn.BatchNorm1d(features)
+
         modules: list[nn.Module] = []
         dim = in_dim
-        for _ in range(layers - 1):
-            modules.append(nn.Linear(dim, hidden_dim))
+        for i in range(layers - 1):
+            modules.append(nn.Linear(dim, hidden_dim, bias=not batch_norm or i == 0))
             if batch_norm:
-                modules.append(DualBatchNorm(hidden_dim, dim=1) if dual_bn else nn.BatchNorm1d(hidden_dim))
+                modules.append(norm(hidden_dim))
             modules.append(nn.ReLU(inplace=True))
             dim = hidden_dim
-        modules.append(nn.Linear(dim, out_dim))
+        modules.append(nn.Linear(dim, out_dim, bias=not final_bn or layers == 1))
+        if final_bn:
+            modules.append(norm(out_dim))
         self.net = nn.Sequential(*modules)
         self.out_dim = int(out_dim)
         _init_weights(self)
@@ -411,7 +479,7 @@ def build_model(config: dict) -> nn.Module:
         raise TypeError(f"config must be a dict (a model's .config), got {type(config).__name__}")
     kind = config.get("kind", "encoder" if "arch" in config else None)
     if kind == "encoder":
-        return ResNet(config["arch"], config.get("width", 64), config.get("dual_bn", False))
+        return ResNet(config["arch"], config.get("width", 64), config.get("dual_bn", False), config.get("input_norm"))
     if kind == "projection_head":
         return ProjectionHead(
             config["in_dim"],
@@ -420,6 +488,7 @@ def build_model(config: dict) -> nn.Module:
             layers=config.get("layers", 2),
             batch_norm=config.get("batch_norm", False),
             dual_bn=config.get("dual_bn", False),
+            final_bn=config.get("final_bn", False),
         )
     if kind == "contrastive":
         return ContrastiveNet(build_model(config["encoder"]), build_model(config["head"]))
@@ -438,9 +507,10 @@ def describe_config(config: dict) -> str:
     kind = config.get("kind", "encoder" if "arch" in config else None)
     if kind == "encoder":
         dual = ", dual_bn" if config.get("dual_bn") else ""
-        return f"{config.get('arch')}(width={config.get('width')}{dual})"
+        norm = ", input_norm" if config.get("input_norm") else ""
+        return f"{config.get('arch')}(width={config.get('width')}{dual}{norm})"
     if kind == "projection_head":
-        bn = ", bn" if config.get("batch_norm") else ""
+        bn = (", bn after every layer" if config.get("final_bn") else ", bn") if config.get("batch_norm") else ""
         dual = ", dual_bn" if config.get("dual_bn") else ""
         return (
             f"head({config.get('in_dim')}-{config.get('hidden_dim')}-{config.get('out_dim')}, "
@@ -493,7 +563,9 @@ def collapse_dual_bn(model: nn.Module, route: str = "adv") -> nn.Module:
 
 __all__ = [
     "ARCHS",
+    "IMAGENET_MEAN_STD",
     "ROUTES",
+    "InputNorm",
     "DualBatchNorm",
     "BasicBlock",
     "Bottleneck",

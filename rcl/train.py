@@ -10,9 +10,11 @@ Methods and the loss each one minimises (z = projection of a view, CE = cross-en
   contrastive(z(x), z(x_adv)) and the loss is contrastive(x, x_adv) + contrastive(v1, v2). Optional removal of
   false negatives (Gupta et al. 2023) with true labels or k-means pseudo-labels.
 - ``pretrain_acl`` (Jiang et al. 2020, ACL): A2A trains on (adv1, adv2), the two views perturbed jointly to
-  maximise NT(adv1, adv2); A2S on (v1, adv2); DS (dual stream) on
-  (NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the adversarial BatchNorm) / 2.
-- ``finetune``: linear (frozen encoder, BN statistics frozen, only fc trains), partial (layer4 + fc) or full;
+  maximise NT(adv1, adv2); A2S on (v1 through the clean BatchNorm, adv2 through the adversarial BatchNorm);
+  DS (dual stream) on (NT(v1, v2) through the clean BatchNorm + NT(adv1, adv2) through the adversarial
+  BatchNorm) / 2.
+- ``finetune``: linear (frozen encoder, only fc trains), partial (layer4 + fc) or full; the frozen layers'
+  BatchNorm statistics stay fixed (``frozen_bn="eval"``, the main study) or keep moving (``"train"``, ACL);
   standard CE, adversarial CE(clean) + CE(adv), or TRADES (Zhang et al. 2019): CE(clean) + beta * KL(p_clean ||
   p_adv) with the attack maximising the KL. An optional validation split selects the best epoch by robust
   accuracy (ACL's protocol).
@@ -701,12 +703,22 @@ def pretrain_acl(
 ) -> History:
     """ACL adversarial contrastive pre-training (Jiang et al. 2020) of a ContrastiveNet; NT-Xent at ``temperature``.
 
-    A2A: both views perturbed jointly (one PGD on the concatenated pair) to maximise NT(z(adv1), z(adv2));
-    trains on (adv1, adv2). A2S: v2 perturbed to maximise NT(z(v1), z(adv2)) against the clean v1 embedding;
-    trains on (v1, adv2). DS (dual stream; needs a model built with ``dual_bn=True``): the A2A attack runs
-    through the adversarial BatchNorm; loss = (NT(v1, v2) through the clean BN + NT(adv1, adv2) through the
-    adversarial BN) / 2. ``augment`` defaults to ``SimCLRAugment(scale=(0.1, 1.0))`` (ACL's crop scale).
-    History: epoch, loss, acc (contrastive top-1 of the pair trained on), lr, seconds.
+    The paper's Fig. 1: branches share every weight, except that standard (clean) and adversarial branches use
+    independent BatchNorm. Each branch is its own forward pass, so BatchNorm statistics never mix clean and
+    adversarial images. The attack runs in ``attack.model_mode`` (ACL's released ``PGD_contrastive``: eval).
+
+    - A2A: both views perturbed jointly (one PGD on the concatenated pair) to maximise NT(z(adv1), z(adv2));
+      trains on NT(adv1, adv2), one BatchNorm (both branches are adversarial).
+    - A2S (needs ``dual_bn=True``): v2 perturbed through the adversarial BatchNorm to maximise
+      NT(z_clean(v1), z_adv(adv2)), the clean embedding taken through the clean BatchNorm (no gradient);
+      trains on NT(z_clean(v1), z_adv(adv2)): v1 through the clean BN, adv2 through the adversarial BN.
+    - DS (dual stream; needs ``dual_bn=True``), as the released ``train_simCLR.py --ACL_DS``: the A2A attack runs
+      through the adversarial BatchNorm; loss = (NT(v1, v2) through the clean BN + NT(adv1, adv2) through the
+      adversarial BN) / 2.
+
+    ``augment`` defaults to ``SimCLRAugment(scale=(0.1, 1.0))`` (ACL's crop scale).
+    History: epoch, loss, acc (contrastive top-1 of the pair trained on; for DS the clean pair), adv_acc (DS: the
+    adversarial pair), lr, seconds.
     """
     if variant not in ("A2A", "A2S", "DS"):
         raise ValueError(f"variant must be 'A2A', 'A2S' or 'DS', got {variant!r}")
@@ -715,8 +727,11 @@ def pretrain_acl(
             "pretrain_acl needs attack=AttackConfig(...); for standard pre-training use pretrain_contrastive"
         )
     _check_unit("temperature", temperature)
-    if variant == "DS" and not _has_dual_bn(model):
-        raise ValueError("variant='DS' needs a model with dual BatchNorm: build the encoder and head with dual_bn=True")
+    if variant in ("A2S", "DS") and not _has_dual_bn(model):
+        raise ValueError(
+            f"variant={variant!r} needs a model with dual BatchNorm (separate BN for the clean and the adversarial "
+            "branch, as in the paper): build the encoder and head with dual_bn=True"
+        )
     device, net = _prepare(model, cfg)
     augment = augment if augment is not None else SimCLRAugment(scale=(0.1, 1.0))
     view = _view_maker(augment, cfg, device)
@@ -739,18 +754,22 @@ def pretrain_acl(
             z = net(adv).float()
             return nt(z), {"acc": _pair_top1(z[:b], z[b:])}
         if variant == "A2S":
-            ref = _reference(net, v1, mode)
-            adv2 = attack.run(
-                net,
-                v2,
-                ref,
-                loss_fn=lambda z, r: nt_xent(r, z.float(), temperature),
-                generator=gen,
-                check_range=False,
-            )
-            model.train()
-            z = net(torch.cat([v1, adv2])).float()
-            return nt(z), {"acc": _pair_top1(z[:b], z[b:])}
+            with bn_route(model, "clean"):
+                ref = _reference(net, v1, mode)
+            with bn_route(model, "adv"):
+                adv2 = attack.run(
+                    net,
+                    v2,
+                    ref,
+                    loss_fn=lambda z, r: nt_xent(r, z.float(), temperature),
+                    generator=gen,
+                    check_range=False,
+                )
+                model.train()
+                z_adv = net(adv2).float()
+            with bn_route(model, "clean"):
+                z = net(v1).float()
+            return nt_xent(z, z_adv, temperature), {"acc": _pair_top1(z, z_adv)}
         with bn_route(model, "adv"):
             adv = joint_attack(v1, v2, gen)
             model.train()
@@ -788,18 +807,25 @@ def finetune(
     loss: str = "ce",
     beta: float = 6.0,
     augment: bool = True,
+    frozen_bn: str = "eval",
     val: Split | None = None,
     val_attack: AttackConfig | None = None,
     ckpt_dir: Path | str | None = None,
 ) -> History:
     """Fine-tune a Classifier (``model.encoder`` + ``model.fc``) on labelled data.
 
-    ``mode``: "linear" (encoder frozen: no gradient and eval mode, so its BatchNorm statistics do not move;
-    only fc trains), "partial" (encoder.layer4 + fc train; the rest frozen as in linear) or "full".
+    ``mode``: "linear" (encoder frozen: no gradient; only fc trains), "partial" (encoder.layer4 + fc train; the
+    rest frozen as in linear) or "full".
+    ``frozen_bn``: what the frozen layers' BatchNorm does during the training steps. "eval" (default; the main
+    study's released code, ``EvalNet.encoder.eval()``): eval mode, the running statistics do not move and
+    normalise the inputs. "train" (ACL's released ``train_trades.py`` without ``--fixbn``): train mode, so they
+    normalise with the batch's statistics and their running statistics keep moving; their affine weights stay
+    frozen either way. No effect in "full" mode.
     ``loss``: "ce" -> CE(clean), plus CE(adv) with an ``attack`` (PGD on CE; the main study's Partial-/Full-AT);
     "trades" -> CE(clean) + ``beta`` * KL(p_clean || p_adv), the attack maximising that KL from the clean
-    prediction (computed in eval mode), as in TRADES (needs ``attack``; its random start is uniform in the
-    eps-ball rather than TRADES' 0.001-Gaussian).
+    prediction (computed in eval mode), as in TRADES (needs ``attack``; TRADES' own start, 0.001 * N(0, 1), is
+    ``attack.random_start="normal"``). Clean and adversarial batches go through the network in separate passes.
+    ``augment``: pad-4 random crop + horizontal flip of each batch (ACL's and TRADES' fine-tuning transform).
     ``val``: after every epoch measure clean and robust accuracy (``val_attack``, default ``attack``) and keep
     the best epoch by robust accuracy (clean without attack); ``best.pt`` sits beside ``last.pt`` and the
     model ends holding the best weights. History: epoch, loss, acc, adv_acc, lr, val_acc, val_robust_acc,
@@ -813,6 +839,11 @@ def finetune(
         raise ValueError("loss='trades' needs attack=AttackConfig(...) (the attack maximises the KL term)")
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
+    if frozen_bn not in ("eval", "train"):
+        raise ValueError(
+            f"frozen_bn must be 'eval' (frozen layers keep their BatchNorm statistics) or 'train' (they keep "
+            f"updating them, ACL's released default), got {frozen_bn!r}"
+        )
     device, net = _prepare(model, cfg)
     encoder = model.encoder
     if mode == "partial" and not hasattr(encoder, "layer4"):
@@ -826,12 +857,12 @@ def finetune(
     saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
     for name, p in model.named_parameters():
         p.requires_grad_(saved_flags[name] and trainable(name))
-    if mode == "linear":
+    if frozen_bn == "train" or mode == "full":
+        frozen = []  # every module in train mode; frozen weights simply get no gradient
+    elif mode == "linear":
         frozen = [encoder]
-    elif mode == "partial":
-        frozen = [m for name, m in encoder.named_children() if name != "layer4"]
     else:
-        frozen = []
+        frozen = [m for name, m in encoder.named_children() if name != "layer4"]
 
     def set_mode() -> None:
         model.train()
@@ -880,6 +911,8 @@ def finetune(
             augment=augment,
             val=_fp(val),
             val_attack=chosen_val_attack if val is not None else None,
+            # only when it differs from the default, so the identities of earlier runs stay what they were
+            **({"frozen_bn": frozen_bn} if frozen_bn != "eval" and mode != "full" else {}),
         ),
         params=[p for p in model.parameters() if p.requires_grad],
         loader=_loader(train, cfg, device, drop_last=False),

@@ -5,6 +5,8 @@ Tiny sizes (ResNet-18 at width 4, 16x16 synthetic images, a few dozen examples):
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -49,8 +51,9 @@ def test_protocol_holds_the_papers_settings():
 
 
 def test_milestones_scale_with_epochs():
-    assert acl.finetune_milestones(25) == (15, 20)
-    assert acl.finetune_milestones(50) == (30, 40)
+    # released --decreasing_lr 15,20: epochs 15 and 20 (1-based) already run at the decayed rate -> 14 and 19 done
+    assert acl.finetune_milestones(25) == (14, 19)
+    assert acl.finetune_milestones(50) == (28, 38)
     assert acl.finetune_milestones(2) == (1, 2)
     with pytest.raises(ValueError, match="epochs"):
         acl.finetune_milestones(0)
@@ -76,7 +79,7 @@ def test_settings_follow_the_profile(tmp_path):
     run = acl.pretrain_config(paper, progress=False)
     assert (run.optimizer, run.schedule, run.warmup_epochs, run.batch_size, run.lr) == ("sgd", "cosine", 10, 512, 5.0)
     ft = acl.finetune_config(paper, progress=False)
-    assert (ft.milestones, ft.weight_decay, ft.batch_size) == ((15, 20), 2e-4, 128)
+    assert (ft.milestones, ft.weight_decay, ft.batch_size) == ((14, 19), 2e-4, 128)
     net = acl.new_acl_net(_cfg(tmp_path), dual_bn=True)
     assert net.head.config["layers"] == 3 and net.head.config["batch_norm"] and net.head.config["dual_bn"]
 
@@ -101,7 +104,7 @@ def _one_step(tmp_path, data, variant):
     """One ACL step on 32 images with an identity augmentation, so the clean views are the images themselves."""
     cfg = _cfg(tmp_path)
     torch.manual_seed(0)
-    model = acl.new_acl_net(cfg, dual_bn=variant == "DS")
+    model = acl.new_acl_net(cfg, dual_bn=variant in acl.DUAL_BN_VARIANTS)
     rec = _Recorder(model)
     train = data.train.take(torch.arange(32))
     x = train.images.float() / 255
@@ -131,9 +134,10 @@ def test_a2a_trains_on_two_adversarial_views(tmp_path, data):
 
 def test_a2s_trains_on_a_clean_and_an_adversarial_view(tmp_path, data):
     _, rec, x = _one_step(tmp_path, data, "A2S")
-    (_, batch), *_ = rec.training_inputs()
-    assert _same_set(batch[: len(x)], x)
-    assert _perturbed(batch[len(x) :], x)
+    routes = {route: batch for route, batch in rec.training_inputs()}
+    assert set(routes) == {"clean", "adv"}  # one forward pass per branch
+    assert _same_set(routes["clean"], x)
+    assert _perturbed(routes["adv"], x)
 
 
 def test_ds_routes_clean_and_adversarial_views_to_separate_batchnorms(tmp_path, data):
@@ -159,11 +163,11 @@ def test_ds_needs_dual_batchnorm(tmp_path, data):
 
 def test_wrong_bn_route_is_the_other_branch(tmp_path, data):
     model, _, x = _one_step(tmp_path, data, "DS")
-    from rcl.models import Classifier, encoder
+    from rcl.models import Classifier, build_model
 
-    cfg = _cfg(tmp_path)
-    clf = Classifier(encoder(cfg.arch, width=cfg.width), data.num_classes)
-    clf.encoder.load_state_dict(acl.single_bn_encoder(model, "adv").state_dict())
+    adv_encoder = acl.single_bn_encoder(model, "adv")
+    clf = Classifier(build_model(adv_encoder.config), data.num_classes)
+    clf.encoder.load_state_dict(adv_encoder.state_dict())
     wrong = acl.with_bn_branch(clf, model, "clean").eval()
     clean_encoder = collapse_dual_bn(model.encoder, "clean").eval()
     with torch.no_grad():
@@ -211,3 +215,208 @@ def test_results_rows_for_ds_and_its_wrong_route(tmp_path, data):
     assert (tmp_path / "07_acl" / "pretrain-DS" / "last.pt").exists()
     assert (tmp_path / "07_acl" / "finetune-DS-linear" / "best.pt").exists()
     assert set(models["classifiers"]) == {("DS", "linear")}
+
+
+# ------------------------------------------------------------------------------------------- fidelity to the release
+# Each test below pins one setting of the released code (VITA-Group/Adversarial-Contrastive-Learning) and fails if
+# the default drifts back. References are written from the released equations, not calls to rcl's own functions.
+def _released_nt_xent(features: torch.Tensor, t: float = 0.5) -> torch.Tensor:
+    """The released ``utils.nt_xent``, written out: rows 2i and 2i+1 are the two views of image i."""
+    n = features.norm(dim=1, keepdim=True)
+    sim = (features @ features.T) / (n * n.T).clamp(min=1e-8)
+    e = torch.exp(sim / t)
+    idx = torch.arange(len(e))
+    idx[::2] += 1
+    idx[1::2] -= 1
+    e = e[idx]  # positive pairs on the diagonal
+    ratio = e.diag() / (e.sum(0) - torch.exp(torch.tensor(1 / t)))  # the column sum less the self-similarity e^(1/t)
+    return -torch.log(ratio).mean()
+
+
+def _interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.stack([a, b], dim=1).flatten(0, 1)
+
+
+def _scramble_bn(model, seed=1):
+    """Random affine weights per branch, so that the clean and the adversarial BatchNorm compute different things."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+
+
+def _recorded_step(tmp_path, data, variant):
+    """One pre-training step (32 images, identity augmentation) on a network with scrambled BatchNorms.
+
+    Returns (the network before the step, the inputs of the step's training-mode forward passes, clean images,
+    the step's loss).
+    """
+    torch.manual_seed(0)
+    model = acl.new_acl_net(_cfg(tmp_path), dual_bn=variant in acl.DUAL_BN_VARIANTS)
+    _scramble_bn(model)
+    before = copy.deepcopy(model)
+    inputs = []
+    model.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach().clone()) if m.training else None)
+    train = data.train.take(torch.arange(32))
+    run = TrainConfig(epochs=1, batch_size=32, lr=0.1, optimizer="sgd", progress=False)
+    history = pretrain_acl(
+        model, train, run, variant=variant, attack=AttackConfig(EPS, EPS / 2, 2), augment=lambda v, g: v
+    )
+    return before, inputs, train.images.float() / 255, history[0]["loss"]
+
+
+def _branches(net):
+    """The released architecture's two encoders: every weight shared, BatchNorm separate (clean, adversarial)."""
+    return collapse_dual_bn(net, "clean").train(), collapse_dual_bn(net, "adv").train()
+
+
+def test_ds_loss_equals_the_released_equations(tmp_path, data):
+    before, inputs, x, loss = _recorded_step(tmp_path, data, "DS")
+    clean_batch = next(a for a in inputs if _same_set(a[: len(x)], x))
+    adv_batch = next(a for a in inputs if _perturbed(a, x))
+    standard, adversarial = _branches(before)
+    b = len(x)
+    with torch.no_grad():  # train.py: loss = (nt_xent(model(inputs, 'normal')) + nt_xent(model(inputs_adv, 'pgd'))) / 2
+        clean = standard(_interleave(clean_batch[:b], clean_batch[b:]))
+        adv = adversarial(_interleave(adv_batch[:b], adv_batch[b:]))
+        reference = (_released_nt_xent(clean) + _released_nt_xent(adv)) / 2
+    assert loss == pytest.approx(reference.item(), abs=1e-5)
+
+
+def test_a2s_loss_equals_the_paper_with_separate_batchnorms(tmp_path, data):
+    """A2S (the paper's Fig. 1c; the released code has no A2S script): NT-Xent between a clean view through the
+    standard encoder and an adversarial view through the adversarial one, independent BN, shared weights."""
+    before, inputs, x, loss = _recorded_step(tmp_path, data, "A2S")
+    clean_view = next(a for a in inputs if _same_set(a, x))
+    adv_view = next(a for a in inputs if _perturbed(a, x))
+    standard, adversarial = _branches(before)
+    with torch.no_grad():
+        reference = _released_nt_xent(_interleave(standard(clean_view), adversarial(adv_view)))
+        shared = _released_nt_xent(
+            standard(torch.cat([clean_view, adv_view])).view(2, len(x), -1).transpose(0, 1).flatten(0, 1)
+        )
+    assert loss == pytest.approx(reference.item(), abs=1e-5)
+    assert abs(loss - shared.item()) > 1e-3  # one BatchNorm for both views would be another loss
+
+
+def test_a2s_calls_the_clean_bn_for_the_clean_view_and_the_adv_bn_for_the_adversarial_view(tmp_path, data):
+    cfg = _cfg(tmp_path)
+    torch.manual_seed(0)
+    model = acl.new_acl_net(cfg, dual_bn=True)
+    before = copy.deepcopy(model)
+    calls = {"clean": [], "adv": []}
+    stem = model.encoder.bn1
+    for branch in calls:
+        getattr(stem, branch).register_forward_hook(
+            lambda m, args, out, branch=branch: calls[branch].append((m.training, args[0].detach().clone()))
+        )
+    train = data.train.take(torch.arange(32))
+    x = train.images.float() / 255
+    steps = 2
+    run = TrainConfig(epochs=1, batch_size=32, lr=0.1, optimizer="sgd", progress=False)
+    pretrain_acl(model, train, run, variant="A2S", attack=AttackConfig(EPS, EPS / 2, steps), augment=lambda v, g: v)
+    with torch.no_grad():
+        clean_conv = before.encoder.conv1(before.encoder.input_norm(x))  # what the stem BN sees for the clean images
+    trained = {branch: [a for training, a in c if training] for branch, c in calls.items()}
+    assert len(trained["clean"]) == 1 and len(trained["adv"]) == 1
+    assert _same_set(trained["clean"][0], clean_conv)  # the clean view through the clean BN
+    assert not _same_set(trained["adv"][0], clean_conv) and trained["adv"][0].shape == clean_conv.shape
+    # the attack: clean reference through the clean BN, every step's perturbed view through the adv BN, eval mode
+    attack_calls = {branch: [a for training, a in c if not training] for branch, c in calls.items()}
+    assert len(attack_calls["clean"]) == 1 and len(attack_calls["adv"]) == steps
+    # running statistics: each branch moved (momentum 0.1 from zero) by the mean of what it saw in training
+    for branch in calls:
+        expected = 0.1 * trained[branch][0].mean(dim=(0, 2, 3))
+        torch.testing.assert_close(getattr(stem, branch).running_mean, expected, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(stem.clean.running_mean, stem.adv.running_mean)
+
+
+def test_a2s_and_ds_are_built_with_dual_bn_and_a2a_without(tmp_path):
+    assert acl.DUAL_BN_VARIANTS == ("A2S", "DS")
+    with pytest.raises(ValueError, match="dual"):
+        run = TrainConfig(epochs=1, batch_size=32, lr=0.1, progress=False)
+        model = acl.new_acl_net(_cfg(tmp_path), dual_bn=False)
+        pretrain_acl(
+            model,
+            Split(torch.zeros(32, 3, 16, 16, dtype=torch.uint8), torch.zeros(32, dtype=torch.long)),
+            run,
+            variant="A2S",
+            attack=AttackConfig(EPS, EPS / 2, 1),
+        )
+
+
+def test_projection_head_is_the_released_proj_head(tmp_path):
+    # released proj_head: fc1 (bias) - bn1 - relu - fc2 (no bias) - bn2 - relu - fc3 (no bias) - bn3; every BN dual
+    for dual in (False, True):
+        head = acl.new_acl_net(_cfg(tmp_path), dual_bn=dual).head
+        bn = DualBatchNorm if dual else torch.nn.BatchNorm1d
+        kinds = [type(m) for m in head.net]
+        assert kinds == [torch.nn.Linear, bn, torch.nn.ReLU] * 2 + [torch.nn.Linear, bn]
+        assert isinstance(head.net[-1], bn)  # ends in BatchNorm
+        linears = [m for m in head.net if isinstance(m, torch.nn.Linear)]
+        assert [m.bias is not None for m in linears] == [True, False, False]
+        d = linears[0].in_features
+        assert all((m.in_features, m.out_features) == (d, d) for m in linears)
+
+
+def test_network_normalises_its_inputs_with_imagenet_statistics(tmp_path):
+    net = acl.new_acl_net(_cfg(tmp_path)).eval()
+    mean_std = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # released NormalizeByChannelMeanStd
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in mean_std)
+    bare = copy.deepcopy(net.encoder)
+    bare.input_norm = torch.nn.Identity()
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(net.encoder(x), bare((x - mean) / std))
+    assert net.encoder.config["input_norm"] == {"mean": mean_std[0], "std": mean_std[1]}
+    assert net.encoder.arch == "resnet18"
+
+
+def test_pgd_settings_follow_the_release(tmp_path):
+    paper = profiles.resolve("paper", device="cpu", run_dir=tmp_path)
+    pre, ft, ev = acl.pretrain_attack(paper), acl.finetune_attack(paper), acl.eval_attack(paper)
+    # PGD_contrastive: 8/255, step 2/255, 5 steps, uniform start, model.eval()
+    assert (pre.eps, pre.alpha, pre.steps, pre.random_start, pre.model_mode) == (8 / 255, 2 / 255, 5, "uniform", "eval")
+    # trades_loss: 8/255, step 2/255, 10 steps, x + 0.001 * randn, model.eval()
+    assert (ft.eps, ft.alpha, ft.steps, ft.random_start, ft.model_mode) == (8 / 255, 2 / 255, 10, "normal", "eval")
+    # eval_adv_test / pgd_attack: 8/255, step 2/255, 20 steps, uniform start, model.eval()
+    assert (ev.eps, ev.alpha, ev.steps, ev.random_start, ev.model_mode) == (8 / 255, 2 / 255, 20, "uniform", "eval")
+
+
+def test_finetune_schedule_equals_the_released_multistep(tmp_path):
+    from rcl.train import lr_factor
+
+    ft = acl.finetune_config(profiles.resolve("paper", device="cpu", run_dir=tmp_path), progress=False)
+    steps_per_epoch = 3
+    ours = [ft.lr * lr_factor(e * steps_per_epoch, ft, steps_per_epoch) for e in range(25)]
+    # train_trades.py: for epoch in 1..25: scheduler.step() (MultiStepLR [15, 20], gamma 0.1), then train
+    released = [0.1 * 0.1 ** sum(epoch >= m for m in (15, 20)) for epoch in range(1, 26)]
+    assert ours == pytest.approx(released)
+    assert (ft.optimizer, ft.momentum, ft.weight_decay, ft.batch_size) == ("sgd", 0.9, 2e-4, 128)
+
+
+def test_finetune_starts_from_a_zero_fc_with_train_mode_frozen_bn(tmp_path, data, monkeypatch):
+    cfg = _cfg(tmp_path, n_val=16)
+    source = acl.new_acl_net(cfg, dual_bn=True)
+    seen = {}
+
+    def fake_finetune(model, train, run, **kw):
+        seen.update(kw, fc_weight=model.fc.weight.detach().clone(), fc_bias=model.fc.bias.detach().clone())
+        seen["encoder"] = model.encoder
+        return [{"epoch": 1, "val_robust_acc": 0.0}]
+
+    monkeypatch.setattr(acl, "_finetune", fake_finetune)
+    acl.finetune(cfg, data, source, "test", "linear", acl.plan(cfg, n_finetune=16), progress=False)
+    assert torch.count_nonzero(seen["fc_weight"]) == 0 and torch.count_nonzero(seen["fc_bias"]) == 0
+    assert seen["frozen_bn"] == "train" and seen["augment"] is True
+    assert (seen["loss"], seen["beta"]) == ("trades", 6.0)
+    # the encoder is the pre-trained network's adversarial branch (--bnNameCnt 1), with its input normalisation
+    adv = collapse_dual_bn(source.encoder, "adv")
+    assert seen["encoder"].config == adv.config and "input_norm" in adv.config
+    for key, value in adv.state_dict().items():
+        assert torch.equal(seen["encoder"].state_dict()[key], value), key
+    # --fixbn, on request
+    acl.finetune(cfg, data, source, "fixbn", "linear", acl.plan(cfg, n_finetune=16), progress=False, frozen_bn="eval")
+    assert seen["frozen_bn"] == "eval"

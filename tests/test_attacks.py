@@ -301,6 +301,26 @@ def test_random_start_fills_the_ball(norm):
         assert 0.3 * eps < float(radius.mean()) < 0.7 * eps  # radius uniform in [0, eps] (torchattacks.PGDL2)
 
 
+def test_trades_start_is_a_small_gaussian_around_x():
+    """TRADES' released start, x + 0.001 * randn (whatever eps), clipped here to [0, 1]; a zero step keeps it."""
+    model = small_cnn()
+    x, y = batch(n=64)
+    x = 0.25 + 0.5 * x
+    x_adv = pgd(model, x, y, 8 / 255, 1e-12, 1, random_start="normal", generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x_adv, x + 0.001 * noise, rtol=0, atol=1e-6)
+    cfg = AttackConfig(8 / 255, 2 / 255, 2, random_start="normal")
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert torch.equal(
+        cfg.run(model, x, y, generator=gen()),
+        pgd(model, x, y, 8 / 255, 2 / 255, 2, random_start="normal", generator=gen()),
+    )
+    with pytest.raises(ValueError, match="random_start"):
+        AttackConfig(8 / 255, 2 / 255, 2, random_start="gaussian")
+    with pytest.raises(ValueError, match="random_start"):
+        pgd(model, x, y, 8 / 255, 2 / 255, 1, random_start="gaussian")
+
+
 @pytest.mark.parametrize("eps,steps", [(0.0, 5), (8 / 255, 0)])
 def test_zero_budget_returns_a_detached_copy_of_x(eps, steps):
     model = small_cnn()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from rcl.models import (
+    IMAGENET_MEAN_STD,
     Classifier,
     ContrastiveNet,
     DualBatchNorm,
@@ -141,6 +142,10 @@ def test_classifier_normalize_logits(x):
         lambda: ContrastiveNet(resnet18(width=4), ProjectionHead(32, 32, 16)),
         lambda: ContrastiveNet(resnet18(4, True), ProjectionHead(32, 32, 16, layers=3, batch_norm=True, dual_bn=True)),
         lambda: Classifier(resnet18(width=4), 7, normalize_logits=True),
+        lambda: ContrastiveNet(  # ACL's released network: input normalisation, a head ending in BatchNorm
+            resnet18(4, True, input_norm=IMAGENET_MEAN_STD),
+            ProjectionHead(32, 32, 32, layers=3, batch_norm=True, final_bn=True, dual_bn=True),
+        ),
     ],
 )
 def test_build_model_round_trip(make, x):
@@ -242,6 +247,28 @@ def test_channels_last_and_bf16_autocast(x):
     assert grad.shape == x.shape and torch.isfinite(grad).all()
     model.eval()
     torch.testing.assert_close(model(xc), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_input_norm_is_inside_the_model_and_only_in_its_config_when_used(x):
+    torch.manual_seed(0)
+    plain = resnet18(width=4).eval()
+    normed = build_model({**plain.config, "input_norm": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]}}).eval()
+    normed.load_state_dict(plain.state_dict(), strict=False)  # the same weights; normed also has mean/std buffers
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.5]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normed(x), plain((x - mean) / std))
+    torch.testing.assert_close(normed.forward_taps(x)["pool"], normed(x))
+    assert "input_norm" not in plain.config and set(plain.state_dict()) < set(normed.state_dict())
+    assert describe_config(normed.config) == "resnet18(width=4, input_norm)"
+    with pytest.raises(ValueError, match="std"):
+        resnet18(width=4, input_norm=([0.5] * 3, [0.0] * 3))
+
+
+def test_head_can_end_in_batchnorm():
+    head = ProjectionHead(16, 16, 16, layers=3, batch_norm=True, final_bn=True)
+    assert [type(m).__name__ for m in head.net][-2:] == ["Linear", "BatchNorm1d"]
+    assert head.config["final_bn"] is True and "final_bn" not in ProjectionHead(16, 16, 8).config
+    with pytest.raises(ValueError, match="batch_norm"):
+        ProjectionHead(16, 16, 16, final_bn=True)
 
 
 def test_resnet_is_the_encoder_class():

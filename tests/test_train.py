@@ -200,6 +200,24 @@ def test_partial_finetune_changes_only_layer4_and_fc(tiny):
     assert {"fc.weight", "fc.bias"} <= changed
 
 
+@pytest.mark.parametrize("mode, frozen_prefix", [("linear", "encoder."), ("partial", "encoder.layer1.")])
+def test_frozen_bn_train_keeps_frozen_statistics_moving(tiny, mode, frozen_prefix):
+    """ACL's released fine-tuning (no --fixbn): frozen layers keep no gradient but their BatchNorm stays in train
+    mode, so the running statistics move; the default (the main study's) keeps them fixed (tests above)."""
+    model = _classifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune(model, tiny.take(torch.arange(64)), _cfg(1), mode=mode, frozen_bn="train")
+    frozen = {k: v for k, v in model.state_dict().items() if k.startswith(frozen_prefix)}
+    stats = [k for k in frozen if k.endswith(("running_mean", "running_var"))]
+    params = [k for k in frozen if k.endswith(("weight", "bias"))]
+    assert stats and params
+    assert all(not torch.equal(frozen[k], before[k]) for k in stats), "frozen BatchNorm statistics did not move"
+    assert all(torch.equal(frozen[k], before[k]) for k in params), "frozen weights changed"
+    assert not torch.equal(model.fc.weight, before["fc.weight"])
+    with pytest.raises(ValueError, match="frozen_bn"):
+        finetune(model, tiny, _cfg(1), mode=mode, frozen_bn="fixed")
+
+
 def test_full_trades_finetune_runs_and_records_adversarial_accuracy(tiny):
     model = _classifier()
     history = finetune(model, tiny, _cfg(1, optimizer="sgd", lr=0.01), mode="full", attack=ATTACK, loss="trades")
@@ -240,7 +258,7 @@ def test_ds_pretraining_updates_clean_and_adversarial_bn_differently(tiny):
 
 @pytest.mark.parametrize("variant", ["A2A", "A2S"])
 def test_acl_single_stream_variants_run(tiny, variant):
-    model = _contrastive()
+    model = _contrastive(dual_bn=variant == "A2S")  # A2S: separate BatchNorm for its clean and adversarial branch
     history = pretrain_acl(model, tiny.take(torch.arange(64)), _cfg(1), variant=variant, attack=ATTACK)
     assert math.isfinite(history[0]["loss"])
 
