@@ -77,7 +77,8 @@ def test_settings_follow_the_profile(tmp_path):
     assert acl.finetune_attack(paper).steps == 10 and acl.eval_attack(paper).steps == 20
     assert acl.eval_attack(paper).eps == pytest.approx(8 / 255)
     run = acl.pretrain_config(paper, progress=False)
-    assert (run.optimizer, run.schedule, run.warmup_epochs, run.batch_size, run.lr) == ("sgd", "cosine", 10, 512, 5.0)
+    # SGD stands in for LARS: LARS's lr 5.0 scales a per-layer trust ratio, a plain SGD step takes 0.5
+    assert (run.optimizer, run.schedule, run.warmup_epochs, run.batch_size, run.lr) == ("sgd", "cosine", 10, 512, 0.5)
     ft = acl.finetune_config(paper, progress=False)
     assert (ft.milestones, ft.weight_decay, ft.batch_size) == ((14, 19), 2e-4, 128)
     net = acl.new_acl_net(_cfg(tmp_path), dual_bn=True)
