@@ -190,7 +190,7 @@ class AutoAttackConfig:
                 "target_classes": targets,
             },
             "fab-t": {
-                "loss": "targeted boundary",
+                "loss": "targeted min-norm",
                 "steps": self.steps,
                 "target_classes": targets,
                 "alpha_max": FAB_ALPHA_MAX,
