@@ -11,9 +11,9 @@ What is measured (Ghofrani et al., arXiv 2302.02502, Sec. 4; the field's standar
   positive pair being (x_adv, x)): NT-Xent for SimCLR, SupCon with the labels for SupCon, as the released
   ``testEvalNet_adv`` does; the classifier then labels ``x_adv``.
 - Threat model II (``threat_model_2``): end-to-end PGD on the classifier's cross-entropy (Madry et al. 2018).
-- ``autoattack_accuracy``: ``"ce+t"`` = APGD-CE then APGD-T (targeted DLR) on what survives, the two
-  gradient attacks of AutoAttack; ``"standard"`` = the full suite (APGD-CE, APGD-T, FAB-T, Square) through
-  ``torchattacks.AutoAttack``.
+- ``autoattack_accuracy`` / ``autoattack_record`` (from :mod:`rcl.autoattack`): AutoAttack at the reference
+  settings (fra31/auto-attack), ``"standard"`` = APGD-CE, APGD-T, FAB-T, Square, each on what the earlier ones left
+  standing; ``"ce+t"`` = APGD-CE then APGD-T, the two gradient attacks. The record names the suite and settings.
 - ``layer_probe``: per-layer linear probes (Alain & Bengio 2016) on the encoder's taps, clean and adversarial.
 
 Every function puts the model in eval mode while it works and gives back the exact train/eval flag of every
@@ -32,6 +32,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
+from rcl.autoattack import (
+    REFERENCE_SQUARE_QUERIES,
+    REFERENCE_STEPS,
+    AutoAttackConfig,
+    AutoAttackResult,
+    autoattack_record,
+    run_autoattack,
+)
 from rcl.data import DeviceLoader, Split
 from rcl.losses import supcon
 from rcl.runtime import autocast, make_generator, model_device
@@ -165,67 +173,32 @@ def threat_model_2(
 
 
 # --------------------------------------------------------------------------------------------------- AutoAttack
-def _num_classes(model: nn.Module, x: Tensor, device: torch.device) -> int:
-    with attack_mode(model, "eval"):
-        return int(_logits(model, x[:1], device).shape[1])
-
-
 def autoattack_accuracy(
     model: nn.Module,
     split: Split,
     eps: float,
     *,
-    version: str = "ce+t",
+    version: str = "standard",
     n: int | None = None,
     seed: int = 0,
-    steps: int = 100,
-    norm: str = "Linf",
+    steps: int = REFERENCE_STEPS,
+    square_queries: int = REFERENCE_SQUARE_QUERIES,
+    norm: str = "linf",
     batch_size: int = 512,
     device: torch.device | str | None = None,
 ) -> float:
     """AutoAttack robust accuracy in [0, 1] on the first ``n`` examples of ``split`` (all if ``None``).
 
-    ``version="ce+t"``: APGD-CE then APGD-T (targeted DLR, every other class as a target), each with
-    ``steps`` iterations and one restart, combined by ``torchattacks.MultiAttack`` (an example counts as robust
-    only if both fail). ``version="standard"``: ``torchattacks.AutoAttack(version="standard")`` (APGD-CE,
-    APGD-T, FAB-T, Square; torchattacks fixes its own step counts there, so ``steps`` is not used).
-    ``eps`` in pixel units of [0, 1] (8/255 is the usual L-inf budget). The number of classes is read from
-    the model's output. Seeded: torchattacks re-seeds the global RNG, so it runs in ``torch.random.fork_rng``
-    and leaves the caller's global RNG untouched.
+    ``version="standard"``: the reference suite (fra31/auto-attack): APGD-CE, APGD-T (9 target classes), FAB-T
+    (9 targets), Square (``square_queries``, 5,000), each on the examples still classified correctly;
+    ``version="ce+t"``: APGD-CE then APGD-T only. ``steps``: iterations of the APGD and FAB attacks (reference
+    100). ``eps`` in pixel units of [0, 1] (8/255 is the usual L-inf budget). Shorthand for
+    ``run_autoattack(model, split, AutoAttackConfig(eps, version, ...), n=n).robust_acc``; use
+    :func:`autoattack_record` for a record that says which suite and settings produced the number.
+    Seeded, and the caller's global RNG and the model's train/eval flags are left as they were.
     """
-    import torchattacks  # imported here: torchattacks is heavy and only this function needs it
-
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if version not in ("ce+t", "standard"):
-        raise ValueError(f"version must be 'ce+t' (APGD-CE + APGD-T) or 'standard', got {version!r}")
-    if norm not in ("Linf", "L2"):
-        raise ValueError(f"norm must be 'Linf' or 'L2' (torchattacks' spelling), got {norm!r}")
-    device = torch.device(device) if device is not None else model_device(model)
-    if n is not None:
-        if n < 1:
-            raise ValueError(f"n must be >= 1 (or None for the whole split), got {n}")
-        split = split.take(torch.arange(min(n, len(split))))
-    loader = _batches(split, batch_size, device)
-    n_classes = _num_classes(model, next(iter(loader))[0], device)
-
-    if version == "standard":
-        atk = torchattacks.AutoAttack(model, norm=norm, eps=eps, version="standard", n_classes=n_classes, seed=seed)
-    else:
-        apgd_ce = torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce")
-        apgd_t = torchattacks.APGDT(
-            model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes
-        )
-        atk = torchattacks.MultiAttack([apgd_ce, apgd_t])
-    atk.set_device(device)
-
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices), attack_mode(model, "eval"):
-        for x, y in loader:
-            x_adv = atk(x, y)
-            correct += (_logits(model, x_adv, device).argmax(1) == y).sum()
-    return correct.item() / len(split)
+    config = AutoAttackConfig(eps, version=version, norm=norm, steps=steps, square_queries=square_queries, seed=seed)
+    return run_autoattack(model, split, config, n=n, batch_size=batch_size, device=device).robust_acc
 
 
 # --------------------------------------------------------------------------------------------------- curves
@@ -421,12 +394,16 @@ def to_frame(records: Sequence[dict]) -> pd.DataFrame:
 
 __all__ = [
     "STANDARD_COLUMNS",
+    "AutoAttackConfig",
+    "AutoAttackResult",
     "accuracy",
     "autoattack_accuracy",
+    "autoattack_record",
     "eps_curve",
     "features",
     "layer_probe",
     "robust_accuracy",
+    "run_autoattack",
     "threat_model_1",
     "threat_model_2",
     "to_frame",

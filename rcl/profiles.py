@@ -62,6 +62,8 @@ class Config:
     std_steps: int
     eps_grid: tuple[float, ...]  # accuracy-vs-eps curves
     autoattack_n: int  # test examples given to AutoAttack
+    autoattack_suite: str  # "standard" (APGD-CE, APGD-T, FAB-T, Square) | "ce+t" (APGD-CE, APGD-T); rcl.autoattack
+    autoattack_steps: int  # APGD/FAB iterations (the reference's 100; fewer only on smoke)
     # CKA and probes
     cka_examples: int
     probe_epochs: int
@@ -137,6 +139,8 @@ PROFILES: dict[str, dict] = {
         std_steps=5,
         eps_grid=_EPS_GRID,
         autoattack_n=64,
+        autoattack_suite="ce+t",
+        autoattack_steps=10,
         cka_examples=128,
         probe_epochs=5,
         acl_epochs=2,
@@ -174,6 +178,8 @@ PROFILES: dict[str, dict] = {
         std_steps=20,
         eps_grid=_EPS_GRID,
         autoattack_n=1000,
+        autoattack_suite="ce+t",
+        autoattack_steps=100,
         cka_examples=5000,
         probe_epochs=10,
         acl_epochs=30,
@@ -211,6 +217,8 @@ PROFILES: dict[str, dict] = {
         std_steps=20,
         eps_grid=_EPS_GRID,
         autoattack_n=10000,
+        autoattack_suite="standard",
+        autoattack_steps=100,
         cka_examples=10000,
         probe_epochs=20,
         acl_epochs=1000,
