@@ -463,7 +463,8 @@ def _ours_training_runner(model: ContrastiveNet, split: Split, batch: int, devic
 
 
 def _baseline_training_runner(model: nn.Module, split: Split, batch: int, device: torch.device, workers: int):
-    """The usual SimCLR loop (PIL transforms in DataLoader workers, fp32 eager) as a timed callable, warmed up."""
+    """The usual SimCLR loop (PIL transforms in DataLoader workers, fp32 eager, one forward pass per view) as a
+    timed callable, warmed up."""
     transform = _torchvision_simclr_transform()
     images = split.images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     dataset = PilPairs(images, transform)
@@ -485,8 +486,8 @@ def _baseline_training_runner(model: nn.Module, split: Split, batch: int, device
         for v1, v2 in loader:
             v1 = v1.to(device, non_blocking=True)
             v2 = v2.to(device, non_blocking=True)
-            z = model(torch.cat([v1, v2]))
-            loss = textbook_nt_xent(z[:batch], z[batch:], TEMPERATURE)
+            # one forward pass per view, as the main study's released trainCLNet (and rcl) does
+            loss = textbook_nt_xent(model(v1), model(v2), TEMPERATURE)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
