@@ -353,7 +353,14 @@ def settings_table(frame: pd.DataFrame, rows: Sequence[str] = ("scheme", "scenar
     rename = {s: f"{s} (n = {int(v)})" for s, v in sizes.items() if not pd.isna(v) and v != common}
     keys = list(rows)
     table = frame.groupby(keys, sort=False)["clean_acc"].first().map(format_pct).rename("clean").to_frame()
-    for setting, part in frame.groupby("setting", sort=False):
+
+    def order(item):  # threat model I, then II, then AutoAttack; smaller radius first
+        row = item[1].iloc[0]
+        attack, tm = str(row.get("attack") or ""), row.get("threat_model")
+        family = 2 if attack.startswith("autoattack") else (0 if tm == "I" else 1)
+        return family, float(row.get("eps") or 0)
+
+    for setting, part in sorted(frame.groupby("setting", sort=False), key=order):
         table[rename.get(setting, setting)] = part.groupby(keys, sort=False)["robust_acc"].first().map(format_pct)
     return table.fillna("").reset_index()
 
