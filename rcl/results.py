@@ -13,8 +13,9 @@ summary and chapter 09 both read them).
 
 **Noise.** An accuracy ``p`` measured on ``n`` test images has a standard error of about
 ``sqrt(p (1 - p) / n)``; :func:`noise` gives two of them for the difference of two accuracies (a
-rough 95 % band). A difference inside it is reported as *within noise*: the sign could flip on
-another sample of the same size.
+rough 95 % band, with Agresti and Coull's adjustment so that 0 % and 100 % get one too). A
+difference inside it is reported as *within noise*: the sign could flip on another sample of the
+same size.
 """
 
 from __future__ import annotations
@@ -151,14 +152,20 @@ def noise(a: float, b: float | None = None, n: int | Sequence[int] = 1) -> float
     """Two standard errors of an accuracy ``a`` measured on ``n`` examples, or of the difference ``a - b``.
 
     ``a``, ``b``: fractions in [0, 1]; ``n``: examples behind each (one int for both, or ``(n_a, n_b)``).
-    Returns a fraction: ``2 sqrt(a (1 - a) / n_a + b (1 - b) / n_b)``, a rough 95 % band that treats the two
-    measurements as independent (on the same test images it is a conservative bound).
+    Returns a fraction, a rough 95 % band. Each accuracy's variance is Agresti and Coull's
+    ``p~ (1 - p~) / (n + 4)`` with ``p~ = (p n + 2) / (n + 4)`` (two successes and two failures added), so an
+    accuracy of 0 or 1 on a few dozen images still gets a band of a few points rather than none. The two
+    measurements are treated as independent (on the same test images this is a conservative bound).
     """
     n_a, n_b = (n, n) if isinstance(n, (int, float)) else tuple(n)
     if n_a < 1 or (b is not None and n_b < 1):
         raise ValueError(f"n must be >= 1 (the number of examples behind each accuracy), got {n}")
-    var = a * (1 - a) / n_a + (0.0 if b is None else b * (1 - b) / n_b)
-    return 2 * math.sqrt(max(var, 0.0))
+
+    def variance(p: float, size: float) -> float:
+        adjusted = (p * size + 2) / (size + 4)
+        return adjusted * (1 - adjusted) / (size + 4)
+
+    return 2 * math.sqrt(variance(a, n_a) + (0.0 if b is None else variance(b, n_b)))
 
 
 @dataclass(frozen=True)

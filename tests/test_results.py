@@ -47,10 +47,12 @@ def test_a_claim_without_its_numbers_cannot_be_checked(capsys):
     assert "[cannot be checked on this run]" in capsys.readouterr().out
 
 
-def test_noise_is_two_standard_errors():
-    assert results.noise(0.5, n=100) == pytest.approx(0.1)
-    assert results.noise(0.5, 0.5, n=100) == pytest.approx(2 * (0.005**0.5))
-    assert results.noise(0.5, 0.5, n=(100, 25)) == pytest.approx(2 * (0.0025 + 0.01) ** 0.5)
+def test_noise_is_two_adjusted_standard_errors():
+    assert results.noise(0.5, n=96) == pytest.approx(2 * (0.25 / 100) ** 0.5)  # p~ = 50/100
+    assert results.noise(0.5, 0.5, n=96) == pytest.approx(2 * (0.5 / 100) ** 0.5)
+    assert results.noise(0.5, 0.5, n=(96, 16)) == pytest.approx(2 * (0.25 / 100 + 0.25 / 20) ** 0.5)
+    zero = results.noise(0.0, 0.0, n=64)  # 0 % vs 0 %: not a band of zero width
+    assert 0.04 < zero < 0.1
     with pytest.raises(ValueError, match="n must be"):
         results.noise(0.5, n=0)
 
