@@ -180,6 +180,39 @@ def eps_curves(frame, group: Sequence[str] = ("scheme", "scenario"), save: str |
     return _finish(fig, save)
 
 
+def _wrap(label: str, width: int = 12) -> str:
+    """Break a tick label into lines of about ``width`` characters at spaces, slashes and before parentheses."""
+    import re
+
+    parts = [p for p in re.split(r"(?<=[ /])|(?=\()", str(label)) if p]
+    lines, line = [], ""
+    for part in parts:
+        if line and len(line) + len(part.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += part
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def tick_labels_overlap(ax, axis: str = "x") -> bool:
+    """True when two visible tick labels of ``ax``'s ``axis`` overlap on the drawn figure."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    boxes = [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def _fit_tick_labels(ax) -> None:
+    """Wrap long x tick labels, and turn them if they still collide (e.g. chapter 08's scheme names)."""
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    ax.set_xticks(ax.get_xticks(), [_wrap(t) for t in labels], rotation=0, fontsize=8)
+    if tick_labels_overlap(ax):
+        ax.set_xticks(ax.get_xticks(), labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+
+
 def accuracy_bars(
     frame,
     index: str,
@@ -188,14 +221,19 @@ def accuracy_bars(
     title: str = "",
     save: str | Path | None = None,
 ):
-    """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value."""
+    """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value.
+
+    Long x labels are wrapped (and turned if they still collide); the legend sits outside the bars."""
     table = frame.pivot_table(index=index, columns=columns, values=value, sort=False) * 100
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(table) * max(1, len(table.columns)) / 2), 3.6))
+    groups, bars = len(table), max(1, len(table.columns))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 0.35 * groups * bars + 1.2 * groups)), 3.6))
     table.plot.bar(ax=ax, rot=0)
+    ax.set_xlabel(index)
     ax.set_ylabel(value.replace("_", " ") + " (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title=columns, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _fit_tick_labels(ax)
     return _finish(fig, save)
 
 
@@ -219,4 +257,226 @@ def adversarial_gallery(
             if title is not None:
                 ax.set_title(str(title[column]), fontsize=7)
     axes[2, 0].set_title(f"perturbation x{magnify:g}", fontsize=7, loc="left")
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------------------------- grouped lines
+def grouped_lines(
+    frame,
+    x: str,
+    values: dict[str, str],
+    color_by: str = "scheme",
+    marker_by: str | None = "scenario",
+    x_order: Sequence | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    percent: bool = True,
+    save: str | Path | None = None,
+):
+    """Lines from a tidy ``frame``: colour per ``color_by`` value, line style per entry of ``values``, marker per
+    ``marker_by`` value; the legend sits outside the axes, one entry per colour, style and marker.
+
+    ``values``: label -> column, e.g. ``{"clean": "clean_acc", "robust": "robust_acc"}`` (first solid, then
+    dashed, dotted, ...). ``x``: the column on the x axis (categorical, in ``x_order`` or first-seen order).
+    """
+    from matplotlib.lines import Line2D
+
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
+    palette = plt.get_cmap("tab10").colors
+    x_order = list(dict.fromkeys(frame[x])) if x_order is None else list(x_order)
+    colors = {key: palette[i % len(palette)] for i, key in enumerate(dict.fromkeys(frame[color_by]))}
+    marks = (
+        {key: markers[i % len(markers)] for i, key in enumerate(dict.fromkeys(frame[marker_by]))} if marker_by else {}
+    )
+    line_style = {label: styles[i % len(styles)] for i, label in enumerate(values)}
+    fig, ax = plt.subplots(figsize=(7.2, 3.8))
+    keys = [color_by] + ([marker_by] if marker_by else [])
+    for key, part in frame.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        part = part.set_index(x).reindex(x_order)
+        for label, column in values.items():
+            ys = part[column].astype(float) * (100 if percent else 1)
+            ax.plot(
+                range(len(x_order)),
+                ys.values,
+                color=colors[key[0]],
+                linestyle=line_style[label],
+                marker=marks.get(key[1]) if marker_by else "o",
+                markersize=4,
+                label=" / ".join(str(k) for k in key) + f" {label}",
+            )
+    ax.set_xticks(range(len(x_order)), [str(v) for v in x_order], rotation=45 if len(x_order) > 8 else 0, fontsize=7)
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, lw=2, label=str(k)) for k, c in colors.items()]
+    if len(values) > 1:
+        handles += [Line2D([], [], color="0.3", linestyle=s, label=str(k)) for k, s in line_style.items()]
+    if marker_by and len(marks) > 1:
+        handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=str(k)) for k, m in marks.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    return _finish(fig, save)
+
+
+# --------------------------------------------------------------------------------------------------- diagrams
+_STANDARD, _ADVERSARIAL, _NEUTRAL, _LOSS = "#cfe3f7", "#f7d0cb", "#eeeeee", "#fff1c2"
+
+
+def _canvas(width: float, height: float, xlim: tuple[float, float], ylim: tuple[float, float]):
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.axis("off")
+    return fig, ax
+
+
+def _box(ax, x: float, y: float, text: str, w: float = 1.4, h: float = 0.6, color: str = _NEUTRAL, size: int = 8):
+    """A rounded box centred at (x, y) with ``text``; returns the box's (left, right, bottom, top)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08", fc=color, ec="0.3", lw=0.8
+        )
+    )
+    ax.text(x, y, text, ha="center", va="center", fontsize=size)
+    return (x - w / 2, x + w / 2, y - h / 2, y + h / 2)
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float], text: str = "", color: str = "0.25", style="-|>"):
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.0, shrinkA=2, shrinkB=2))
+    if text:
+        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.12, text, ha="center", va="bottom", fontsize=7)
+
+
+def _thumb(ax, image: torch.Tensor, x: float, y: float, size: float = 0.7):
+    ax.imshow(_to_hwc(image), extent=(x - size / 2, x + size / 2, y - size / 2, y + size / 2), zorder=3)
+
+
+def simclr_diagram(
+    image: torch.Tensor | None = None, views: torch.Tensor | None = None, save: str | Path | None = None
+):
+    """SimCLR's pipeline (Chen et al. 2020, Fig. 2): one image, two random views, a shared encoder ``f`` and
+    projection head ``g``, and NT-Xent pulling the two embeddings together against the batch's other views.
+
+    ``image``: optional ``[3, H, W]`` shown as ``x``; ``views``: optional ``[2, 3, H, W]`` shown as the two views.
+    """
+    fig, ax = _canvas(10, 3.4, (-0.6, 10.4), (-0.2, 3.4))
+    rows = {"i": 2.4, "j": 0.8}
+    if image is not None:
+        _thumb(ax, image, 0.2, 1.6, 0.8)
+        ax.text(0.2, 2.15, "x", ha="center", fontsize=9)
+    else:
+        _box(ax, 0.2, 1.6, "image x", w=0.9)
+    for k, (name, y) in enumerate(rows.items()):
+        t = "t ~ T" if name == "i" else "t' ~ T"
+        _arrow(ax, (0.7, 1.6), (1.8, y), t)
+        if views is not None:
+            _thumb(ax, views[k], 2.25, y, 0.7)
+        else:
+            _box(ax, 2.25, y, f"view x̃_{name}", w=0.9)
+        ax.text(2.25, y - 0.52, f"x̃_{name}", ha="center", fontsize=8)
+        _arrow(ax, (2.7, y), (3.4, y))
+        _box(ax, 4.1, y, "encoder f\n(ResNet)", w=1.3, color=_STANDARD)
+        _arrow(ax, (4.8, y), (5.4, y), f"h_{name}")
+        _box(ax, 6.1, y, "projection\nhead g", w=1.3, color=_STANDARD)
+        _arrow(ax, (6.8, y), (7.6, y), f"z_{name}")
+    ax.plot([4.1, 4.1], [2.1, 1.1], ls=":", color="0.4")
+    ax.text(4.2, 1.6, "shared\nweights", fontsize=7, va="center")
+    _box(ax, 8.8, 1.6, "NT-Xent: pull z_i, z_j\ntogether, push away the\n2N - 2 other views\nof the batch", w=2.3,
+         h=1.6, color=_LOSS)  # fmt: skip
+    ax.text(4.1, 0.0, "after pre-training: g is dropped; a linear classifier is trained on h = f(x)", ha="left",
+            fontsize=7, style="italic")  # fmt: skip
+    ax.set_title("SimCLR: two random views of one image, one encoder, one contrastive loss", fontsize=10)
+    return _finish(fig, save)
+
+
+def scenarios_diagram(recipe: dict[str, tuple[bool, str, bool]], save: str | Path | None = None):
+    """The training scenarios as rows: pre-training (standard or adversarial), then what is fine-tuned (the
+    linear head on a frozen encoder, or the whole network) and how (standard or adversarial).
+
+    ``recipe``: scenario -> ``(adversarial pre-training?, "linear" | "full", adversarial fine-tuning?)``, e.g.
+    ``rcl.study.SCENARIO_RECIPE``, so the figure always draws the code's table.
+    """
+    n = len(recipe)
+    fig, ax = _canvas(9, 0.62 * n + 1.0, (-0.2, 9.6), (-0.9, n))
+    for row, (name, (adv_pre, mode, adv_fine)) in enumerate(recipe.items()):
+        y = n - 1 - row + 0.2
+        ax.text(0.0, y, name.replace("->", "→"), ha="left", va="center", fontsize=9, weight="bold")
+        _box(ax, 3.0, y, ("adversarial" if adv_pre else "standard") + " pre-training", w=2.6, h=0.5,
+             color=_ADVERSARIAL if adv_pre else _STANDARD)  # fmt: skip
+        _arrow(ax, (4.35, y), (5.15, y))
+        part = "linear head (encoder frozen)" if mode == "linear" else "whole network fine-tuned"
+        _box(ax, 7.3, y, ("adversarial: " if adv_fine else "standard: ") + part, w=4.2, h=0.5,
+             color=_ADVERSARIAL if adv_fine else _STANDARD)  # fmt: skip
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[Patch(fc=_STANDARD, ec="0.3", label="clean images"), Patch(fc=_ADVERSARIAL, ec="0.3",
+                 label="clean + PGD adversarial images")],  # fmt: skip
+        loc="lower center", ncol=2, fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02),
+    )  # fmt: skip
+    ax.set_title("where adversarial examples enter: the training scenarios", fontsize=10)
+    return _finish(fig, save)
+
+
+def dual_bn_diagram(save: str | Path | None = None):
+    """ACL's dual-stream (DS) network: clean views through the clean BatchNorm, adversarial views through the
+    adversarial one, every convolution shared, and the two NT-Xent losses averaged."""
+    fig, ax = _canvas(10, 3.6, (-0.4, 10.4), (-0.3, 3.5))
+    streams = {"clean": (2.6, "views v1, v2", _STANDARD), "adv": (0.7, "adversarial views\nṽ1, ṽ2 (PGD on NT-Xent)",
+               _ADVERSARIAL)}  # fmt: skip
+    for route, (y, text, color) in streams.items():
+        _box(ax, 0.8, y, text, w=2.0, h=0.8, color=color)
+        _arrow(ax, (1.8, y), (2.7, y))
+        _box(ax, 3.4, y, "conv", w=1.2, h=0.6, color=_NEUTRAL)
+        _arrow(ax, (4.0, y), (4.6, y))
+        _box(ax, 5.3, y, f"BN_{route}", w=1.2, h=0.6, color=color)
+        _arrow(ax, (5.9, y), (6.5, y))
+        ax.text(6.2, y - 0.45, "(every layer)", ha="center", fontsize=6)
+        _box(ax, 7.2, y, f"NT-Xent({'v1, v2' if route == 'clean' else 'ṽ1, ṽ2'})", w=1.6, h=0.6, color=_LOSS)
+        _arrow(ax, (8.0, y), (8.7, 1.65))
+    ax.plot([3.4, 3.4], [2.3, 1.0], ls=":", color="0.4")
+    ax.text(3.5, 1.65, "same conv\nweights", fontsize=7, va="center")
+    ax.plot([5.3, 5.3], [2.3, 1.0], ls=":", color="0.75")
+    ax.text(5.4, 1.65, "separate\nstatistics", fontsize=7, va="center")
+    _box(ax, 9.4, 1.65, "L_DS =\n½ (clean\n+ adv)", w=1.2, h=1.2, color=_LOSS)
+    ax.text(0.0, -0.15, "fine-tuning and evaluation keep the adversarial branch BN_adv", fontsize=7, style="italic")
+    ax.set_title("ACL's dual stream (DS): one network, two sets of BatchNorm statistics", fontsize=10)
+    return _finish(fig, save)
+
+
+def threat_models_diagram(save: str | Path | None = None):
+    """The main study's two threat models: I maximises the contrastive loss between the representation of the
+    perturbed image and that of the clean one (encoder and projection head); II maximises the classifier's
+    cross-entropy end to end. Either way the classifier then labels the perturbed image."""
+    fig, ax = _canvas(10, 4.2, (-0.4, 10.4), (-0.6, 4.4))
+    # threat model I
+    ax.text(-0.3, 4.15, "threat model I: attack the representation", fontsize=9, weight="bold")
+    for y, text, color in ((3.3, "x + δ", _ADVERSARIAL), (2.3, "x (clean)", _STANDARD)):
+        _box(ax, 0.6, y, text, w=1.2, h=0.55, color=color)
+        _arrow(ax, (1.2, y), (1.9, y))
+        _box(ax, 2.6, y, "encoder f", w=1.3, h=0.55, color=_NEUTRAL)
+        _arrow(ax, (3.25, y), (3.9, y))
+        _box(ax, 4.6, y, "projection g", w=1.3, h=0.55, color=_NEUTRAL)
+        _arrow(ax, (5.25, y), (6.1, 2.8), "z'" if y > 3 else "z")
+    tm1 = (
+        "maximise over δ:\nNT-Xent(z', z) for CL and SL\n(SL: z = f(x), no projection)\nSupCon(z', z; labels y) for SCL"
+    )
+    _box(ax, 7.6, 2.8, tm1, w=2.9, h=1.2, color=_LOSS, size=7)
+    # threat model II
+    ax.text(-0.3, 1.35, "threat model II: attack the classifier end to end", fontsize=9, weight="bold")
+    _box(ax, 0.6, 0.5, "x + δ", w=1.2, h=0.55, color=_ADVERSARIAL)
+    _arrow(ax, (1.2, 0.5), (1.9, 0.5))
+    _box(ax, 2.6, 0.5, "encoder f", w=1.3, h=0.55, color=_NEUTRAL)
+    _arrow(ax, (3.25, 0.5), (3.9, 0.5))
+    _box(ax, 4.6, 0.5, "linear head h", w=1.3, h=0.55, color=_NEUTRAL)
+    _arrow(ax, (5.25, 0.5), (6.1, 0.5), "logits")
+    _box(ax, 7.6, 0.5, "maximise over δ:\ncross-entropy(logits, y)", w=2.9, h=0.75, color=_LOSS, size=7)
+    ax.text(-0.3, -0.45, "both: ||δ||∞ ≤ ε, found by PGD; robust accuracy = how often h(f(x + δ)) is still y",
+            fontsize=7, style="italic")  # fmt: skip
+    ax.set_title("what the attacker maximises", fontsize=10)
     return _finish(fig, save)

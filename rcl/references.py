@@ -183,6 +183,44 @@ def _match(ours: pd.DataFrame, ref: dict) -> dict | None:
     return hit.iloc[0].to_dict()
 
 
+_REFERENCE_DATASETS = ("cifar10", "cifar100")
+
+
+def _one_row_per_result(refs: list[dict], hits: list[dict | None], settings: dict) -> list[int]:
+    """For each reference row, the index of the row our matching number stands beside (its own index when it is
+    that row), or -1 when it must stay empty: each number of ours appears once, beside the reference of the same
+    method on the same dataset (and, among those, the same architecture).
+
+    A run on CIFAR-10 or CIFAR-100 pairs only with references on that dataset; a run on other data (synthetic, an
+    image folder) pairs with the best-fitting reference row, whose ``our setting`` then names the dataset.
+    """
+    dataset = str(settings.get("dataset") or "")
+    arch = str(settings.get("arch") or "")
+    out = list(range(len(refs)))
+    groups: dict[tuple, list[int]] = {}
+    for number, hit in enumerate(hits):
+        if hit is None:
+            continue
+        if dataset in _REFERENCE_DATASETS and refs[number]["dataset"] != dataset:
+            out[number] = -1
+            continue
+        key = tuple(str(hit.get(k)) for k in ("chapter", "scheme", "scenario", "metric", "attack", "eps"))
+        groups.setdefault(key, []).append(number)
+    for members in groups.values():
+
+        def fit(number: int) -> tuple[int, int, int]:
+            ref = refs[number]
+            same_data = ref["dataset"] == dataset or (
+                dataset not in _REFERENCE_DATASETS and ref["dataset"] == "cifar10"
+            )
+            return (int(same_data), int(bool(arch) and str(ref["arch"]) in arch), -number)
+
+        best = max(members, key=fit)
+        for number in members:
+            out[number] = best
+    return out
+
+
 def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None = None) -> pd.DataFrame:
     """The reference figures with our matching numbers in the same row.
 
@@ -196,15 +234,23 @@ def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None =
         ours = to_long(ours)
     settings = settings or {}
     our_setting = ", ".join(f"{k} {v}" for k, v in settings.items())
+    refs = table(paper).to_dict("records")
+    hits = [_match(ours, ref) for ref in refs]
+    beside_row = _one_row_per_result(refs, hits, settings)
     rows = []
-    for ref in table(paper).to_dict("records"):
-        hit = _match(ours, ref)
+    for number, (ref, hit) in enumerate(zip(refs, hits)):
+        unpaired = None
+        if hit is not None and beside_row[number] == -1:
+            hit, unpaired = None, f"this run used {settings.get('dataset')}: nothing of ours on {ref['dataset']}"
+        elif hit is not None and beside_row[number] != number:
+            other = refs[beside_row[number]]
+            hit, unpaired = None, f"ours is beside the {other['source']} row ({other['arch']}, {other['dataset']})"
         attack = ""
         if ref["metric"] == "robust_acc" and _given(ref["attack"]):
             eps = "" if pd.isna(ref["eps"]) else f", eps {ref['eps'] * 255:g}/255"
             attack = f" ({ref['attack']}{eps})"
         if hit is None:
-            mine, where = "", ("not run yet" if _given(ref["chapter"]) else "not reproduced here")
+            mine, where = "", unpaired or ("not run yet" if _given(ref["chapter"]) else "not reproduced here")
         elif pd.isna(hit["value"]):  # e.g. no supervised-SimCLR gap in this run: the fraction is undefined
             mine, where = "undefined", f"no gap to close in this run; {our_setting}"
         else:

@@ -41,7 +41,7 @@ from pathlib import Path
 from rcl import profiles
 from rcl.course import setup
 from rcl.profiles import resolve
-from rcl.results import collect, save_table, summary_markdown
+from rcl.results import summary
 from rcl.runtime import project_root
 
 NOTEBOOK_DIR = project_root(Path(__file__).resolve().parent) / "notebooks"
@@ -572,16 +572,7 @@ def _cell_number(notebook: Path, source: str) -> int | str:
 
 
 def _write_summary(run_dir: Path, status: list[dict], fell_back: bool, dataset: str) -> None:
-    import pandas as pd
-
-    results = collect(run_dir)
-    save_table(results, run_dir / "summary.csv")
-    lines = ["# rcl.reproduce summary", ""]
-    if fell_back:
-        lines += [f"**Dataset fell back to `{dataset}`: the requested dataset was not available.**", ""]
-    lines += [summary_markdown(pd.DataFrame(status), "Chapters"), summary_markdown(results, "Robustness")]
-    text = "\n".join(lines)
-    (run_dir / "summary.md").write_text(text)
+    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back)
     print(text)
     print(f"summary written to {run_dir / 'summary.md'} and {run_dir / 'summary.csv'}")
 

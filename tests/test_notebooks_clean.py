@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+_FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(_FOLDER.glob("*.ipynb")) + sorted((_FOLDER / "solutions").glob("*.ipynb"))
 
 
 def problems(path: Path) -> list[str]:
@@ -36,7 +37,7 @@ def problems(path: Path) -> list[str]:
 
 
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks under notebooks/ yet")
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(_FOLDER)) for p in NOTEBOOKS])
 def test_committed_notebook_is_clean(path):
     assert problems(path) == [], f"{path.name}: " + "; ".join(problems(path))
 
@@ -55,3 +56,13 @@ def test_problems_catches_a_dirty_notebook(tmp_path):
     found = " | ".join(problems(path))
     for fragment in ("kernelspec", "language_info", "has outputs", "execution_count 3", "parameters"):
         assert fragment in found
+
+
+def test_every_chapter_has_its_solutions():
+    """Issue 13: every exercise gets a solution, executed by the tests (nbval runs notebooks/solutions too)."""
+    chapters = sorted(p.name[:2] for p in _FOLDER.glob("[0-9][0-9]_*.ipynb"))
+    solutions = sorted(p.name[:2] for p in (_FOLDER / "solutions").glob("[0-9][0-9]_solutions.ipynb"))
+    assert solutions == chapters
+    for path in sorted(_FOLDER.glob("[0-9][0-9]_*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        assert f"solutions/{path.name[:2]}_solutions.ipynb" in text, f"{path.name} does not point to its solutions"

@@ -88,10 +88,29 @@ def test_beside_matches_ours_to_the_right_reference():
     rocl = out[out.method == "RoCL"].iloc[0]
     assert rocl.ours == "" and rocl["our setting"] == "not reproduced here"
     main = refs.beside(_ours(), paper=refs.MAIN)
-    simclr = main[(main.source == "solo-learn README") & (main.method == "SimCLR")]
-    assert set(simclr.ours) == {"61.2 %"}  # cifar10 and cifar100 rows both show our CL/ST clean accuracy
     assert (main[main.method == "SupCon"].ours == "").all()
     assert (main[main.method == "SupCon"]["our setting"] == "not run yet").all()
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "synthetic", None])
+def test_each_number_of_ours_stands_beside_one_reference(dataset):
+    """Issue 13: one CL/ST clean accuracy was shown beside SimCLR CIFAR-10, SimCLR CIFAR-100 and more rows."""
+    settings = {"profile": "smoke", "arch": "resnet18 (width 8)"} | ({"dataset": dataset} if dataset else {})
+    main = refs.beside(_ours(), settings, paper=refs.MAIN)
+    shown = main[main.ours == "61.2 %"]
+    assert len(shown) == 1, shown
+    row = shown.iloc[0]
+    assert row.method == "SimCLR" and row.source == "solo-learn README" and row["reference setting"].endswith("cifar10")
+    others = main[(main.method == "SimCLR") & (main.ours == "")]
+    assert len(others) == 3 and others["our setting"].str.len().gt(0).all()
+
+
+def test_a_cifar100_reference_never_takes_a_cifar10_number():
+    main = refs.beside(_ours(), {"dataset": "cifar10"}, paper=refs.MAIN)
+    cifar100 = main[main["reference setting"].str.endswith("cifar100")]
+    assert (cifar100.ours == "").all()
+    simclr100 = cifar100[cifar100.method == "SimCLR"]
+    assert simclr100["our setting"].str.contains("nothing of ours on cifar100").all()
 
 
 def test_beside_with_no_results_at_all():

@@ -1,0 +1,178 @@
+"""rcl.results: claims computed from the numbers, the run summary on a small synthetic set of records, and the
+table helpers that fixed issue 13's display bugs."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+
+from rcl import profiles, results
+
+
+# ------------------------------------------------------------------------------------------------------ claims
+def test_a_claim_prints_its_verdict_numbers_and_sample_size(capsys, tmp_path):
+    claims = results.Claims(tmp_path / "01_supervised")
+    claims.greater("adversarial training raises robust accuracy", 0.129, 0.133, n=256, names=("AT", "ST"))
+    printed = capsys.readouterr().out
+    assert printed.startswith("[does not hold on this run] adversarial training raises robust accuracy")
+    assert "AT 12.9 % vs ST 13.3 %: -0.4 points" in printed and "n = 256" in printed
+    assert "within noise" in printed  # 0.4 points is nothing on 256 images
+    claims.greater("a large gap", 0.60, 0.20, n=256, names=("A", "B"))
+    assert "[holds] a large gap" in capsys.readouterr().out
+    assert [c.verdict for c in claims] == ["does not hold on this run", "holds"]
+    assert not claims.items[-1].within_noise
+
+
+def test_claims_are_saved_per_chapter_and_a_rerun_replaces_them(tmp_path):
+    chapter = tmp_path / "04_scenarios"
+    claims = results.Claims(chapter)
+    claims.check("x", True, "1 > 0", n=3)
+    claims.check("y", False, "0 > 1")
+    claims.check("x", False, "now 0 > 1", n=3)  # the same cell run again
+    saved = json.loads((chapter / results.CLAIMS_FILE).read_text())
+    assert [(c["text"], c["holds"]) for c in saved] == [("y", False), ("x", False)]
+    assert saved[0]["chapter"] == "04_scenarios"
+    results.Claims(chapter)  # the chapter runs again from the top: old verdicts go
+    assert json.loads((chapter / results.CLAIMS_FILE).read_text()) == []
+
+
+def test_a_claim_without_its_numbers_cannot_be_checked(capsys):
+    claims = results.Claims(None)
+    claims.greater("SCL beats SL", float("nan"), 0.3, n=10, names=("SCL", "SL"))
+    assert claims.items[0].holds is None
+    assert "[cannot be checked on this run]" in capsys.readouterr().out
+
+
+def test_noise_is_two_adjusted_standard_errors():
+    assert results.noise(0.5, n=96) == pytest.approx(2 * (0.25 / 100) ** 0.5)  # p~ = 50/100
+    assert results.noise(0.5, 0.5, n=96) == pytest.approx(2 * (0.5 / 100) ** 0.5)
+    assert results.noise(0.5, 0.5, n=(96, 16)) == pytest.approx(2 * (0.25 / 100 + 0.25 / 20) ** 0.5)
+    zero = results.noise(0.0, 0.0, n=64)  # 0 % vs 0 %: not a band of zero width
+    assert 0.04 < zero < 0.1
+    with pytest.raises(ValueError, match="n must be"):
+        results.noise(0.5, n=0)
+
+
+# ----------------------------------------------------------------------------------------------------- summary
+def _records(run):
+    """A small synthetic run: chapters 01, 04, 05, 07 and 08, a CKA summary, claims and an executed notebook."""
+    e4, e8 = 4 / 255, 8 / 255
+    results.save_robustness(
+        [
+            dict(scheme="SL", scenario="end-to-end ST", threat_model="II", attack="pgd-ce", eps=e4, steps=5,
+                 n=256.0, clean_acc=0.5, robust_acc=0.1),
+        ],
+        run / "01_supervised",
+    )  # fmt: skip
+    rows = []
+    for scheme in ("SL", "CL", "SCL"):
+        for scenario, robust in (("ST", 0.05), ("Full-AT", 0.25)):
+            rows.append(dict(scheme=scheme, scenario=scenario, threat_model="II", attack="pgd-ce", eps=e4, steps=5,
+                             alpha=0.01, n=64, clean_acc=0.5, robust_acc=robust))  # fmt: skip
+    results.save_robustness(rows, run / "04_scenarios")
+    results.save_robustness(
+        [
+            dict(scheme="CL", scenario="ST", threat_model="I", attack="pgd-contrastive", eps=e4, steps=5, n=48,
+                 clean_acc=0.4, robust_acc=0.3),
+            dict(scheme="CL", scenario="ST", threat_model="II", attack="pgd-ce", eps=e8, steps=5, n=48,
+                 clean_acc=0.4, robust_acc=0.02),
+            dict(scheme="CL", scenario="ST", threat_model="II", attack="autoattack-ce+t", eps=e8, steps=10, n=32,
+                 clean_acc=0.4, robust_acc=0.0),
+        ],
+        run / "05_robustness",
+    )  # fmt: skip
+    results.save_robustness(
+        [dict(scheme=v, scenario=m, attack="pgd-ce", eps=e8, steps=3, n=128, clean_acc=0.3, robust_acc=0.2)
+         for v in ("DS", "SimCLR") for m in ("linear", "full")],
+        run / "07_acl",
+    )  # fmt: skip
+    results.save_robustness(
+        [
+            dict(scheme="supervised", scenario="ST", attack="pgd-ce", eps=e8, steps=5, n=64, clean_acc=0.5,
+                 robust_acc=0.2),
+            dict(scheme="SimCLR", scenario="ST", attack="pgd-ce", eps=e8, steps=5, n=64, clean_acc=0.4,
+                 robust_acc=0.1),
+            dict(scheme="SimCLR-FN(labels)", scenario="ST", attack="pgd-ce", eps=e8, steps=5, n=64,
+                 clean_acc=0.45, robust_acc=0.15),
+        ],
+        run / "08_false_negatives",
+    )  # fmt: skip
+    results.save_table(
+        pd.DataFrame([dict(scheme="SimCLR-FN(labels)", gain=0.05, gap_closed=0.5)]), run / "08_false_negatives/gap.csv"
+    )
+    results.save_table(
+        pd.DataFrame([dict(model="SL / ST", first=0.99, last=0.41, n=128)]), run / "06_cka" / results.CKA_SUMMARY_FILE
+    )
+    claims = results.Claims(run / "04_scenarios")
+    claims.greater("Full-AT is more robust than ST (SL)", 0.25, 0.05, n=64, names=("Full-AT", "ST"))
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("stream", name="stdout", text="profile=smoke dataset=synthetic device=cpu seed=3 x\n")
+    nb.cells = [nbformat.v4.new_code_cell("setup()", outputs=[out])]
+    (run / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, run / "notebooks" / "00_setup_and_data.ipynb")
+
+
+def test_summary_reads_like_a_report(tmp_path):
+    run = tmp_path / "run"
+    _records(run)
+    status = [{"notebook": "00_setup_and_data.ipynb", "status": "ran", "seconds": 75.4},
+              {"notebook": "01_supervised_baseline.ipynb", "status": "skipped (complete)", "seconds": 0.0}]  # fmt: skip
+    text = results.summary(run, status, commit="abc1234")
+    head = text.splitlines()[2]
+    for part in ("profile smoke", "dataset synthetic", "seed 3", "commit abc1234", "wall time 1 min 15 s"):
+        assert part in head, head
+    assert "Smoke profile" in text and "Synthetic stand-in images" in text
+    # one compact table per question, each with its test size
+    for title in ("Robustness by scheme and scenario", "Threat models, radii and AutoAttack", "CKA", "ACL",
+                  "False negatives", "Claims checked on this run", "Chapters"):  # fmt: skip
+        assert f"## {title}" in text, title
+    main = text.split("## Robustness by scheme and scenario")[1].split("##")[0]
+    assert "| scenario | SL | CL | SCL |" in main and "| Full-AT | 25.0 (50.0) |" in main
+    assert "PGD-5 4/255" in main and "n = 64 test images" in main
+    assert "autoattack-ce+t 8/255 (n = 32)" in text  # a column on another test size says so
+    assert "gap closed" in text and "50 %" in text and "+5.0" in text
+    assert "[holds]" not in text and "| 04_scenarios | Full-AT is more robust than ST (SL) | holds |" in text
+    # what issue 13 found in the old summary
+    assert "0.0078" not in text and "0.0156" not in text and "256.0" not in text and "0.01568" not in text
+    assert max(len(line.split("|")) for line in text.splitlines()) <= 12  # no 16-column table
+    assert (run / results.SUMMARY_CSV).exists() and (run / results.CLAIMS_CSV).exists()
+    assert len(pd.read_csv(run / results.SUMMARY_CSV)) == 1 + 6 + 3 + 4 + 3  # the full tidy table stays beside
+
+
+def test_summary_of_an_empty_run(tmp_path):
+    text = results.summary(tmp_path, [], profile="quick", dataset="cifar10", seed=0, commit="x")
+    assert "profile quick" in text and "(not run yet)" in text and "Smoke" not in text
+
+
+def test_summary_markdown_formats_numbers():
+    frame = pd.DataFrame([dict(eps=4 / 255, alpha=2 / 255, n=256.0, clean_acc=0.5, robust_acc=0.25, empty=None)])
+    text = results.summary_markdown(frame)
+    assert "| 4/255 | 2/255 | 256 | 50.0 | 25.0 |" in text and "empty" not in text
+
+
+# ---------------------------------------------------------------------------------------------- table helpers
+def test_config_table_shows_radii_as_k255_and_steps_as_counts():
+    """Issue 13: chapter 00 printed train_steps 510/255 (``name.endswith("eps")`` matched "steps")."""
+    cfg = profiles.resolve("smoke", device="cpu")
+    table = results.config_table(cfg, ["train_steps", "train_eps", "eval_steps", "eval_alpha", "eps_grid"])
+    assert table.loc["train_steps", "value"] == 2 and table.loc["eval_steps", "value"] == cfg.eval_steps
+    assert table.loc["train_eps", "value"] == "8/255" and table.loc["eval_alpha", "value"] == "2.55/255"
+    assert table.loc["eps_grid", "value"].startswith("0, 1/255, 2/255")
+
+
+def test_readable_keeps_small_numbers_visible():
+    """Issue 13: chapter 01 showed the input gradient as 0.0000."""
+    shown = results.readable(pd.DataFrame({"gradient": [3.14e-6], "accuracy": [0.53125], "name": ["x"]}))
+    assert shown.gradient.iloc[0] == "3.14e-06" and shown.accuracy.iloc[0] == "0.531" and shown.name.iloc[0] == "x"
+
+
+def test_flip_rate_counts_only_examples_right_when_clean():
+    """Issue 13: chapter 06 counted clean errors as examples the attack misled."""
+    y = torch.tensor([0, 1, 2, 3])
+    clean = torch.tensor([0, 1, 0, 0])  # two right, two already wrong
+    adv = torch.tensor([1, 1, 1, 1])  # every prediction wrong but one
+    assert results.flip_rate(y, clean, adv) == (1, 2)
