@@ -53,6 +53,7 @@ from rcl.models import (
     encoder,
 )
 from rcl.profiles import Config
+from rcl.runtime import seeded_init
 from rcl.train import History, TrainConfig, pretrain_acl
 from rcl.train import finetune as _finetune
 
@@ -307,7 +308,9 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
         raise ValueError(f"unknown ACL variant {variant!r}; choose from {', '.join(VARIANTS)}")
     pl = pl or plan(cfg)
     train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
-    model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
+    ckpt_dir = chapter_dir(cfg) / f"pretrain-{variant}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):  # the same weights in any process, any order
+        model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
     pretrain_acl(
         model,
         train,
@@ -316,7 +319,7 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
         temperature=cfg.acl_temperature,
         attack=pretrain_attack(cfg),
         augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
-        ckpt_dir=chapter_dir(cfg) / f"pretrain-{variant}",
+        ckpt_dir=ckpt_dir,
     )
     return model
 
@@ -383,7 +386,9 @@ def finetune(
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
     train, val = finetune_splits(cfg, data, pl)
-    model = new_classifier(source, data.num_classes)
+    ckpt_dir = chapter_dir(cfg) / f"finetune-{name}-{mode}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):  # every weight is then overwritten; kept seeded
+        model = new_classifier(source, data.num_classes)
     history = _finetune(
         model,
         train,
@@ -396,7 +401,7 @@ def finetune(
         frozen_bn=frozen_bn,
         val=val,
         val_attack=eval_attack(cfg),
-        ckpt_dir=chapter_dir(cfg) / f"finetune-{name}-{mode}",
+        ckpt_dir=ckpt_dir,
     )
     return model, history
 
