@@ -42,9 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
-from submitit.core.utils import FailedJobError
-
 from rcl.profiles import Config
 
 CHAPTERS = ("00", "01", "02", "03", "04", "05", "06", "07", "08", "09")
@@ -168,8 +165,9 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
     elif number in ("05", "06"):
         # the chapters' own default: a few scenarios on smoke (chapter 05's and 06's set-up cells), all otherwise
         default = (["ST", "AT", "Full-AT"] if number == "05" else ["ST", "Full-AT"]) if smoke else study.SCENARIOS
+        scenarios = params.get("scenarios") or default
         for scheme in study.SCHEMES:
-            for scenario in params.get("scenarios") or default:
+            for scenario in [scenarios] if isinstance(scenarios, str) else scenarios:
                 graph.scenario(scheme, scenario)
     elif number == "07":
         plan = acl.plan(cfg, variants=params.get("variants"), modes=params.get("modes"))
@@ -382,16 +380,22 @@ def _job_lock(folder: Path, name: str) -> Iterator[None]:
         os.close(fd)
 
 
-class JobCall(submitit.helpers.Checkpointable):
+class JobCall:
     """What a job process runs: load the data, then the job's load-or-train call; returns ``{"seconds": ...}``.
 
-    ``Checkpointable``: when SLURM pre-empts the job or its time runs out, submitit requeues this same call; it
-    resumes from the last epoch's checkpoint.
+    Checkpointable (submitit's protocol: a ``checkpoint`` method): when SLURM pre-empts the job or its time runs
+    out, submitit requeues this same call, which resumes from the last epoch's checkpoint.
     """
 
     def __init__(self, settings: JobSettings, job: Job) -> None:
         self.settings = settings
         self.job = job
+
+    def checkpoint(self, *args, **kwargs):
+        """The same call again: the per-epoch checkpoints on disk are the state to resume from."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def __call__(self) -> dict:
         from rcl.data import load_dataset
@@ -420,23 +424,34 @@ class JobCall(submitit.helpers.Checkpointable):
 
 # --------------------------------------------------------------------------------------------------- launchers
 def _time_minutes(value: int | str) -> int:
-    """Minutes from ``240``, ``"240"``, ``"4:00:00"`` (h:mm:ss) or ``"2-00:00:00"`` (days-h:mm:ss)."""
+    """Whole minutes (rounded up) of a time limit written as SLURM's ``--time`` takes it: ``240`` or ``"240"``
+    (minutes), ``"mm:ss"``, ``"h:mm:ss"``, ``"d-h"``, ``"d-h:mm"`` or ``"d-h:mm:ss"``."""
     text = str(value).strip()
-    days, _, rest = text.rpartition("-") if "-" in text else ("0", "", text)
-    parts = rest.split(":")
     try:
-        if len(parts) == 1:
-            minutes = int(days) * 1440 + int(parts[0])
+        if "-" in text:
+            days, rest = text.split("-", 1)
+            fields = [int(f) for f in rest.split(":")]  # hours[:minutes[:seconds]]
+            if not 1 <= len(fields) <= 3:
+                raise ValueError
+            h, m, sec = (fields + [0, 0])[:3]
+            seconds = ((int(days) * 24 + h) * 60 + m) * 60 + sec
         else:
-            h, m, s = ([0] * (3 - len(parts)) + [int(p) for p in parts])[-3:]
-            minutes = int(days) * 1440 + h * 60 + m + (1 if s else 0)
+            fields = [int(f) for f in text.split(":")]
+            if len(fields) == 1:
+                seconds = fields[0] * 60
+            elif len(fields) == 2:  # minutes:seconds
+                seconds = fields[0] * 60 + fields[1]
+            elif len(fields) == 3:
+                seconds = (fields[0] * 60 + fields[1]) * 60 + fields[2]
+            else:
+                raise ValueError
     except ValueError:
         raise JobsError(
-            f"time must be minutes (240), h:mm:ss (4:00:00) or d-hh:mm:ss (2-00:00:00), got {value!r}"
+            f"time must be minutes (240), h:mm:ss (4:00:00) or d-h:mm:ss (2-00:00:00), got {value!r}"
         ) from None
-    if minutes < 1:
-        raise JobsError(f"time must be at least one minute, got {value!r}")
-    return minutes
+    if seconds <= 0:
+        raise JobsError(f"time must be more than zero, got {value!r}")
+    return -(-seconds // 60)
 
 
 class LocalLauncher:
@@ -463,6 +478,8 @@ class LocalLauncher:
         return bool(self._free)
 
     def submit(self, call: Callable[[], dict], folder: Path, after: Sequence[str]) -> tuple[Any, str]:
+        import submitit
+
         slot = self._free.pop(0)
         executor = submitit.LocalExecutor(folder=folder)
         params: dict[str, Any] = {"timeout_min": self.time, "setup": list(_JOB_ENV)}
@@ -549,6 +566,8 @@ class SlurmLauncher:
         return params
 
     def submit(self, call: Callable[[], dict], folder: Path, after: Sequence[str]) -> tuple[Any, str]:
+        import submitit
+
         try:
             executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.max_requeues)
         except RuntimeError as err:  # no srun on this machine
@@ -623,6 +642,9 @@ def _dependants(records: dict[str, JobRecord], name: str) -> list[JobRecord]:
     return found
 
 
+DIED = "stopped without a result: killed, out of memory, or its node lost"
+
+
 def _short(error: BaseException) -> str:
     """The last line of a job's traceback (what was raised), without submitit's wrapping."""
     lines = [line for line in str(error).splitlines() if line.strip() and not line.startswith(("---", "You can"))]
@@ -650,6 +672,8 @@ def run_jobs(
     Among the jobs ready to start, those that more jobs wait for start first. ``make_call(settings, job)``: what
     a job process runs (default :class:`JobCall`; tests wrap it).
     """
+    from submitit.core.utils import FailedJobError
+
     if retries < 0:
         raise JobsError(f"retries must be >= 0, got {retries}")
     records = {job.name: JobRecord(job) for job in jobs}
@@ -722,7 +746,7 @@ def run_jobs(
                     say(r, f"{r.note}; log: {r.log}")
                     block_below(r)
                 elif r.attempts <= retries:  # it died (killed, node lost): it resumes from its last epoch
-                    r.state, r.note = "queued", f"died ({_short(error)}); started again"
+                    r.state, r.note = "queued", "died; started again"
                     r.handle = None
                     say(r, f"died, starting it again (attempt {r.attempts + 1} of {retries + 1}); log: {r.log}")
                     for d in _dependants(records, r.job.name):  # SLURM: they waited on the dead attempt's id
@@ -730,7 +754,7 @@ def run_jobs(
                             launcher.cancel(d.handle)
                             d.state, d.handle, d.attempts = "queued", None, d.attempts - 1
                 else:
-                    r.state, r.note = "failed", f"died {r.attempts} times ({_short(error)})"
+                    r.state, r.note = "failed", f"died {r.attempts} times ({DIED})"
                     say(r, f"{r.note}; log: {r.log}")
                     block_below(r)
             if any(r.state not in FINAL for r in records.values()):

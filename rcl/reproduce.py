@@ -665,6 +665,10 @@ def make_launcher(
         )
     if retries < 0:
         raise ReproduceError(f"--retries must be >= 0, got {retries}")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ReproduceError(f"--launcher {launcher} needs submitit: pip install submitit==1.5.4") from None
     if threads is not None and threads < 1:
         raise ReproduceError(f"--threads-per-job must be >= 1, got {threads}")
     try:
