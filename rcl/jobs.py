@@ -682,7 +682,7 @@ def run_jobs(
         if missing:
             raise JobsError(f"{job.name} needs {', '.join(missing)}, which is not among the jobs given")
     poll = poll if poll is not None else (0.5 if not launcher.eager else 10.0)
-    run_dir = Path(settings.run_dir)
+    run_dir = Path(settings.run_dir).absolute()  # submitit's paths are absolute
 
     def say(r: JobRecord, detail: str = "") -> None:
         stamp = time.strftime("%H:%M:%S")

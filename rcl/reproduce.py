@@ -756,8 +756,7 @@ def main(argv: list[str] | None = None) -> None:
         "--launcher",
         default="none",
         choices=LAUNCHERS,
-        help="none (default): each chapter trains "
-        "what it needs | local: jobs on this machine | slurm: jobs on a SLURM cluster",
+        help="none (default): each chapter trains what it needs | local: jobs on this machine | slurm: on a cluster",
     )
     scale.add_argument(
         "--gpus",
@@ -769,15 +768,15 @@ def main(argv: list[str] | None = None) -> None:
         "--threads-per-job",
         type=int,
         default=None,
-        help="torch CPU threads per job (default: the "
-        "machine's, as in a sequential run; fewer is faster with --workers but not bit-identical)",
+        help="torch CPU threads per job (default: the machine's, as in a sequential run: the same weights; fewer "
+        "is faster with --workers, equal only to a run with as many threads)",
     )
     scale.add_argument("--retries", type=int, default=2, help="times a job that died is started again (default 2)")
     scale.add_argument(
         "--time",
         default=None,
-        help="per job: minutes or h:mm:ss; a job that runs out is requeued "
-        "and resumes (default: 24:00:00 on SLURM, 7 days locally)",
+        help="per job: minutes or h:mm:ss; a job that runs out is requeued and resumes (default: 24:00:00 on SLURM, "
+        "7 days locally)",
     )
     scale.add_argument("--partition", default=None, help="slurm: the partition to submit to")
     scale.add_argument("--gpus-per-job", type=int, default=None, help="slurm: GPUs per job (default 1)")
