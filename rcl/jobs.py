@@ -511,6 +511,11 @@ class LocalLauncher:
         handle.cancel(check=False)
         self.release(handle)
 
+    def adopt(self, folder: Path, job_id: str, where: str):
+        """Nothing to adopt: an earlier run's local jobs died with it or are orphans this run cannot watch (a new
+        copy waits for an orphan's job lock, then loads what it trained)."""
+        return None
+
 
 class SlurmLauncher:
     """Jobs as SLURM batch jobs (submitit ``SlurmExecutor``), all submitted at once: what a job needs becomes
@@ -590,6 +595,17 @@ class SlurmLauncher:
 
     def cancel(self, handle) -> None:
         handle.cancel(check=False)
+
+    def adopt(self, folder: Path, job_id: str, where: str):
+        """The SLURM job ``job_id`` an earlier run submitted, when it is still queued or running (the earlier run
+        died and left it): watched instead of submitted again. None otherwise."""
+        import submitit
+
+        if not where.startswith("slurm"):
+            return None
+        handle = submitit.SlurmJob(folder=folder, job_id=job_id)
+        state = (handle.get_info(mode="force").get("State") or "UNKNOWN").split()[0]
+        return handle if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED") else None
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -704,6 +720,14 @@ def run_jobs(
     done_before = [r for r in records.values() if is_done(r.job, settings)]
     for r in done_before:
         r.state, r.note = "skipped", "done by an earlier run"
+    for r in records.values():  # jobs an earlier run left in the cluster's queue (it died): watch them
+        status = _read_status(run_dir, r.job) if r.state == "queued" else {}
+        if status.get("state") in ("submitted", "running") and status.get("job_id"):
+            handle = launcher.adopt(job_dir(run_dir, r.job), str(status["job_id"]), str(status.get("where", "")))
+            if handle is not None:
+                r.handle, r.where, r.log = handle, status["where"], status.get("log", "")
+                r.attempts, r.state = int(status.get("attempts") or 1), "submitted"
+                say(r, f"on {r.where}, left by an earlier run: watching it")
     echo(
         f"rcl.jobs: {len(records)} jobs, {len(done_before)} already done; "
         f"{'SLURM' if launcher.eager else ', '.join(launcher.slots)}; logs in {run_dir / JOBS_DIR}"
@@ -769,6 +793,13 @@ def run_jobs(
     finally:
         _write_summary(run_dir, records.values())
     return list(records.values())
+
+
+def _read_status(run_dir: Path, job: Job) -> dict:
+    try:
+        return json.loads((job_dir(run_dir, job) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _write_status(run_dir: Path, r: JobRecord) -> None:

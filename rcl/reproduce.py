@@ -507,6 +507,9 @@ def run(
         print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
         if unused:
             print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
+        crowded = _crowded_cores(scale_out, (launch or {}).get("threads"))
+        if crowded:
+            print(f"rcl.reproduce: note: {crowded}")
         job_records, needs_failed = [], {}
         if scale_out is not None:
             needed = {nb: jobs.chapter_jobs(cfg, nb.name[:2], routed[nb]) for nb in notebooks}
@@ -601,6 +604,23 @@ def run(
 
 
 LAUNCHERS = ("none", "local", "slurm")
+
+
+def _crowded_cores(launcher, threads: int | None) -> str | None:
+    """A hint when CPU workers would fight over the cores (each job takes torch's default thread count)."""
+    import torch
+
+    if not isinstance(launcher, jobs.LocalLauncher) or launcher.gpus is not None or len(launcher.slots) < 2:
+        return None
+    cores, each = os.cpu_count() or 1, threads or torch.get_num_threads()
+    if each * len(launcher.slots) <= cores:
+        return None
+    fair = max(1, cores // len(launcher.slots))
+    return (
+        f"{len(launcher.slots)} workers x {each} torch threads on {cores} cores: the jobs will fight over the cores. "
+        f"For speed, give every run the same smaller count, e.g. OMP_NUM_THREADS={fair} before this command (and "
+        f"before any sequential run to compare with: CPU sums depend on the thread count), or --threads-per-job {fair}"
+    )
 
 
 def _planning_device(device: str, profile: str, launcher: str, jobs_only: bool) -> str:

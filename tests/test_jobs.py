@@ -223,6 +223,38 @@ def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_
     assert list(summary.job) == list(GRAPH) and set(summary.state) == {"skipped"}
 
 
+OTHER_KINDS = (  # one job of every other kind: ACL pre-training and fine-tuning, the false-negative runs, the probe
+    "07_acl/pretrain-A2S",
+    "07_acl/finetune-A2S-linear",
+    "08_false_negatives/supervised",
+    "08_false_negatives/SimCLR-FN-kmeans",
+    "08_false_negatives/linear-SimCLR-FN-kmeans",
+    "02_simclr/random-encoder-linear",
+)
+
+
+def test_every_kind_of_job_trains_the_same_weights_in_a_job_process(tmp_path):
+    small = dict(acl_epochs=1, acl_batch_size=16, acl_finetune_epochs=1, fn_epochs=1, n_val=16)
+    here, there = (course.setup("smoke", None, "cpu", run_dir=tmp_path / d, overrides={**SIZES, **small}) for d in "ab")
+    params = {"07": {"variants": ["A2S"], "modes": ["linear"]}}
+    graph = [j for j in jobs.study_jobs(there, ["02", "07", "08"], params) if j.name in OTHER_KINDS]
+    assert {j.kind for j in graph} == set(jobs.KINDS) - {"pretrain", "scenario"}
+    data = course.load_data(here)
+    with torch_threads(THREADS):
+        torch.rand(100)  # whatever the global RNG did before
+        for job in graph:  # in this process, one after the other
+            jobs.KINDS[job.kind](here, data, *job.args)
+    settings = jobs.JobSettings.of(there, device="cpu", threads=THREADS)
+    records = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), retries=0, poll=0.2)
+    assert _states(records) == dict.fromkeys(OTHER_KINDS, "done")
+    for name in OTHER_KINDS:
+        for file in ("last.pt", "best.pt"):
+            if (here.run_dir / name / file).exists():
+                mine = load_checkpoint(there.run_dir / name / file)["state_dict"]
+                theirs = load_checkpoint(here.run_dir / name / file)["state_dict"]
+                assert all(torch.equal(mine[k], theirs[k]) for k in mine), (name, file)
+
+
 # ----------------------------------------------------------------------------------------------- the scheduler
 class _Scripted:
     """A job that trains nothing: it raises (``"raise"``), is killed on its first attempt (``"die-once"``), or
@@ -423,6 +455,65 @@ def test_slurm_jobs_are_submitted_with_their_dependencies_and_options(tmp_path, 
     assert "a/needs-broken" not in log.read_text().split()
     out = capsys.readouterr().out
     assert f"submitted a/needs-broken  on slurm {ids['a/needs-broken']}, after {ids['a/broken']}" in out
+
+
+class _WaitsForRelease:
+    """A job that runs until the file ``release`` exists."""
+
+    def __init__(self, release: Path) -> None:
+        self.release = release
+
+    def __call__(self):
+        import time
+
+        while not self.release.exists():
+            time.sleep(0.1)
+        return {"seconds": 0.0}
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+import cloudpickle
+import test_jobs
+from rcl import jobs
+from test_jobs import _WaitsForRelease
+cloudpickle.register_pickle_by_value(test_jobs)  # the job processes need not import the tests
+run_dir, release = sys.argv[1], Path(sys.argv[2])
+graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
+jobs.run_jobs(graph, jobs.JobSettings("smoke", "synthetic", "cuda", run_dir), jobs.SlurmLauncher(), poll=0.2,
+              make_call=lambda s, j: _WaitsForRelease(release))
+"""
+
+
+def test_a_rerun_watches_the_slurm_jobs_a_dead_runner_left_in_the_queue(tmp_path, fake_slurm, monkeypatch, capsys):
+    """The runner on a login node dies (killed, logged out) while its jobs are queued and running: the same command
+    again watches them instead of submitting copies that would train into the same folders."""
+    import subprocess
+    import time
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    run_dir, release = tmp_path / "run", tmp_path / "release"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(run_dir), str(release)], stdout=subprocess.DEVNULL)
+    status = run_dir / "jobs" / "s--after" / "status.json"
+    deadline = time.time() + 60
+    while not ((fake_slurm / "101.state").exists() and (fake_slurm / "101.state").read_text() == "RUNNING"):
+        assert time.time() < deadline and runner.poll() is None, "the first runner did not get its job running"
+        time.sleep(0.1)
+    while not status.exists():
+        time.sleep(0.1)
+    runner.kill()
+    runner.wait()
+    release.touch()
+    graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
+    settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(run_dir))
+    records = jobs.run_jobs(graph, settings, jobs.SlurmLauncher(), poll=0.2)
+    assert _states(records) == {"s/slow": "done", "s/after": "done"}
+    assert sorted(p.name for p in fake_slurm.glob("*.sh")) == ["101.sh", "102.sh"]  # nothing submitted twice
+    out = capsys.readouterr().out
+    assert "s/slow  on slurm 101, left by an earlier run: watching it" in out
+    assert "s/after  on slurm 102, left by an earlier run: watching it" in out
 
 
 def test_launcher_options_are_checked(tmp_path):
