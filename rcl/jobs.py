@@ -36,6 +36,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -538,8 +539,13 @@ class SlurmLauncher:
     ) -> None:
         if gpus_per_job < 0:
             raise JobsError(f"gpus_per_job must be >= 0, got {gpus_per_job}")
-        self.partition = partition
         self.time = _time_minutes(time)
+        missing = [tool for tool in ("sbatch", "srun", "sacct") if shutil.which(tool) is None]
+        if missing:
+            raise JobsError(
+                f"--launcher slurm needs SLURM's {', '.join(missing)} on PATH: run it on a node that can submit jobs"
+            )
+        self.partition = partition
         self.gpus_per_job = gpus_per_job
         self.cpus_per_job = cpus_per_job
         self.extra = dict(extra or {})

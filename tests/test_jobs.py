@@ -516,8 +516,12 @@ def test_a_rerun_watches_the_slurm_jobs_a_dead_runner_left_in_the_queue(tmp_path
     assert "s/after  on slurm 102, left by an earlier run: watching it" in out
 
 
-def test_launcher_options_are_checked(tmp_path):
+def test_launcher_options_are_checked(tmp_path, monkeypatch):
     cfg = course.setup("smoke", None, "cpu", run_dir=tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setenv("PATH", str(tmp_path))  # no SLURM here
+        with pytest.raises(reproduce.ReproduceError, match="needs SLURM's sbatch, srun, sacct on PATH"):
+            reproduce.make_launcher("slurm", cfg)
     with pytest.raises(reproduce.ReproduceError, match="--partition is an option of --launcher slurm"):
         reproduce.make_launcher("local", cfg, partition="gpu")
     with pytest.raises(reproduce.ReproduceError, match="--workers is an option of --launcher local"):
