@@ -318,6 +318,36 @@ def test_a_failing_job_blocks_only_its_dependants_and_a_dead_one_is_started_agai
     assert {r["job"]: r["state"] for r in rows} == _states(records)
 
 
+class _RecordsGpu:
+    """A job that writes the CUDA_VISIBLE_DEVICES it was given to ``folder/<job>``."""
+
+    def __init__(self, job, folder: Path) -> None:
+        self.job, self.folder = job, folder
+
+    def __call__(self):
+        (self.folder / self.job.slug).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        return {"seconds": 0.0}
+
+
+def test_each_local_job_sees_only_its_gpu(tmp_path):
+    graph = [jobs.Job(f"g/{i}", "none") for i in range(3)]
+    settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(tmp_path))
+    records = jobs.run_jobs(
+        graph, settings, jobs.LocalLauncher(gpus=[3, 5]), poll=0.2, make_call=lambda s, j: _RecordsGpu(j, tmp_path)
+    )
+    where = {r.job.name: r.where for r in records}
+    assert where["g/0"] == "gpu 3" and where["g/1"] == "gpu 5"  # the third takes the first GPU freed
+    for r in records:  # each job saw only its GPU
+        assert f"gpu {(tmp_path / r.job.slug).read_text()}" == r.where
+    cpu = jobs.run_jobs(
+        [jobs.Job("g/cpu", "none")],
+        settings,
+        jobs.LocalLauncher(workers=1),
+        make_call=lambda s, j: _RecordsGpu(j, tmp_path),
+    )
+    assert _states(cpu) == {"g/cpu": "done"} and (tmp_path / "g--cpu").read_text() == ""  # CPU workers: GPUs hidden
+
+
 # ----------------------------------------------------------------------------------------------- SLURM
 FAKE_SBATCH = """
 import os, re, subprocess, sys, time
