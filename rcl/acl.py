@@ -18,7 +18,9 @@ their released code (VITA-Group/Adversarial-Contrastive-Learning):
 - Evaluation (``results``): clean and PGD-20 (L-inf 8/255, step 2/255) accuracy per variant x mode, beside a
   SimCLR encoder pre-trained *without* adversarial examples (the main study's ``CL`` scheme) fine-tuned the same way.
 
-Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise. ``PROTOCOL`` holds the
+Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise; its initial weights come from
+(run seed, checkpoint folder) (:func:`rcl.runtime.seeded_init`), so any process trains the same network (the jobs
+of :mod:`rcl.jobs`). ``PROTOCOL`` holds the
 paper's settings in one place; the profile scales epochs and sizes (``cfg.acl_*``), and ``plan`` says what a
 profile runs (the ``smoke`` profile runs a small slice of the grid on a few hundred images so the chapter stays
 under a minute on a CPU; its numbers test the code path, not the paper's claim).
@@ -53,6 +55,7 @@ from rcl.models import (
     encoder,
 )
 from rcl.profiles import Config
+from rcl.runtime import seeded_init
 from rcl.train import History, TrainConfig, pretrain_acl
 from rcl.train import finetune as _finetune
 
@@ -307,7 +310,9 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
         raise ValueError(f"unknown ACL variant {variant!r}; choose from {', '.join(VARIANTS)}")
     pl = pl or plan(cfg)
     train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
-    model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
+    ckpt_dir = chapter_dir(cfg) / f"pretrain-{variant}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):  # the same weights in any process, any order
+        model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
     pretrain_acl(
         model,
         train,
@@ -316,7 +321,7 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
         temperature=cfg.acl_temperature,
         attack=pretrain_attack(cfg),
         augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
-        ckpt_dir=chapter_dir(cfg) / f"pretrain-{variant}",
+        ckpt_dir=ckpt_dir,
     )
     return model
 
@@ -383,7 +388,9 @@ def finetune(
     if mode not in MODES:
         raise ValueError(f"unknown fine-tuning mode {mode!r}; choose from {', '.join(MODES)}")
     train, val = finetune_splits(cfg, data, pl)
-    model = new_classifier(source, data.num_classes)
+    ckpt_dir = chapter_dir(cfg) / f"finetune-{name}-{mode}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):  # every weight is then overwritten; kept seeded
+        model = new_classifier(source, data.num_classes)
     history = _finetune(
         model,
         train,
@@ -396,7 +403,7 @@ def finetune(
         frozen_bn=frozen_bn,
         val=val,
         val_attack=eval_attack(cfg),
-        ckpt_dir=chapter_dir(cfg) / f"finetune-{name}-{mode}",
+        ckpt_dir=ckpt_dir,
     )
     return model, history
 

@@ -2,6 +2,8 @@
 
     python -m rcl.reproduce [--profile P] [--dataset D] [--device cpu|cuda] [--out DIR]
                             [--only 02,03] [--force] [--wait] [--debug] [-p name=value ...]
+                            [--launcher none|local|slurm] [--gpus 0,1,2,3 | --workers N] [--jobs-only]
+                            [--partition P] [--time T] [--gpus-per-job N] [--slurm-arg key=value ...]
 
 Each executed notebook lands in ``DIR/notebooks/`` and its results in ``DIR/<chapter>/``
 (``DIR`` is the notebooks' ``run_dir``). ``-p name=value`` sets any profile setting
@@ -16,6 +18,14 @@ interrupted run is kept as ``NN_name.failed.ipynb`` beside the last complete one
 stops, naming the notebook, the cell and the error. One run at a time per run folder: a second one
 says which process holds the folder (or waits for it with ``--wait``). It ends with a summary table
 (markdown and CSV) of every scheme x scenario x attack found under ``DIR``.
+
+``--launcher local`` or ``slurm`` first trains the chapters' models as a graph of jobs (``rcl.jobs``), in parallel:
+``local`` on this machine, one job per GPU of ``--gpus`` (default: every visible GPU) or ``--workers`` jobs at a
+time on the CPU; ``slurm`` submits one batch job per model to a cluster (``--partition``, ``--time``,
+``--gpus-per-job``, ``--cpus-per-job``, ``--slurm-arg account=lab``), what a job needs as ``afterok`` dependencies.
+The chapters then run as before and only load. A job that dies is started again (``--retries``) and resumes from
+its last epoch; a job that fails blocks the jobs and chapters that need it, the others run on, and the summary
+names both. ``--jobs-only`` stops after the jobs. The runner keeps the run folder's lock while the jobs run.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from rcl import profiles
+from rcl import jobs, profiles
 from rcl.course import setup
 from rcl.profiles import resolve
 from rcl.results import summary
@@ -457,12 +467,18 @@ def run(
     notebook_dir: Path = NOTEBOOK_DIR,
     wait: bool = False,
     debug: bool = False,
+    launcher: str = "none",
+    launch: dict | None = None,
+    jobs_only: bool = False,
 ) -> Path:
     """Execute the chapters and write the summary; returns the run folder.
 
-    ``extra``: the ``-p`` values (see ``parse_params`` and ``route_params``). Raises ``ReproduceError`` (or
-    ``ValueError`` from the profile) before any chapter runs for bad settings, an unwritable or busy run folder,
-    and ``ChapterFailed`` (a ``SystemExit``) when a chapter fails or is interrupted.
+    ``extra``: the ``-p`` values (see ``parse_params`` and ``route_params``). ``launcher``: ``"none"`` (each chapter
+    trains what it needs), ``"local"`` or ``"slurm"`` (the chapters' models first, as jobs: ``rcl.jobs``), with
+    ``launch`` the launcher's options (see ``make_launcher``); ``jobs_only``: stop after the jobs. Raises
+    ``ReproduceError`` (or ``ValueError`` from the profile) before any chapter runs for bad settings, an unwritable
+    or busy run folder, and ``ChapterFailed`` (a ``SystemExit``) when a chapter fails or is interrupted, or when a
+    job failed (after the chapters that did not need it).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -473,22 +489,47 @@ def run(
     notebooks = find_notebooks(notebook_dir, only)
     routed = route_params(extra, notebooks, every)
     settings = {k: v for k, v in extra.items() if k in SETTINGS}
-    requested = resolve(profile, dataset=dataset, device=device, run_dir=out).dataset
-    cfg = setup(profile, dataset, device, run_dir=out, overrides=settings)  # checks every setting first
+    if launcher not in LAUNCHERS:
+        raise ReproduceError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+    if jobs_only and launcher == "none":
+        raise ReproduceError("--jobs-only runs the training jobs without the notebooks: add --launcher local or slurm")
+    here = _planning_device(device, profile, launcher, jobs_only)
+    requested = resolve(profile, dataset=dataset, device=here, run_dir=out).dataset
+    cfg = setup(profile, dataset, here, run_dir=out, overrides=settings)  # checks every setting first
     fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
     run_dir = cfg.run_dir.resolve()
     executed_dir = run_dir / "notebooks"
     _writable(run_dir)
     base = {"profile": cfg.profile, "dataset": cfg.dataset, "device": device, "run_dir": str(run_dir)}
     unused = sorted(k for k in extra if k not in SETTINGS and not any(k in notebook_parameters(nb) for nb in notebooks))
+    scale_out = make_launcher(launcher, cfg, **(launch or {})) if launcher != "none" else None
     with run_lock(run_dir, wait=wait):
         print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
         if unused:
             print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
+        crowded = _crowded_cores(scale_out, (launch or {}).get("threads"))
+        if crowded:
+            print(f"rcl.reproduce: note: {crowded}")
+        job_records, needs_failed = [], {}
+        if scale_out is not None:
+            needed = {nb: jobs.chapter_jobs(cfg, nb.name[:2], routed[nb]) for nb in notebooks}
+            graph = list({job.name: job for chapter in needed.values() for job in chapter}.values())
+            job_settings = jobs.JobSettings.of(cfg, device=device, threads=(launch or {}).get("threads"))
+            job_records = jobs.run_jobs(graph, job_settings, scale_out, retries=(launch or {}).get("retries", 2))
+            bad = {r.job.name for r in jobs.failed_jobs(job_records)}
+            needs_failed = {nb: sorted(bad & {j.name for j in chapter}) for nb, chapter in needed.items()}
+            needs_failed = {nb: names for nb, names in needs_failed.items() if names}
         status = []
-        bar = tqdm(notebooks, desc="chapters", unit="nb")
+        bar = tqdm([] if jobs_only else notebooks, desc="chapters", unit="nb", disable=jobs_only)
         for notebook in bar:
             bar.set_postfix_str(notebook.stem)
+            if notebook in needs_failed:
+                names = needs_failed[notebook]
+                more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+                status.append(
+                    {"notebook": notebook.name, "status": f"not run: job {names[0]}{more} failed", "seconds": 0.0}
+                )
+                continue
             parameters = {**base, **routed[notebook]}
             executed = executed_dir / notebook.name
             running = executed_dir / f"{notebook.stem}.running.ipynb"
@@ -541,8 +582,131 @@ def run(
                 {"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)}
             )
         bar.close()
-        _write_summary(run_dir, status, fell_back, cfg.dataset)
+        _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records))
+    failed = jobs.failed_jobs(job_records)
+    if failed:
+        lines = [
+            f"  {r.job.name}: {r.state}, {r.note}" + (f" (log: {run_dir / r.log})" if r.log else "") for r in failed
+        ]
+        raise ChapterFailed(
+            f"\nJOBS FAILED: {len(failed)} of {len(job_records)}:\n"
+            + "\n".join(lines)
+            + "\n"
+            + (
+                f"Chapters not run: {', '.join(nb.name for nb in needs_failed)}.\n"
+                if needs_failed and not jobs_only
+                else ""
+            )
+            + "Finished jobs and chapters are kept; once the cause is fixed, the same command runs what is left "
+            "(a job that stopped mid-way resumes from its last epoch)."
+        )
     return run_dir
+
+
+LAUNCHERS = ("none", "local", "slurm")
+
+
+def _crowded_cores(launcher, threads: int | None) -> str | None:
+    """A hint when CPU workers would fight over the cores (each job takes torch's default thread count)."""
+    import torch
+
+    if not isinstance(launcher, jobs.LocalLauncher) or launcher.gpus is not None or len(launcher.slots) < 2:
+        return None
+    cores, each = os.cpu_count() or 1, threads or torch.get_num_threads()
+    if each * len(launcher.slots) <= cores:
+        return None
+    fair = max(1, cores // len(launcher.slots))
+    return (
+        f"{len(launcher.slots)} workers x {each} torch threads on {cores} cores: the jobs will fight over the cores. "
+        f"For speed, give every run the same smaller count, e.g. OMP_NUM_THREADS={fair} before this command (and "
+        f"before any sequential run to compare with: CPU sums depend on the thread count), or --threads-per-job {fair}"
+    )
+
+
+def _planning_device(device: str, profile: str, launcher: str, jobs_only: bool) -> str:
+    """The device this process resolves the profile on. A login node without a GPU may submit CUDA jobs to SLURM
+    (``--jobs-only``: the notebooks, which need the GPU, run elsewhere); everything else needs the device here."""
+    import torch
+
+    if launcher != "slurm" or not str(device).startswith("cuda") or torch.cuda.is_available():
+        return device
+    if not jobs_only:
+        raise ReproduceError(
+            f"--device {device}: this machine has no GPU for the notebooks. Add --jobs-only to submit the training "
+            "jobs from here, then run the same command without it on a GPU node (the chapters then only load)"
+        )
+    if profile == "auto":
+        raise ReproduceError("--profile auto picks the profile by this machine's device: name it (--profile paper)")
+    return "cpu"
+
+
+def _visible_gpus() -> list[int]:
+    """The GPUs a job may be given: ``CUDA_VISIBLE_DEVICES``' entries when set, else every device torch sees."""
+    import torch
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and listed.strip():
+        try:
+            return [int(g) for g in listed.split(",") if g.strip()]
+        except ValueError:
+            pass  # UUIDs: fall back to indices
+    return list(range(torch.cuda.device_count()))
+
+
+def make_launcher(
+    launcher: str,
+    cfg: profiles.Config,
+    *,
+    gpus: list[int] | None = None,
+    workers: int | None = None,
+    time: str | int | None = None,
+    partition: str | None = None,
+    gpus_per_job: int | None = None,
+    cpus_per_job: int | None = None,
+    slurm_args: dict | None = None,
+    threads: int | None = None,
+    retries: int = 2,
+):
+    """The ``rcl.jobs`` launcher of ``--launcher local|slurm`` and its options (``threads`` and ``retries`` are read
+    by ``run``). Local: ``gpus`` (default: every visible GPU when ``cfg.device`` is CUDA; a GPU listed twice takes
+    two jobs), else ``workers`` (default 1) jobs on the CPU. SLURM: ``partition``, ``time`` (minutes or h:mm:ss per
+    job, default 24 h), ``gpus_per_job`` (default 1), ``cpus_per_job``, ``slurm_args`` (any other sbatch option)."""
+    local_only = {"--gpus": gpus, "--workers": workers}
+    slurm_only = {
+        "--partition": partition,
+        "--gpus-per-job": gpus_per_job,
+        "--cpus-per-job": cpus_per_job,
+        "--slurm-arg": slurm_args or None,
+    }
+    wrong = [name for name, v in (slurm_only if launcher == "local" else local_only).items() if v is not None]
+    if wrong:
+        raise ReproduceError(
+            f"{', '.join(wrong)} is an option of --launcher {'slurm' if launcher == 'local' else 'local'}"
+        )
+    if retries < 0:
+        raise ReproduceError(f"--retries must be >= 0, got {retries}")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ReproduceError(f"--launcher {launcher} needs submitit: pip install submitit==1.5.4") from None
+    if threads is not None and threads < 1:
+        raise ReproduceError(f"--threads-per-job must be >= 1, got {threads}")
+    try:
+        if launcher == "local":
+            if gpus is None and workers is None and cfg.device.type == "cuda":
+                gpus = _visible_gpus()
+            if gpus is not None and workers is not None:
+                raise ReproduceError("--gpus and --workers: give one (one job per GPU listed, or N jobs on the CPU)")
+            return jobs.LocalLauncher(gpus=gpus, workers=workers or 1, **({"time": time} if time else {}))
+        return jobs.SlurmLauncher(
+            partition=partition,
+            gpus_per_job=1 if gpus_per_job is None else gpus_per_job,
+            cpus_per_job=cpus_per_job,
+            extra=slurm_args,
+            **({"time": time} if time else {}),
+        )
+    except jobs.JobsError as err:
+        raise ReproduceError(str(err)) from None
 
 
 def _cell_failure(notebook: Path, err, kept: Path | None, debug: bool) -> str:
@@ -571,8 +735,10 @@ def _cell_number(notebook: Path, source: str) -> int | str:
     return "?"
 
 
-def _write_summary(run_dir: Path, status: list[dict], fell_back: bool, dataset: str) -> None:
-    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back)
+def _write_summary(
+    run_dir: Path, status: list[dict], fell_back: bool, dataset: str, job_rows: list[dict] | None = None
+) -> None:
+    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back, jobs=job_rows)
     print(text)
     print(f"summary written to {run_dir / 'summary.md'} and {run_dir / 'summary.csv'}")
 
@@ -594,6 +760,43 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="name=value: any profile setting (-p n_train=60, -p train_eps=8/255) or a chapter's own parameter",
     )
+    scale = parser.add_argument_group("scale out: the chapters' models as parallel jobs first (rcl.jobs)")
+    scale.add_argument(
+        "--launcher",
+        default="none",
+        choices=LAUNCHERS,
+        help="none (default): each chapter trains what it needs | local: jobs on this machine | slurm: on a cluster",
+    )
+    scale.add_argument(
+        "--gpus",
+        default=None,
+        help="local: GPUs for the jobs, one job per GPU listed, e.g. 0,1,2,3 (default: every visible GPU)",
+    )
+    scale.add_argument("--workers", type=int, default=None, help="local, on the CPU: jobs at a time (default 1)")
+    scale.add_argument(
+        "--threads-per-job",
+        type=int,
+        default=None,
+        help="torch CPU threads per job (default: the machine's, as in a sequential run: the same weights; fewer "
+        "is faster with --workers, equal only to a run with as many threads)",
+    )
+    scale.add_argument("--retries", type=int, default=2, help="times a job that died is started again (default 2)")
+    scale.add_argument(
+        "--time",
+        default=None,
+        help="per job: minutes or h:mm:ss; a job that runs out is requeued and resumes (default: 24:00:00 on SLURM, "
+        "7 days locally)",
+    )
+    scale.add_argument("--partition", default=None, help="slurm: the partition to submit to")
+    scale.add_argument("--gpus-per-job", type=int, default=None, help="slurm: GPUs per job (default 1)")
+    scale.add_argument("--cpus-per-job", type=int, default=None, help="slurm: CPUs per job (--cpus-per-task)")
+    scale.add_argument(
+        "--slurm-arg",
+        action="append",
+        default=[],
+        help="slurm: any other sbatch option as key=value, e.g. --slurm-arg account=lab --slurm-arg qos=high",
+    )
+    scale.add_argument("--jobs-only", action="store_true", help="run the jobs, not the notebooks")
     args = parser.parse_args(argv)
     try:
         run(
@@ -606,8 +809,11 @@ def main(argv: list[str] | None = None) -> None:
             extra=parse_params(args.param),
             wait=args.wait,
             debug=args.debug,
+            launcher=args.launcher,
+            launch=_launch_options(args),
+            jobs_only=args.jobs_only,
         )
-    except (ReproduceError, ValueError, OSError) as err:
+    except (ReproduceError, ValueError, OSError, jobs.JobsError) as err:
         if args.debug:
             raise
         raise SystemExit(f"rcl.reproduce: error: {err}") from None
@@ -615,6 +821,36 @@ def main(argv: list[str] | None = None) -> None:
         if args.debug:
             raise
         raise SystemExit("\nINTERRUPTED. Finished chapters are kept. Rerun the same command to continue.") from None
+
+
+def _launch_options(args: argparse.Namespace) -> dict:
+    """The launcher options of the command line, as ``make_launcher`` takes them."""
+    gpus = None
+    if args.gpus is not None:
+        try:
+            gpus = [int(g) for g in args.gpus.split(",") if g.strip()]
+        except ValueError:
+            raise ReproduceError(
+                f"--gpus takes GPU numbers separated by commas, e.g. 0,1,2,3, got {args.gpus!r}"
+            ) from None
+    slurm_args = {}
+    for pair in args.slurm_arg:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ReproduceError(f"--slurm-arg takes key=value (an sbatch option without its dashes), got {pair!r}")
+        slurm_args[key.strip().lstrip("-").replace("-", "_")] = value.strip()
+    options = {
+        "gpus": gpus,
+        "workers": args.workers,
+        "time": args.time,
+        "partition": args.partition,
+        "gpus_per_job": args.gpus_per_job,
+        "cpus_per_job": args.cpus_per_job,
+        "slurm_args": slurm_args or None,
+        "threads": args.threads_per_job,
+        "retries": args.retries,
+    }
+    return options
 
 
 if __name__ == "__main__":

@@ -506,6 +506,7 @@ def summary(
     seed: int | None = None,
     fell_back: bool = False,
     commit: str | None = None,
+    jobs: Sequence[dict] | None = None,
 ) -> str:
     """Write ``summary.md`` (a headline and one compact table per question), ``summary.csv`` (every robustness
     record, tidy) and ``claims.csv`` into ``run_dir``; returns the markdown.
@@ -513,7 +514,8 @@ def summary(
     ``status``: the runner's ``[{"notebook", "status", "seconds"}]`` (wall time and the chapters table).
     ``profile``, ``dataset``, ``seed``: default to what the executed notebooks in ``run_dir/notebooks`` printed.
     ``fell_back``: the requested dataset was missing and the run used the synthetic one. ``commit``: default
-    ``git rev-parse --short HEAD`` of the project.
+    ``git rev-parse --short HEAD`` of the project. ``jobs``: the training jobs' rows when a launcher ran them
+    (``rcl.jobs``), shown as their own table.
     """
     run_dir = Path(run_dir)
     found = _run_settings(run_dir)
@@ -595,6 +597,8 @@ def summary(
             evidence=[e + (f"; n = {int(n)}" if not pd.isna(n) else "") for e, n in zip(claims.evidence, claims.n)],
         )[["chapter", "claim", "verdict", "evidence"]]
         section("Claims checked on this run", shown, f"{len(claims)} claim{'s' * (len(claims) != 1)}: {tally}.")
+    if jobs:
+        section("Training jobs", pd.DataFrame(jobs), "Run by the launcher before the chapters (rcl.jobs).")
     if status:
         chapters = pd.DataFrame(status)
         chapters["seconds"] = chapters["seconds"].map(lambda v: f"{float(v):.0f}")

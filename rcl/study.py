@@ -130,6 +130,12 @@ def pretrain_dir(cfg: Config, scheme: str, adversarial: bool) -> Path:
     return cfg.run_dir / SCHEME_CHAPTER[scheme] / f"{scheme}-{'AT' if adversarial else 'ST'}"
 
 
+def scenario_dir(cfg: Config, scheme: str, scenario: str) -> Path:
+    """``run_dir/04_scenarios/<scheme>-<scenario>`` (``->`` spelled ``-then-``: ``CL-ST-then-Full-AT``)."""
+    _check(scheme, scenario)
+    return cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}"
+
+
 def pretrain(cfg: Config, data: Dataset, scheme: str, adversarial: bool = False, progress: bool = True) -> nn.Module:
     """Load or train the pre-trained network of ``scheme``.
 
@@ -171,7 +177,7 @@ def scenario_model(
     _check(scheme, scenario)
     adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
     pretrained = pretrain(cfg, data, scheme, adversarial_pretraining, progress)
-    ckpt_dir = cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}"
+    ckpt_dir = scenario_dir(cfg, scheme, scenario)
     with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):
         classifier = Classifier(new_encoder(cfg), data.num_classes)
     classifier.encoder.load_state_dict(pretrained.encoder.state_dict())

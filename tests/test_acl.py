@@ -421,3 +421,15 @@ def test_finetune_starts_from_a_zero_fc_with_train_mode_frozen_bn(tmp_path, data
     # --fixbn, on request
     acl.finetune(cfg, data, source, "fixbn", "linear", acl.plan(cfg, n_finetune=16), progress=False, frozen_bn="eval")
     assert seen["frozen_bn"] == "eval"
+
+
+def test_pretrained_network_starts_from_the_same_weights_whichever_process_builds_it(tmp_path, data):
+    """Issue 16: a job in another process draws the same initial weights as the chapter (seeded_init by name)."""
+    first = acl.pretrain(_cfg(tmp_path / "a", acl_epochs=0), data, "DS", progress=False)
+    torch.rand(1000)  # another chapter drew from the global RNG in between
+    second = acl.pretrain(_cfg(tmp_path / "b", acl_epochs=0), data, "DS", progress=False)
+    sa, sb = first.state_dict(), second.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    state = torch.random.get_rng_state()
+    acl.pretrain(_cfg(tmp_path / "a", acl_epochs=0), data, "A2A", progress=False)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random stream is untouched

@@ -1,0 +1,634 @@
+"""Tests of rcl.jobs: the study's training runs as a graph of jobs, run in parallel (issue 16).
+
+The real jobs train a width-4 ResNet-18 on 64 synthetic images for one or two epochs; the scheduler's own paths
+(a job that raises, a job that dies, SLURM) run jobs that do nothing but report, so the file stays near a minute.
+SLURM is a fake cluster on PATH (``sbatch``, ``srun``, ``sacct``, ``scancel``): submitit's real SlurmExecutor writes
+the batch scripts, the fake runs them in the background once their ``afterok`` dependencies completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import cloudpickle
+import pandas as pd
+import pytest
+import torch
+
+from rcl import course, jobs, reproduce, study
+from rcl.checkpoint import load_checkpoint
+
+SIZES = dict(
+    width=4,
+    n_train=64,
+    n_test=32,
+    batch_size=32,
+    pretrain_epochs=2,
+    supervised_epochs=1,
+    linear_epochs=1,
+    train_steps=1,
+    eval_steps=1,
+    std_steps=1,
+)
+GRAPH = ("01_supervised/SL-ST", "02_simclr/CL-ST", "04_scenarios/CL-ST")  # two independent chains, one of two
+# CPU sums depend on the thread count: the sequential run and the jobs use the same (one each: two workers on the
+# two cores of CI do not fight over them)
+THREADS = 1
+
+
+@pytest.fixture(autouse=True)
+def _by_value():
+    """The test's job callables travel to the job processes by value (those cannot import this file)."""
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+def _cfg(run_dir: Path):
+    return course.setup("smoke", None, "cpu", run_dir=run_dir, overrides=SIZES)
+
+
+def _graph(cfg) -> list[jobs.Job]:
+    return [job for job in jobs.study_jobs(cfg, ["01", "02"]) if job.name in GRAPH]
+
+
+def _states(records) -> dict[str, str]:
+    return {r.job.name: r.state for r in records}
+
+
+def _weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / name / "last.pt")["state_dict"]
+
+
+def _records(cfg) -> list[dict]:
+    """What the chapters would report of the graph's models (loaded, not trained: the folders are complete)."""
+    data = course.load_data(cfg)
+    test = study.eval_subset(data, 16)
+    records = study.evaluate_classifier(cfg, study.pretrain(cfg, data, "SL"), test, scheme="SL", scenario="e2e ST")
+    return records + study.evaluate_scenario(cfg, data, "CL", "ST", test=test, progress=False)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory) -> Path:
+    """The graph's models trained as the chapters do, one after the other in this process."""
+    cfg = _cfg(tmp_path_factory.mktemp("sequential"))
+    data = course.load_data(cfg)
+    with torch_threads(THREADS):
+        study.pretrain(cfg, data, "SL", adversarial=False, progress=False)  # chapter 01
+        study.scenario_model(cfg, data, "CL", "ST", progress=False)  # chapter 02 (its CL-ST encoder first)
+    return cfg.run_dir
+
+
+# ----------------------------------------------------------------------------------------------- the graph
+def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
+    cfg = course.setup("smoke", None, "cpu", run_dir=tmp_path)
+    by_chapter = {c: jobs.chapter_jobs(cfg, c) for c in jobs.CHAPTERS}
+    assert by_chapter["00"] == by_chapter["09"] == []
+    assert [j.name for j in by_chapter["01"]] == ["01_supervised/SL-ST", "01_supervised/SL-AT"]
+    four = by_chapter["04"]
+    assert len(four) == 3 * 2 + 3 * 6  # every scheme pre-trained standard and adversarial, 18 scenario classifiers
+    full_at = next(j for j in four if j.name == "04_scenarios/SCL-ST-then-Full-AT")
+    assert (full_at.kind, full_at.args, full_at.needs) == ("scenario", ("SCL", "ST->Full-AT"), ("03_supcon/SCL-ST",))
+    assert {j.name for j in by_chapter["05"] if j.kind == "scenario"} == {
+        f"04_scenarios/{s}-{c}" for s in study.SCHEMES for c in ("ST", "AT", "Full-AT")
+    }  # the smoke profile's scenarios of chapter 05
+    acl = by_chapter["07"]  # smoke: 3 variants x 2 modes, and the SimCLR baseline (chapter 02's encoder)
+    assert sum(j.kind == "acl-pretrain" for j in acl) == 3 and sum(j.kind == "acl-finetune" for j in acl) == 8
+    baseline = next(j for j in acl if j.name == "07_acl/finetune-SimCLR-full")
+    assert baseline.needs == ("02_simclr/CL-ST",)
+    fn = by_chapter["08"]
+    assert {j.name for j in fn if j.kind == "fn-linear"} == {
+        "08_false_negatives/linear-SimCLR",
+        "08_false_negatives/linear-SimCLR-FN-labels",
+        "08_false_negatives/linear-SimCLR-FN-kmeans",
+        "08_false_negatives/linear-SimCLR-AT",
+        "08_false_negatives/linear-SimCLR-FN-kmeans-AT",
+    }
+    every = jobs.study_jobs(cfg)
+    assert len({j.name for j in every}) == len(every)  # a model several chapters need is one job
+    seen = set()
+    for job in every:  # each job after what it needs
+        assert set(job.needs) <= seen, job.name
+        seen.add(job.name)
+    # chapter parameters change the graph as they change the chapter
+    only_st = jobs.chapter_jobs(cfg, "05", {"scenarios": ["ST"]})
+    assert {j.name for j in only_st if j.kind == "scenario"} == {f"04_scenarios/{s}-ST" for s in study.SCHEMES}
+    ds = jobs.chapter_jobs(cfg, "07", {"variants": ["DS"], "modes": ["linear"]})
+    assert [j.name for j in ds] == [
+        "07_acl/pretrain-DS",
+        "07_acl/finetune-DS-linear",
+        "02_simclr/CL-ST",
+        "07_acl/finetune-SimCLR-linear",
+    ]
+    with pytest.raises(ValueError, match="unknown chapter '10'"):
+        jobs.chapter_jobs(cfg, "10")
+
+
+def test_the_graph_follows_the_chapters_own_choices():
+    """The chapters' defaults that the graph copies (smoke scenarios, chapter 02's random-encoder probe) are still
+    the notebooks' own: if a notebook changes them, this test says which job to change."""
+    cells = {}
+    for number in ("02", "05", "06"):
+        notebook = next(reproduce.NOTEBOOK_DIR.glob(f"{number}_*.ipynb"))
+        cells[number] = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
+    assert '["ST", "AT", "Full-AT"] if smoke else study.SCENARIOS' in cells["05"]
+    assert '["ST", "Full-AT"] if smoke else study.SCENARIOS' in cells["06"]
+    assert "torch.manual_seed(cfg.seed)" in cells["02"] and 'out / "random-encoder-linear"' in cells["02"]
+
+
+# ----------------------------------------------------------------------------------------------- equal weights
+class _KilledAfterFirstEpoch:
+    """Trains like JobCall, but the first time it runs job ``victim`` its process is SIGKILLed right after the first
+    epoch's checkpoint is written (as a worker killed mid-run)."""
+
+    def __init__(self, settings, job, victim: str, marker: Path) -> None:
+        self.call, self.victim, self.marker = jobs.JobCall(settings, job), victim, marker
+
+    def __call__(self):
+        if self.call.job.name == self.victim and not self.marker.exists():
+            self.marker.touch()
+            import rcl.train
+
+            save = rcl.train.save_checkpoint
+
+            def save_then_die(path, *args, **kwargs):
+                save(path, *args, **kwargs)
+                if Path(path).name == "last.pt":
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            rcl.train.save_checkpoint = save_then_die
+        return self.call()
+
+
+def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_job_is_killed(
+    tmp_path, sequential, capsys
+):
+    """Two workers; the second chain's encoder is killed mid-run: it fails and blocks its fine-tune, the other chain
+    finishes. The same command again resumes it; every model then equals the sequential run's, bit for bit, and
+    the chapters would report the same numbers. A third run starts nothing."""
+    cfg = _cfg(tmp_path / "parallel")
+    graph = _graph(cfg)
+    assert [j.name for j in graph] == list(GRAPH)
+    settings = jobs.JobSettings.of(cfg, device="cpu", threads=THREADS)
+    victim, marker = "02_simclr/CL-ST", tmp_path / "killed-once"
+    first = jobs.run_jobs(
+        graph,
+        settings,
+        jobs.LocalLauncher(workers=2),
+        retries=0,
+        poll=0.2,
+        make_call=lambda s, j: _KilledAfterFirstEpoch(s, j, victim, marker),
+    )
+    assert _states(first) == {GRAPH[0]: "done", GRAPH[1]: "failed", GRAPH[2]: "blocked"}
+    notes = {r.job.name: r.note for r in first}
+    assert notes[GRAPH[1]].startswith("died 1 times") and notes[GRAPH[2]] == f"needs {victim}, which failed"
+    assert not list((cfg.run_dir / "jobs" / GRAPH[2].replace("/", "--")).glob("*_submitted.pkl"))  # never started
+    out = capsys.readouterr().out
+    assert "running   01_supervised/SL-ST  on worker" in out and "(1 queued | 2 running | 0 done | 0 failed)" in out
+    stopped = load_checkpoint(cfg.run_dir / victim / "last.pt")
+    assert stopped["epoch"] == 1  # killed between its two epochs
+
+    second = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), poll=0.2)  # the same command again
+    assert _states(second) == {GRAPH[0]: "skipped", GRAPH[1]: "done", GRAPH[2]: "done"}
+    resumed = load_checkpoint(cfg.run_dir / victim / "last.pt")
+    assert resumed["epoch"] == 2 and resumed["extra"]["history"][0] == stopped["extra"]["history"][0]  # resumed
+    for name in GRAPH:
+        mine, theirs = _weights(cfg.run_dir, name), _weights(sequential, name)
+        assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine), name
+        assert any((cfg.run_dir / "jobs" / name.replace("/", "--")).glob("*_0_log.err"))  # per-job logs
+    with torch_threads(THREADS):
+        assert _records(cfg) == _records(_cfg(sequential))  # the chapters would report the same numbers
+
+    third = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), poll=0.2)
+    assert _states(third) == dict.fromkeys(GRAPH, "skipped")  # done, files unchanged: nothing started
+    summary = pd.read_csv(cfg.run_dir / "jobs" / "summary.csv")
+    assert list(summary.job) == list(GRAPH) and set(summary.state) == {"skipped"}
+
+
+OTHER_KINDS = (  # one job of every other kind: ACL pre-training and fine-tuning, the false-negative runs, the probe
+    "07_acl/pretrain-A2S",
+    "07_acl/finetune-A2S-linear",
+    "08_false_negatives/supervised",
+    "08_false_negatives/SimCLR-FN-kmeans",
+    "08_false_negatives/linear-SimCLR-FN-kmeans",
+    "02_simclr/random-encoder-linear",
+)
+
+
+def test_every_kind_of_job_trains_the_same_weights_in_a_job_process(tmp_path):
+    small = dict(acl_epochs=1, acl_batch_size=16, acl_finetune_epochs=1, fn_epochs=1, n_val=16)
+    here, there = (course.setup("smoke", None, "cpu", run_dir=tmp_path / d, overrides={**SIZES, **small}) for d in "ab")
+    params = {"07": {"variants": ["A2S"], "modes": ["linear"]}}
+    graph = [j for j in jobs.study_jobs(there, ["02", "07", "08"], params) if j.name in OTHER_KINDS]
+    assert {j.kind for j in graph} == set(jobs.KINDS) - {"pretrain", "scenario"}
+    data = course.load_data(here)
+    with torch_threads(THREADS):
+        torch.rand(100)  # whatever the global RNG did before
+        for job in graph:  # in this process, one after the other
+            jobs.KINDS[job.kind](here, data, *job.args)
+    settings = jobs.JobSettings.of(there, device="cpu", threads=THREADS)
+    records = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), retries=0, poll=0.2)
+    assert _states(records) == dict.fromkeys(OTHER_KINDS, "done")
+    for name in OTHER_KINDS:
+        for file in ("last.pt", "best.pt"):
+            if (here.run_dir / name / file).exists():
+                mine = load_checkpoint(there.run_dir / name / file)["state_dict"]
+                theirs = load_checkpoint(here.run_dir / name / file)["state_dict"]
+                assert all(torch.equal(mine[k], theirs[k]) for k in mine), (name, file)
+
+
+# ----------------------------------------------------------------------------------------------- the scheduler
+class _Scripted:
+    """A job that trains nothing: it raises (``"raise"``), is killed on its first attempt (``"die-once"``), or
+    reports done; every start is counted in ``log``."""
+
+    def __init__(self, job, script: dict, log: Path) -> None:
+        self.job, self.script, self.log = job, script, log
+
+    def __call__(self):
+        with open(self.log, "a") as handle:
+            handle.write(self.job.name + "\n")
+        action = self.script.get(self.job.name)
+        if action == "raise":
+            raise RuntimeError(f"{self.job.name} was made to fail")
+        starts = self.log.read_text().split().count(self.job.name)
+        if action == "die-once" and starts == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"seconds": 0.5}
+
+
+SCRIPTED = [
+    jobs.Job("a/broken", "none"),
+    jobs.Job("a/needs-broken", "none", needs=("a/broken",)),
+    jobs.Job("a/needs-that", "none", needs=("a/needs-broken",)),
+    jobs.Job("b/dies-once", "none"),
+    jobs.Job("b/after", "none", needs=("b/dies-once",)),
+    jobs.Job("c/alone", "none"),
+]
+
+
+def test_a_failing_job_blocks_only_its_dependants_and_a_dead_one_is_started_again(tmp_path, capsys):
+    settings = jobs.JobSettings("smoke", "synthetic", "cpu", str(tmp_path))
+    log, script = tmp_path / "starts.txt", {"a/broken": "raise", "b/dies-once": "die-once"}
+    records = jobs.run_jobs(
+        SCRIPTED,
+        settings,
+        jobs.LocalLauncher(workers=2),
+        retries=1,
+        poll=0.2,
+        make_call=lambda s, j: _Scripted(j, script, log),
+    )
+    by_name = {r.job.name: r for r in records}
+    assert _states(records) == {
+        "a/broken": "failed",
+        "a/needs-broken": "blocked",
+        "a/needs-that": "blocked",
+        "b/dies-once": "done",
+        "b/after": "done",
+        "c/alone": "done",
+    }
+    assert by_name["a/broken"].note == "RuntimeError: a/broken was made to fail"
+    assert by_name["a/broken"].attempts == 1  # an error is not retried: it would raise again
+    assert by_name["b/dies-once"].attempts == 2  # died, started again, finished
+    assert by_name["a/needs-that"].note == "needs a/broken, which failed"
+    started = log.read_text().split()
+    assert "a/needs-broken" not in started and "a/needs-that" not in started
+    out = capsys.readouterr().out
+    assert "blocked   a/needs-that  (needs a/broken, which failed)" in out
+    assert "died, starting it again (attempt 2 of 2)" in out
+    rows = jobs.summary_rows(records)
+    assert {r["job"]: r["state"] for r in rows} == _states(records)
+
+
+class _RecordsGpu:
+    """A job that writes the CUDA_VISIBLE_DEVICES it was given to ``folder/<job>``."""
+
+    def __init__(self, job, folder: Path) -> None:
+        self.job, self.folder = job, folder
+
+    def __call__(self):
+        (self.folder / self.job.slug).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        return {"seconds": 0.0}
+
+
+def test_each_local_job_sees_only_its_gpu(tmp_path):
+    graph = [jobs.Job(f"g/{i}", "none") for i in range(3)]
+    settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(tmp_path))
+    records = jobs.run_jobs(
+        graph, settings, jobs.LocalLauncher(gpus=[3, 5]), poll=0.2, make_call=lambda s, j: _RecordsGpu(j, tmp_path)
+    )
+    where = {r.job.name: r.where for r in records}
+    assert where["g/0"] == "gpu 3" and where["g/1"] == "gpu 5"  # the third takes the first GPU freed
+    for r in records:  # each job saw only its GPU
+        assert f"gpu {(tmp_path / r.job.slug).read_text()}" == r.where
+    cpu = jobs.run_jobs(
+        [jobs.Job("g/cpu", "none")],
+        settings,
+        jobs.LocalLauncher(workers=1),
+        make_call=lambda s, j: _RecordsGpu(j, tmp_path),
+    )
+    assert _states(cpu) == {"g/cpu": "done"} and (tmp_path / "g--cpu").read_text() == ""  # CPU workers: GPUs hidden
+
+
+# ----------------------------------------------------------------------------------------------- SLURM
+FAKE_SBATCH = """
+import os, re, subprocess, sys, time
+from pathlib import Path
+state = Path(os.environ["FAKE_SLURM"])
+script = Path(sys.argv[-1]).read_text()
+job = str(101 + len(list(state.glob("*.sh"))))
+(state / f"{job}.sh").write_text(script)
+(state / f"{job}.state").write_text("PENDING")
+if os.fork() == 0:  # the cluster: run once the afterok dependencies completed
+    os.setsid()
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # let sbatch's caller read its answer to the end
+        os.dup2(quiet, fd)
+    found = re.search(r"^#SBATCH --dependency=afterok:(\\S+)", script, re.M)
+    needs = found.group(1).split(":") if found else []
+    def state_of(i):
+        return (state / f"{i}.state").read_text()
+    while any(state_of(i) in ("PENDING", "RUNNING") for i in needs):
+        time.sleep(0.1)
+    if state_of(job) == "CANCELLED" or any(state_of(i) != "COMPLETED" for i in needs):
+        (state / f"{job}.state").write_text("CANCELLED")  # --kill-on-invalid-dep=yes
+        os._exit(0)
+    (state / f"{job}.state").write_text("RUNNING")
+    env = dict(os.environ, SLURM_JOB_ID=job, SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0",
+               SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="node1")
+    code = subprocess.run(["bash", sys.argv[-1]], env=env).returncode
+    (state / f"{job}.state").write_text("COMPLETED" if code == 0 else "FAILED")
+    os._exit(0)
+print(f"Submitted batch job {job}")
+"""
+FAKE_SRUN = """
+import os, subprocess, sys
+args, files = sys.argv[1:], {}
+while args[0].startswith("-"):
+    flag = args.pop(0)
+    if flag in ("--output", "--error"):
+        files[flag] = args.pop(0).replace("%j", os.environ["SLURM_JOB_ID"]).replace("%t", "0")
+with open(files["--output"], "a") as out, open(files.get("--error", files["--output"]), "a") as err:
+    sys.exit(subprocess.run(args, stdout=out, stderr=err).returncode)
+"""
+FAKE_SACCT = """
+import os, sys
+from pathlib import Path
+state = Path(os.environ["FAKE_SLURM"])
+ids = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "-j"]
+print("JobID|State|NodeList")
+for i in ids:
+    if (state / f"{i}.state").exists():
+        print(f"{i}|{(state / f'{i}.state').read_text()}|node1")
+"""
+FAKE_SCANCEL = """
+import os, sys
+from pathlib import Path
+state = Path(os.environ["FAKE_SLURM"])
+for i in sys.argv[1:]:
+    if (state / f"{i}.state").read_text() in ("PENDING", "RUNNING"):
+        (state / f"{i}.state").write_text("CANCELLED")
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``sbatch``/``srun``/``sacct``/``scancel`` on PATH; yields the folder of the submitted scripts and states."""
+    import submitit
+
+    binaries, state = tmp_path / "bin", tmp_path / "cluster"
+    binaries.mkdir()
+    state.mkdir()
+    for name, source in {
+        "sbatch": FAKE_SBATCH,
+        "srun": FAKE_SRUN,
+        "sacct": FAKE_SACCT,
+        "scancel": FAKE_SCANCEL,
+    }.items():
+        path = binaries / name
+        path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(source))
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{binaries}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM", str(state))
+    yield state
+    submitit.SlurmJob.watcher.clear()
+
+
+def test_slurm_jobs_are_submitted_with_their_dependencies_and_options(tmp_path, fake_slurm, capsys):
+    options = reproduce._launch_options(
+        reproduce.argparse.Namespace(
+            gpus=None,
+            workers=None,
+            time="1:30:00",
+            partition="gpu",
+            gpus_per_job=1,
+            cpus_per_job=8,
+            slurm_arg=["account=lab", "--qos=high"],
+            threads_per_job=None,
+            retries=2,
+        )
+    )
+    cfg = course.setup("smoke", None, "cpu", run_dir=tmp_path / "run")
+    launcher = reproduce.make_launcher("slurm", cfg, **options)
+    settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(tmp_path / "run"))
+    log, script = tmp_path / "starts.txt", {"a/broken": "raise"}
+    records = jobs.run_jobs(SCRIPTED, settings, launcher, poll=0.2, make_call=lambda s, j: _Scripted(j, script, log))
+    assert _states(records) == {
+        "a/broken": "failed",
+        "a/needs-broken": "blocked",
+        "a/needs-that": "blocked",
+        "b/dies-once": "done",
+        "b/after": "done",
+        "c/alone": "done",
+    }
+    ids = {r.job.name: r.where.split()[-1] for r in records}
+    scripts = {name: (fake_slurm / f"{job_id}.sh").read_text() for name, job_id in ids.items()}
+    for name, text in scripts.items():
+        for line in (
+            "#SBATCH --partition=gpu",
+            "#SBATCH --time=90",
+            "#SBATCH --gpus-per-node=1",
+            "#SBATCH --cpus-per-task=8",
+            "#SBATCH --nodes=1",
+            "#SBATCH --ntasks-per-node=1",
+            "#SBATCH --account=lab",
+            "#SBATCH --qos=high",
+            f"#SBATCH --job-name=rcl-{name.replace('/', '--')}",
+            "#SBATCH --signal=USR2@90",  # submitit's warning before the time limit: the job is requeued, resumes
+            "export TQDM_MININTERVAL=30",
+        ):
+            assert line in text.splitlines(), (name, line)
+    for name in ("a/broken", "b/dies-once", "c/alone"):  # needs nothing: no dependency
+        assert "--dependency" not in scripts[name] and "--kill-on-invalid-dep" not in scripts[name]
+    for name, need in (("a/needs-broken", "a/broken"), ("a/needs-that", "a/needs-broken"), ("b/after", "b/dies-once")):
+        assert f"#SBATCH --dependency=afterok:{ids[need]}" in scripts[name].splitlines(), name
+        assert "#SBATCH --kill-on-invalid-dep=yes" in scripts[name].splitlines(), name
+    assert {(fake_slurm / f"{ids[n]}.state").read_text() for n in ("a/needs-broken", "a/needs-that")} == {"CANCELLED"}
+    assert "a/needs-broken" not in log.read_text().split()
+    out = capsys.readouterr().out
+    assert f"submitted a/needs-broken  on slurm {ids['a/needs-broken']}, after {ids['a/broken']}" in out
+
+
+class _WaitsForRelease:
+    """A job that runs until the file ``release`` exists."""
+
+    def __init__(self, release: Path) -> None:
+        self.release = release
+
+    def __call__(self):
+        import time
+
+        while not self.release.exists():
+            time.sleep(0.1)
+        return {"seconds": 0.0}
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+import cloudpickle
+import test_jobs
+from rcl import jobs
+from test_jobs import _WaitsForRelease
+cloudpickle.register_pickle_by_value(test_jobs)  # the job processes need not import the tests
+run_dir, release = sys.argv[1], Path(sys.argv[2])
+graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
+jobs.run_jobs(graph, jobs.JobSettings("smoke", "synthetic", "cuda", run_dir), jobs.SlurmLauncher(), poll=0.2,
+              make_call=lambda s, j: _WaitsForRelease(release))
+"""
+
+
+def test_a_rerun_watches_the_slurm_jobs_a_dead_runner_left_in_the_queue(tmp_path, fake_slurm, monkeypatch, capsys):
+    """The runner on a login node dies (killed, logged out) while its jobs are queued and running: the same command
+    again watches them instead of submitting copies that would train into the same folders."""
+    import subprocess
+    import time
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    run_dir, release = tmp_path / "run", tmp_path / "release"
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(run_dir), str(release)], stdout=subprocess.DEVNULL)
+    status = run_dir / "jobs" / "s--after" / "status.json"
+    deadline = time.time() + 60
+    while not ((fake_slurm / "101.state").exists() and (fake_slurm / "101.state").read_text() == "RUNNING"):
+        assert time.time() < deadline and runner.poll() is None, "the first runner did not get its job running"
+        time.sleep(0.1)
+    while not status.exists():
+        time.sleep(0.1)
+    runner.kill()
+    runner.wait()
+    release.touch()
+    graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
+    settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(run_dir))
+    records = jobs.run_jobs(graph, settings, jobs.SlurmLauncher(), poll=0.2)
+    assert _states(records) == {"s/slow": "done", "s/after": "done"}
+    assert sorted(p.name for p in fake_slurm.glob("*.sh")) == ["101.sh", "102.sh"]  # nothing submitted twice
+    out = capsys.readouterr().out
+    assert "s/slow  on slurm 101, left by an earlier run: watching it" in out
+    assert "s/after  on slurm 102, left by an earlier run: watching it" in out
+
+
+def test_launcher_options_are_checked(tmp_path, monkeypatch):
+    cfg = course.setup("smoke", None, "cpu", run_dir=tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setenv("PATH", str(tmp_path))  # no SLURM here
+        with pytest.raises(reproduce.ReproduceError, match="needs SLURM's sbatch, srun, sacct on PATH"):
+            reproduce.make_launcher("slurm", cfg)
+    with pytest.raises(reproduce.ReproduceError, match="--partition is an option of --launcher slurm"):
+        reproduce.make_launcher("local", cfg, partition="gpu")
+    with pytest.raises(reproduce.ReproduceError, match="--workers is an option of --launcher local"):
+        reproduce.make_launcher("slurm", cfg, workers=2)
+    with pytest.raises(reproduce.ReproduceError, match="time must be minutes"):
+        reproduce.make_launcher("slurm", cfg, time="soon")
+    assert reproduce.make_launcher("local", cfg, gpus=[0, 0, 1]).slots == ["gpu 0", "gpu 0", "gpu 1"]
+    assert reproduce.make_launcher("local", cfg).slots == ["worker 1"]  # CPU: one job at a time unless --workers
+    with pytest.raises(SystemExit, match="--jobs-only runs the training jobs without the notebooks"):
+        reproduce.main(["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path), "--jobs-only"])
+    times = (240, "240", "4:00:00", "1-12", "1-00:30:00", "0:30")
+    assert [jobs._time_minutes(t) for t in times] == [240, 240, 240, 2160, 1470, 1]  # SLURM's --time formats
+
+
+# ----------------------------------------------------------------------------------------------- rcl.reproduce
+class _LockChecker(_Scripted):
+    """A scripted job that also records who holds the run folder's lock while it runs."""
+
+    def __call__(self):
+        import fcntl
+
+        lock = Path(self.log).parent / "run" / reproduce.LOCK_NAME
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = "nobody"
+        except BlockingIOError:
+            holder = str(json.loads(lock.read_text())["pid"])
+        finally:
+            os.close(fd)
+        (Path(self.log).parent / "holder.txt").write_text(holder)
+        return super().__call__()
+
+
+def test_reproduce_runs_the_jobs_first_and_skips_only_the_chapters_of_a_failed_job(tmp_path, monkeypatch):
+    import functools
+
+    from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for name in ("01_a", "02_b", "03_c"):
+        _notebook(folder / f"{name}.ipynb", "x = 1", params=BASE_PARAMS + "\nscenarios = None\noverrides = {}")
+    graph = {
+        "01": [jobs.Job("01_a/model", "none")],
+        "02": [jobs.Job("01_a/model", "none"), jobs.Job("02_b/broken", "none", needs=("01_a/model",))],
+        "03": [jobs.Job("03_c/model", "none")],
+    }
+    asked = {}
+
+    def chapter_jobs(cfg, chapter, params=None):
+        asked[chapter] = params
+        return graph.get(chapter, [])
+
+    log, script = tmp_path / "starts.txt", {"02_b/broken": "raise"}
+    monkeypatch.setattr(jobs, "chapter_jobs", chapter_jobs)
+    monkeypatch.setattr(
+        jobs,
+        "run_jobs",
+        functools.partial(jobs.run_jobs, poll=0.2, make_call=lambda s, j: _LockChecker(j, script, log)),
+    )
+    calls = _fake_papermill(monkeypatch)
+    out = tmp_path / "run"
+    extra = reproduce.parse_params(["scenarios=ST,AT", "width=4"])
+    with pytest.raises(SystemExit) as failure:
+        reproduce.run(
+            "smoke", device="cpu", out=out, extra=extra, notebook_dir=folder, launcher="local", launch={"workers": 2}
+        )
+    message = str(failure.value)
+    assert (
+        "JOBS FAILED: 1 of 3" in message
+        and "02_b/broken: failed, RuntimeError: 02_b/broken was made to fail" in message
+    )
+    assert "Chapters not run: 02_b.ipynb" in message
+    assert calls == ["01_a.ipynb", "03_c.ipynb"]  # the chapters that needed no failed job still ran
+    assert asked["03"]["scenarios"] == ["ST", "AT"] and asked["03"]["overrides"] == {"width": 4}
+    assert (tmp_path / "holder.txt").read_text() == str(os.getpid())  # the runner held the lock over its jobs
+    summary = (out / "summary.md").read_text()
+    assert "## Training jobs" in summary and "| 02_b/broken | failed | 1 |" in summary
+    assert "| 02_b.ipynb | not run: job 02_b/broken failed |" in summary
