@@ -110,7 +110,7 @@ def _cell(value) -> str:
         return str(int(value))
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value).replace("|", "/").replace("\n", " ")
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = False) -> str:

@@ -176,3 +176,8 @@ def test_flip_rate_counts_only_examples_right_when_clean():
     clean = torch.tensor([0, 1, 0, 0])  # two right, two already wrong
     adv = torch.tensor([1, 1, 1, 1])  # every prediction wrong but one
     assert results.flip_rate(y, clean, adv) == (1, 2)
+
+
+def test_markdown_cells_keep_a_literal_bar():
+    text = results.markdown_table(pd.DataFrame({"evidence": ["mean |x - y| = 0.1"]}))
+    assert text.splitlines()[-1] == "| mean \\|x - y\\| = 0.1 |"
