@@ -293,6 +293,12 @@ def _check_arch(name: str, value) -> str:
     return checks.choice(name, value, ARCHS)
 
 
+def _check_autoattack_suite(name: str, value) -> str:
+    from rcl.autoattack import VERSIONS
+
+    return checks.choice(name, value, tuple(VERSIONS))
+
+
 def _check_grid(name: str, value) -> tuple[float, ...]:
     if isinstance(value, str) or not hasattr(value, "__iter__"):
         raise ValueError(f"{name} must be a sequence of epsilons in [0, 1], e.g. (0, 4/255, 8/255), got {value!r}")
@@ -364,6 +370,8 @@ _RULES = {
     "std_steps": _int_at_least(0),
     "eps_grid": _check_grid,
     "autoattack_n": _int_at_least(1),
+    "autoattack_suite": _check_autoattack_suite,
+    "autoattack_steps": _int_at_least(1),
     "cka_examples": _check_cka_examples,
     "n_val": _int_at_least(1),
     "torch_compile": checks.boolean,

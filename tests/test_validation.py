@@ -106,3 +106,11 @@ def test_train_config_checks_its_ranges(kwargs, message):
 def test_train_config_keeps_valid_values():
     run = TrainConfig(epochs=2, batch_size=8, lr=1, momentum=0.0, weight_decay=0, milestones=[1])
     assert (run.lr, run.weight_decay, run.milestones) == (1.0, 0.0, (1,))
+
+
+def test_the_autoattack_suite_is_one_the_library_builds():
+    with pytest.raises(ValueError, match="autoattack_suite"):
+        resolve("smoke", device="cpu", autoattack_suite="plus")
+    with pytest.raises(ValueError, match="autoattack_steps"):
+        resolve("smoke", device="cpu", autoattack_steps=0)
+    assert resolve("smoke", device="cpu", autoattack_suite="standard").autoattack_suite == "standard"
