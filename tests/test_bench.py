@@ -25,18 +25,7 @@ from rcl.train import TrainConfig, train_supervised
 
 WORK = {"model": {"config": {"arch": "resnet18", "width": 8}, "parameters": 10}, "batch_size": 64, "images": 192}
 
-TINY = bench.BenchSize(
-    width=2,
-    batch=8,
-    train_batches=2,
-    pgd_batches=1,
-    augment_images=16,
-    cka_batch=8,
-    cka_batches=2,
-    finetune_batches=1,
-    head_hidden=8,
-    head_out=4,
-)
+TINY = bench.SIZES["tiny"]  # the GPU check's dry-run size: every code path in seconds
 
 
 @pytest.fixture
