@@ -140,8 +140,26 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-# The smoke profile's slice: enough to run every code path in under a minute on two CPU cores.
-SMOKE_PLAN = dict(modes=("linear", "full"), n_pretrain=32, n_finetune=32, n_eval=64, n_val=32)
+# Profiles that run a slice of the grid; every other profile runs all of it on the whole splits.
+SLICES = {
+    "smoke": dict(
+        modes=("linear", "full"),
+        n_pretrain=32,
+        n_finetune=32,
+        n_eval=64,
+        n_val=32,
+        note="smoke profile: a slice of the grid on a few dozen images; the numbers test the code, not the paper",
+    ),
+    "laptop": dict(
+        modes=("linear", "full"),
+        n_pretrain=1000,
+        n_finetune=1000,
+        n_eval=None,
+        n_val=1000,
+        note="laptop profile: every variant, fine-tuned linear and full, on 1,000 pre-training images "
+        "and a few epochs: a CPU-sized look at the paper's grid, far from its 1,000 epochs",
+    ),
+}
 
 
 def plan(
@@ -155,12 +173,12 @@ def plan(
 ) -> Plan:
     """The grid and sizes for ``cfg``; arguments left at None take the profile's choice.
 
-    ``quick``/``paper``: every variant and mode on the whole splits (validation: ``cfg.n_val``). ``smoke``:
-    ``SMOKE_PLAN`` (modes linear and full, a few dozen training examples).
+    ``quick``/``paper``: every variant and mode on the whole splits (validation: ``cfg.n_val``). ``smoke`` and
+    ``laptop``: their ``SLICES`` entry (modes linear and full, fewer training examples).
     """
-    smoke = cfg.profile == "smoke"
+    part = SLICES.get(cfg.profile, {})
     variants = tuple(variants) if variants is not None else VARIANTS
-    modes = tuple(modes) if modes is not None else (SMOKE_PLAN["modes"] if smoke else MODES)
+    modes = tuple(modes) if modes is not None else part.get("modes", MODES)
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown ACL variant {v!r}; choose from {', '.join(VARIANTS)}")
@@ -169,14 +187,10 @@ def plan(
             raise ValueError(f"unknown fine-tuning mode {m!r}; choose from {', '.join(MODES)}")
 
     def pick(value, key):
-        return value if value is not None else (SMOKE_PLAN[key] if smoke else None)
+        return value if value is not None else part.get(key)
 
-    n_val = min(cfg.n_val, SMOKE_PLAN["n_val"]) if smoke else cfg.n_val
-    notes = []
-    if smoke:
-        notes.append(
-            "smoke profile: a slice of the grid on a few dozen images; the numbers test the code, not the paper"
-        )
+    n_val = min(cfg.n_val, part["n_val"]) if "n_val" in part else cfg.n_val
+    notes = [part["note"]] if "note" in part else []
     return Plan(
         variants,
         modes,
@@ -521,7 +535,7 @@ __all__ = [
     "PROTOCOL",
     "Plan",
     "Protocol",
-    "SMOKE_PLAN",
+    "SLICES",
     "VARIANTS",
     "baseline_encoder",
     "bn_branch_gap",

@@ -70,7 +70,11 @@ class Plan:
     adversarial: tuple[str | None, ...]
 
 
-SMOKE_PLAN = dict(n_pretrain=128, n_eval=64, removals=REMOVALS, adversarial=(None, "kmeans"))
+# Profiles that run a slice; every other profile runs every removal, standard and adversarial, on the whole splits.
+SLICES = {
+    "smoke": dict(n_pretrain=128, n_eval=64, adversarial=(None, "kmeans")),
+    "laptop": dict(n_pretrain=1000, n_eval=None, adversarial=(None, "kmeans")),
+}
 
 
 def plan(
@@ -82,18 +86,19 @@ def plan(
     adversarial: tuple | list | None = None,
 ) -> Plan:
     """The runs for ``cfg`` (arguments left at None take the profile's choice): every removal, standard and
-    adversarial, on the whole splits; ``smoke``: ``SMOKE_PLAN`` (a few hundred images, two adversarial runs)."""
-    smoke = cfg.profile == "smoke"
+    adversarial, on the whole splits; ``smoke`` and ``laptop``: their ``SLICES`` entry (fewer images, two
+    adversarial runs)."""
+    part = SLICES.get(cfg.profile, {})
     removals = tuple(removals) if removals is not None else REMOVALS
-    adversarial = tuple(adversarial) if adversarial is not None else (SMOKE_PLAN["adversarial"] if smoke else REMOVALS)
+    adversarial = tuple(adversarial) if adversarial is not None else part.get("adversarial", REMOVALS)
     for r in (*removals, *adversarial):
         if r not in REMOVALS:
             raise ValueError(f"unknown false-negative removal {r!r}; choose from {REMOVALS}")
     if None not in removals:
         raise ValueError("removals must include None (plain SimCLR): the gap is measured from it")
     return Plan(
-        n_pretrain if n_pretrain is not None else (SMOKE_PLAN["n_pretrain"] if smoke else None),
-        n_eval if n_eval is not None else (SMOKE_PLAN["n_eval"] if smoke else None),
+        n_pretrain if n_pretrain is not None else part.get("n_pretrain"),
+        n_eval if n_eval is not None else part.get("n_eval"),
         removals,
         adversarial,
     )
@@ -367,7 +372,7 @@ __all__ = [
     "CHAPTER",
     "Plan",
     "REMOVALS",
-    "SMOKE_PLAN",
+    "SLICES",
     "SUPERVISED",
     "class_margins",
     "evaluate",

@@ -164,9 +164,7 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
             for scenario in study.SCENARIOS:
                 graph.scenario(scheme, scenario)
     elif number in ("05", "06"):
-        # the chapters' own default: a few scenarios on smoke (chapter 05's and 06's set-up cells), all otherwise
-        default = (["ST", "AT", "Full-AT"] if number == "05" else ["ST", "Full-AT"]) if smoke else study.SCENARIOS
-        scenarios = params.get("scenarios") or default
+        scenarios = params.get("scenarios") or study.chapter_scenarios(cfg, number)  # the chapters' own default
         for scheme in study.SCHEMES:
             for scenario in [scenarios] if isinstance(scenarios, str) else scenarios:
                 graph.scenario(scheme, scenario)

@@ -1,6 +1,8 @@
 """Profiles: one parameter that picks a coherent set of sizes for the whole study.
 
 - ``smoke``: CPU, seconds per notebook, a tiny-width ResNet-18 on a few hundred images (CI, nbval).
+- ``laptop``: CPU, real CIFAR-10, the whole course in about an hour on two cores: a ResNet-18 of width 8 on 10,000
+  images, large enough for the papers' main trends to show (the committed reference run ``results/laptop-cifar10``).
 - ``quick``: one GPU, the whole study in well under an hour, ResNet-18 on CIFAR-10.
 - ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
 - ``auto``: ``smoke`` on CPU, ``quick`` on CUDA.
@@ -63,7 +65,7 @@ class Config:
     eps_grid: tuple[float, ...]  # accuracy-vs-eps curves
     autoattack_n: int  # test examples given to AutoAttack
     autoattack_suite: str  # "standard" (APGD-CE, APGD-T, FAB-T, Square) | "ce+t" (APGD-CE, APGD-T); rcl.autoattack
-    autoattack_steps: int  # APGD/FAB iterations (the reference's 100; fewer only on smoke)
+    autoattack_steps: int  # APGD/FAB iterations (the reference's 100; fewer on the CPU profiles, smoke and laptop)
     # CKA and probes
     cka_examples: int
     probe_epochs: int
@@ -153,6 +155,47 @@ PROFILES: dict[str, dict] = {
         fn_epochs=2,
         torch_compile=False,
     ),
+    # Sized by measurement on a 2-core CPU with real CIFAR-10 (README, "The laptop profile"): the whole course in
+    # about an hour there, large enough that the papers' main trends show (results/laptop-cifar10).
+    "laptop": dict(
+        arch="resnet18",
+        width=8,
+        head_dim=100,
+        n_train=10000,
+        n_test=500,
+        batch_size=128,
+        eval_batch_size=500,
+        pretrain_epochs=10,
+        supervised_epochs=6,
+        finetune_epochs=2,
+        linear_epochs=20,
+        lr=1e-3,
+        temperature=0.2,
+        train_eps=8 / 255,
+        train_alpha=0.02,  # two steps of 0.02 reach the 8/255 boundary from delta = 0
+        train_steps=2,
+        eval_eps=4 / 255,
+        eval_alpha=0.01,
+        eval_steps=10,
+        std_eps=8 / 255,
+        std_alpha=2 / 255,
+        std_steps=10,
+        eps_grid=(0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255),
+        autoattack_n=100,
+        autoattack_suite="ce+t",
+        autoattack_steps=10,
+        cka_examples=500,
+        probe_epochs=5,
+        acl_epochs=4,
+        acl_batch_size=128,
+        acl_lr=0.5,
+        acl_temperature=0.5,
+        acl_finetune_epochs=2,
+        acl_finetune_lr=0.1,
+        n_val=500,
+        fn_epochs=5,
+        torch_compile=False,
+    ),
     "quick": dict(
         arch="resnet18",
         width=64,
@@ -233,7 +276,7 @@ PROFILES: dict[str, dict] = {
     ),
 }
 
-DEFAULT_DATASET = {"smoke": "synthetic", "quick": "cifar10", "paper": "cifar10"}
+DEFAULT_DATASET = {"smoke": "synthetic", "laptop": "cifar10", "quick": "cifar10", "paper": "cifar10"}
 
 _SIZE_FIELDS = {f.name for f in dataclasses.fields(Config)} - {
     "profile",

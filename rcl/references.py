@@ -13,6 +13,8 @@ epochs, protocol), ``dataset``, ``arch``, ``method``, ``metric`` (``clean_acc``,
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -219,6 +221,32 @@ def _one_row_per_result(refs: list[dict], hits: list[dict | None], settings: dic
         for number in members:
             out[number] = best
     return out
+
+
+def run_numbers(run_dir: str | Path) -> pd.DataFrame:
+    """Every number of the run folder ``run_dir`` as long rows (:func:`to_long` of its robustness records plus
+    chapter 08's gap table, :func:`gap_long`), ready for :func:`beside`. Works on a published run too."""
+    from rcl import results
+
+    run_dir = Path(run_dir)
+    gap_file = run_dir / "08_false_negatives" / "gap.csv"
+    gaps = pd.read_csv(gap_file) if gap_file.exists() else pd.DataFrame(columns=["scheme", "gain", "gap_closed"])
+    return pd.concat([to_long(results.collect(run_dir)), gap_long(gaps)], ignore_index=True)
+
+
+def run_settings(settings: Mapping) -> dict[str, dict]:
+    """Per paper, the settings of ours shown beside its figures, from a run's settings (``Config.as_dict()`` or the
+    ``settings`` of a published run's ``run.json``)."""
+    base = {
+        "profile": settings["profile"],
+        "dataset": settings["dataset"],
+        "arch": f"{settings['arch']} (width {settings['width']})",
+    }
+    return {
+        MAIN: {**base, "epochs": settings["pretrain_epochs"]},
+        ACL: {**base, "epochs": f"{settings['acl_epochs']} + {settings['acl_finetune_epochs']} fine-tuning"},
+        GUPTA: {**base, "epochs": settings["fn_epochs"]},
+    }
 
 
 def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None = None) -> pd.DataFrame:

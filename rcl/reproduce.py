@@ -48,7 +48,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from rcl import jobs, profiles
+from rcl import jobs, profiles, publish
 from rcl.course import setup
 from rcl.profiles import resolve
 from rcl.results import summary
@@ -470,6 +470,8 @@ def run(
     launcher: str = "none",
     launch: dict | None = None,
     jobs_only: bool = False,
+    publish_to: str | Path | None = None,
+    note: str | None = None,
 ) -> Path:
     """Execute the chapters and write the summary; returns the run folder.
 
@@ -479,12 +481,19 @@ def run(
     ``ReproduceError`` (or ``ValueError`` from the profile) before any chapter runs for bad settings, an unwritable
     or busy run folder, and ``ChapterFailed`` (a ``SystemExit``) when a chapter fails or is interrupted, or when a
     job failed (after the chapters that did not need it).
+
+    ``publish_to``: after a complete run, copy it there as a reference run (``rcl.publish``; the checkout must have
+    no local changes, checked before anything runs); ``note``: a line for its README (e.g. where the data came from).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
     from tqdm.auto import tqdm
 
     extra = dict(extra or {})
+    started, commit = time.time(), None
+    if publish_to is not None:
+        commit = publish.check_clean(project_root())
+        at_start = publish.machine()
     every = find_notebooks(notebook_dir)
     notebooks = find_notebooks(notebook_dir, only)
     routed = route_params(extra, notebooks, every)
@@ -584,6 +593,18 @@ def run(
         bar.close()
         _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records))
     failed = jobs.failed_jobs(job_records)
+    if publish_to is not None and not failed and not jobs_only:
+        dest = publish.publish(
+            run_dir,
+            publish_to,
+            commit=commit,
+            settings=cfg.as_dict(),
+            expected=[nb.name for nb in notebooks],
+            started=started,
+            machine_at_start=at_start,
+            note=note,
+        )
+        print(f"published to {dest} (commit {commit[:12]}; see {dest / publish.PROVENANCE})")
     if failed:
         lines = [
             f"  {r.job.name}: {r.state}, {r.note}" + (f" (log: {run_dir / r.log})" if r.log else "") for r in failed
@@ -745,7 +766,9 @@ def _write_summary(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rcl.reproduce", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="auto", help="smoke | quick | paper | auto (smoke on CPU, quick on GPU)")
+    parser.add_argument(
+        "--profile", default="auto", help="smoke | laptop | quick | paper | auto (smoke on CPU, quick on GPU)"
+    )
     parser.add_argument("--dataset", default=None, help="cifar10 | cifar100 | synthetic | imagefolder:<path>")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--out", default=None, help="run folder (default runs/<profile>-<dataset>)")
@@ -797,7 +820,18 @@ def main(argv: list[str] | None = None) -> None:
         help="slurm: any other sbatch option as key=value, e.g. --slurm-arg account=lab --slurm-arg qos=high",
     )
     scale.add_argument("--jobs-only", action="store_true", help="run the jobs, not the notebooks")
+    ref = parser.add_argument_group("reference run (rcl.publish)")
+    ref.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="after the run, copy its summary, tables, figures and executed notebooks to DIR with a run.json "
+        "(commit, machine, wall times); needs a checkout without local changes",
+    )
+    ref.add_argument("--note", default=None, help="with --publish: a line for DIR/README.md, e.g. about the data")
     args = parser.parse_args(argv)
+    if args.note is not None and args.publish is None:
+        parser.error("--note is a line for the published README: use it with --publish DIR")
     try:
         run(
             profile=args.profile,
@@ -812,8 +846,10 @@ def main(argv: list[str] | None = None) -> None:
             launcher=args.launcher,
             launch=_launch_options(args),
             jobs_only=args.jobs_only,
+            publish_to=args.publish,
+            note=args.note,
         )
-    except (ReproduceError, ValueError, OSError, jobs.JobsError) as err:
+    except (ReproduceError, ValueError, OSError, jobs.JobsError, publish.NotPublishable) as err:
         if args.debug:
             raise
         raise SystemExit(f"rcl.reproduce: error: {err}") from None

@@ -199,6 +199,19 @@ def scenario_model(
     return classifier, representation
 
 
+# The scenarios chapters 05 and 06 evaluate unless told otherwise: a slice on the profiles sized for a CPU, so the
+# chapters stay short there (chapter 04 trains and tables all six on every profile); all six elsewhere.
+CHAPTER_SCENARIOS = {
+    "smoke": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "Full-AT")},
+    "laptop": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "AT", "Full-AT")},
+}
+
+
+def chapter_scenarios(cfg: Config, chapter: str) -> list[str]:
+    """The scenarios chapter ``chapter`` (``"05"`` or ``"06"``) evaluates by default under ``cfg.profile``."""
+    return list(CHAPTER_SCENARIOS.get(cfg.profile, {}).get(str(chapter)[:2], SCENARIOS))
+
+
 def eval_subset(data: Dataset, n: int | None = None, seed: int = 0) -> Split:
     """``n`` class-balanced test examples (seeded), or the whole test split when ``n`` is None or too large."""
     if n is not None and n < 1:

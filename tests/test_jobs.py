@@ -143,14 +143,14 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
 
 
 def test_the_graph_follows_the_chapters_own_choices():
-    """The chapters' defaults that the graph copies (smoke scenarios, chapter 02's random-encoder probe) are still
+    """The chapters' defaults that the graph copies (their scenarios, chapter 02's random-encoder probe) are still
     the notebooks' own: if a notebook changes them, this test says which job to change."""
     cells = {}
     for number in ("02", "05", "06"):
         notebook = next(reproduce.NOTEBOOK_DIR.glob(f"{number}_*.ipynb"))
         cells[number] = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
-    assert '["ST", "AT", "Full-AT"] if smoke else study.SCENARIOS' in cells["05"]
-    assert '["ST", "Full-AT"] if smoke else study.SCENARIOS' in cells["06"]
+    assert 'scenarios or study.chapter_scenarios(cfg, "05")' in cells["05"]  # the graph reads the same function
+    assert 'scenarios or study.chapter_scenarios(cfg, "06")' in cells["06"]
     assert "torch.manual_seed(cfg.seed)" in cells["02"] and 'out / "random-encoder-linear"' in cells["02"]
 
 

@@ -68,3 +68,27 @@ def test_chapter_dir_is_created(tmp_path):
     cfg = resolve("smoke", device="cpu", run_dir=tmp_path)
     path = cfg.chapter_dir("02_simclr")
     assert path.is_dir() and path.parent == tmp_path
+
+
+def test_laptop_profile_is_a_cpu_sized_run_on_real_cifar10():
+    from rcl import acl, study
+    from rcl import false_negatives as fn
+
+    cfg = resolve("laptop", device="cpu")
+    assert cfg.dataset == "cifar10" and cfg.run_dir.name == "laptop-cifar10"
+    assert (cfg.arch, cfg.width, cfg.n_train, cfg.n_test) == ("resnet18", 8, 10000, 500)
+    # the attack reaches the training radius from delta = 0 in its steps
+    assert cfg.train_steps * cfg.train_alpha >= cfg.train_eps
+    assert cfg.eval_steps * cfg.eval_alpha >= cfg.eval_eps
+    assert cfg.train_eps in cfg.eps_grid and cfg.eval_eps in cfg.eps_grid
+    # chapters 05 and 06 evaluate a slice; chapter 04 trains all six scenarios on every profile
+    assert study.chapter_scenarios(cfg, "05") == ["ST", "AT", "Full-AT"]
+    assert study.chapter_scenarios(cfg, "06") == ["ST", "AT", "Full-AT"]
+    assert study.chapter_scenarios(resolve("quick", device="cpu"), "05") == list(study.SCENARIOS)
+    plan = acl.plan(cfg)
+    assert plan.variants == acl.VARIANTS and plan.modes == ("linear", "full")
+    assert (plan.n_pretrain, plan.n_finetune, plan.n_val) == (1000, 1000, 500) and plan.notes
+    assert acl.plan(resolve("quick", device="cpu")).n_pretrain is None
+    fn_plan = fn.plan(cfg)
+    assert fn_plan.n_pretrain == 1000 and fn_plan.removals == fn.REMOVALS and fn_plan.adversarial == (None, "kmeans")
+    assert fn.plan(resolve("quick", device="cpu")).adversarial == fn.REMOVALS

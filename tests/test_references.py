@@ -132,3 +132,22 @@ def test_gap_rows_land_beside_gupta():
     assert list(out.reference) == ["up to 68.0 %", "about +5.0 %"]
     no_gap = refs.beside(refs.gap_long(gaps.assign(gap_closed=float("nan"))), paper=refs.GUPTA)
     assert no_gap.ours.iloc[0] == "undefined" and "no gap" in no_gap["our setting"].iloc[0]
+
+
+def test_run_settings_and_numbers_read_a_run_folder_or_a_published_one(tmp_path):
+    from rcl import results
+    from rcl.profiles import resolve
+
+    settings = refs.run_settings(resolve("laptop", device="cpu").as_dict())
+    assert set(settings) == set(refs.PAPERS)
+    main = {"profile": "laptop", "dataset": "cifar10", "arch": "resnet18 (width 8)", "epochs": 10}
+    assert settings[refs.MAIN] == main
+    assert refs.run_numbers(tmp_path).empty
+    record = {"scheme": "SL", "scenario": "ST", "threat_model": "II", "attack": "pgd-ce", "eps": 8 / 255, "steps": 10}
+    results.save_robustness([{**record, "n": 500, "clean_acc": 0.6, "robust_acc": 0.1}], tmp_path / "04_scenarios")
+    (tmp_path / "08_false_negatives").mkdir()
+    gap = pd.DataFrame([{"scheme": "SimCLR-FN(labels)", "gain": 0.05, "gap_closed": 0.5}])
+    gap.to_csv(tmp_path / "08_false_negatives" / "gap.csv", index=False)
+    numbers = refs.run_numbers(tmp_path)
+    assert set(numbers.metric) == {"clean_acc", "robust_acc", "gap_closed"}
+    assert numbers.loc[numbers.metric == "gap_closed", "value"].item() == 0.5
