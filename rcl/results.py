@@ -316,6 +316,44 @@ def claims_side_by_side(runs: dict[str, str | Path], contains: str | None = None
     return table.reset_index(drop=True)
 
 
+REFERENCE_RUN = Path("results") / "laptop-cifar10"  # the committed reference run, under the project root
+
+
+def reference_claims(chapter: str, reference: str | Path | None = None, current: str | Path | None = None) -> str:
+    """What the committed reference run found for this chapter: its verdicts, printed and returned.
+
+    ``chapter``: the chapter's results folder name (``"01_supervised"``); ``reference``: a published run (default
+    ``<project root>/results/laptop-cifar10``); ``current``: this run's folder, to say so when they are the same.
+    A learner on the smoke profile sees which of the chapter's checks a real-data run passes, without typing a
+    number into the notebook: every line comes from the reference run's ``claims.json`` and ``run.json``.
+    """
+    from rcl.runtime import project_root
+
+    folder = Path(reference) if reference is not None else project_root() / REFERENCE_RUN
+    record_file = folder / "run.json"
+    if current is not None and record_file.exists() and Path(current).resolve() == folder.resolve():
+        text = "this run is the reference run"
+    elif not record_file.exists():
+        text = f"no committed reference run at {folder}"
+    else:
+        record = json.loads(record_file.read_text())
+        claims = collect_claims(folder)
+        claims = claims[claims.chapter == chapter]
+        held = int((claims.verdict == "holds").sum())
+        lines = [
+            f"reference run {folder.name}: profile {record.get('profile')}, dataset {record.get('dataset')}, seed "
+            f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}: {held} of {len(claims)} checks of "
+            f"{chapter} hold"
+        ]
+        for c in claims.itertuples():
+            noise_note = " (within noise)" if c.within_noise else ""
+            size = f"; n = {int(c.n)}" if pd.notna(c.n) and c.n else ""
+            lines.append(f"[{c.verdict}{noise_note}] {c.claim}\n    {c.evidence}{size}")
+        text = "\n".join(lines)
+    print(text)
+    return text
+
+
 # ----------------------------------------------------------------------------------------------- summary
 SUMMARY_FILE, SUMMARY_CSV, CLAIMS_CSV = "summary.md", "summary.csv", "claims.csv"
 CKA_SUMMARY_FILE = "cka_summary.csv"

@@ -197,3 +197,21 @@ def test_claims_side_by_side_lines_up_two_runs_by_claim(tmp_path):
     only = results.claims_side_by_side({"a": tmp_path / "seed0"}, contains="beats")
     assert list(only.claim) == ["AT beats ST"]
     assert results.claims_side_by_side({"a": tmp_path / "empty"}).empty
+
+
+def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp_path, capsys):
+    reference = tmp_path / "results" / "laptop-cifar10"
+    results.Claims(reference / "01_supervised").greater("AT beats ST", 0.27, 0.0, n=500, names=("AT", "ST"))
+    results.Claims(reference / "02_simclr").check("SimCLR reaches 40 %", False, "38.0 %", n=500)
+    (reference / "run.json").write_text(
+        json.dumps({"profile": "laptop", "dataset": "cifar10", "seed": 0, "commit": "a" * 40})
+    )
+    text = results.reference_claims("01_supervised", reference=reference)
+    assert text.splitlines()[0].endswith("1 of 1 checks of 01_supervised hold") and "aaaaaaaaaaaa" in text
+    assert "[holds] AT beats ST" in text and "n = 500" in text and "SimCLR" not in text
+    assert "does not hold" in results.reference_claims("02_simclr", reference=reference)
+    assert capsys.readouterr().out.count("reference run laptop-cifar10") == 2
+    assert "no committed reference run" in results.reference_claims("01_supervised", reference=tmp_path / "none")
+    assert results.reference_claims("01_supervised", reference=reference, current=reference) == (
+        "this run is the reference run"
+    )
