@@ -51,7 +51,7 @@ from pathlib import Path
 from rcl import jobs, profiles, publish
 from rcl.course import setup
 from rcl.profiles import resolve
-from rcl.results import summary
+from rcl.results import PUBLISHING_ENV, summary
 from rcl.runtime import project_root
 
 NOTEBOOK_DIR = project_root(Path(__file__).resolve().parent) / "notebooks"
@@ -494,6 +494,8 @@ def run(
     if publish_to is not None:
         commit = publish.check_clean(project_root())
         at_start = publish.machine()
+        # the chapters' kernels inherit this: their "reference run" cells then say they are it
+        os.environ[PUBLISHING_ENV] = str(Path(publish_to).resolve())
     every = find_notebooks(notebook_dir)
     notebooks = find_notebooks(notebook_dir, only)
     routed = route_params(extra, notebooks, every)

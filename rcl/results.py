@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -317,39 +318,53 @@ def claims_side_by_side(runs: dict[str, str | Path], contains: str | None = None
 
 
 REFERENCE_RUN = Path("results") / "laptop-cifar10"  # the committed reference run, under the project root
+PUBLISHING_ENV = "RCL_PUBLISHING_TO"  # set by ``rcl.reproduce --publish DIR`` while the run that DIR will hold runs
 
 
-def reference_claims(chapter: str, reference: str | Path | None = None, current: str | Path | None = None) -> str:
+def reference_run(reference: str | Path | None = None) -> Path | None:
+    """The committed reference run's folder (``reference``, default ``<project root>/results/laptop-cifar10``) when
+    it holds a ``run.json``; otherwise ``None``, after printing why (none committed, or this very run is the one
+    being published there by ``rcl.reproduce --publish``)."""
+    from rcl.runtime import project_root
+
+    root = project_root()
+    folder = Path(reference) if reference is not None else root / REFERENCE_RUN
+    shown = folder.resolve().relative_to(root.resolve()) if folder.resolve().is_relative_to(root.resolve()) else folder
+    publishing = os.environ.get(PUBLISHING_ENV)
+    if publishing and Path(publishing).resolve() == folder.resolve():
+        print(f"this run is the reference run: rcl.reproduce --publish copies it to {shown} when the course ends")
+        return None
+    if not (folder / "run.json").exists():
+        print(f"no committed reference run at {shown}")
+        return None
+    return folder
+
+
+def reference_claims(chapter: str, reference: str | Path | None = None) -> str | None:
     """What the committed reference run found for this chapter: its verdicts, printed and returned.
 
     ``chapter``: the chapter's results folder name (``"01_supervised"``); ``reference``: a published run (default
-    ``<project root>/results/laptop-cifar10``); ``current``: this run's folder, to say so when they are the same.
-    A learner on the smoke profile sees which of the chapter's checks a real-data run passes, without typing a
-    number into the notebook: every line comes from the reference run's ``claims.json`` and ``run.json``.
+    ``<project root>/results/laptop-cifar10``). A learner on the smoke profile sees which of the chapter's checks a
+    real-data run passes, without typing a number into the notebook: every line comes from the reference run's
+    ``claims.json`` and ``run.json``. ``None`` (after saying why) when there is no reference run to read.
     """
-    from rcl.runtime import project_root
-
-    folder = Path(reference) if reference is not None else project_root() / REFERENCE_RUN
-    record_file = folder / "run.json"
-    if current is not None and record_file.exists() and Path(current).resolve() == folder.resolve():
-        text = "this run is the reference run"
-    elif not record_file.exists():
-        text = f"no committed reference run at {folder}"
-    else:
-        record = json.loads(record_file.read_text())
-        claims = collect_claims(folder)
-        claims = claims[claims.chapter == chapter]
-        held = int((claims.verdict == "holds").sum())
-        lines = [
-            f"reference run {folder.name}: profile {record.get('profile')}, dataset {record.get('dataset')}, seed "
-            f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}: {held} of {len(claims)} checks of "
-            f"{chapter} hold"
-        ]
-        for c in claims.itertuples():
-            noise_note = " (within noise)" if c.within_noise else ""
-            size = f"; n = {int(c.n)}" if pd.notna(c.n) and c.n else ""
-            lines.append(f"[{c.verdict}{noise_note}] {c.claim}\n    {c.evidence}{size}")
-        text = "\n".join(lines)
+    folder = reference_run(reference)
+    if folder is None:
+        return None
+    record = json.loads((folder / "run.json").read_text())
+    claims = collect_claims(folder)
+    claims = claims[claims.chapter == chapter]
+    held = int((claims.verdict == "holds").sum())
+    lines = [
+        f"reference run {folder.name}: profile {record.get('profile')}, dataset {record.get('dataset')}, seed "
+        f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}: {held} of {len(claims)} checks of "
+        f"{chapter} hold"
+    ]
+    for c in claims.itertuples():
+        noise_note = " (within noise)" if c.within_noise else ""
+        size = f"; n = {int(c.n)}" if pd.notna(c.n) and c.n else ""
+        lines.append(f"[{c.verdict}{noise_note}] {c.claim}\n    {c.evidence}{size}")
+    text = "\n".join(lines)
     print(text)
     return text
 

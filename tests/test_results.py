@@ -211,7 +211,16 @@ def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp
     assert "[holds] AT beats ST" in text and "n = 500" in text and "SimCLR" not in text
     assert "does not hold" in results.reference_claims("02_simclr", reference=reference)
     assert capsys.readouterr().out.count("reference run laptop-cifar10") == 2
-    assert "no committed reference run" in results.reference_claims("01_supervised", reference=tmp_path / "none")
-    assert results.reference_claims("01_supervised", reference=reference, current=reference) == (
-        "this run is the reference run"
-    )
+    assert results.reference_claims("01_supervised", reference=tmp_path / "none") is None
+    assert "no committed reference run" in capsys.readouterr().out
+
+
+def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading_a_missing_one(
+    tmp_path, capsys, monkeypatch
+):
+    folder = tmp_path / "results" / "laptop-cifar10"
+    monkeypatch.setenv(results.PUBLISHING_ENV, str(folder))
+    assert results.reference_run(folder) is None and results.reference_claims("01_supervised", folder) is None
+    assert capsys.readouterr().out.count("this run is the reference run") == 2
+    monkeypatch.delenv(results.PUBLISHING_ENV)
+    assert results.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
