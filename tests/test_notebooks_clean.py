@@ -25,7 +25,13 @@ def problems(path: Path) -> list[str]:
         found.append(f"kernelspec must name python3 with a display_name, got {kernelspec!r}")
     if meta.get("language_info", {}).get("name") != "python":
         found.append("language_info.name must be 'python' (papermill: 'No language found in notebook')")
-    code = [cell for cell in notebook.get("cells", []) if cell.get("cell_type") == "code"]
+    cells = notebook.get("cells", [])
+    ids = [cell.get("id") for cell in cells]
+    if (notebook.get("nbformat"), notebook.get("nbformat_minor", 0)) >= (4, 5) and (
+        None in ids or len(set(ids)) < len(ids)
+    ):
+        found.append("every cell needs its own id (nbformat 4.5; nbformat.validator.normalize adds them)")
+    code = [cell for cell in cells if cell.get("cell_type") == "code"]
     for number, cell in enumerate(code):
         if cell.get("outputs"):
             found.append(f"code cell {number} has outputs: strip them (e.g. jupyter nbconvert --clear-output)")
@@ -54,7 +60,7 @@ def test_problems_catches_a_dirty_notebook(tmp_path):
     path = tmp_path / "dirty.ipynb"
     path.write_text(json.dumps(dirty))
     found = " | ".join(problems(path))
-    for fragment in ("kernelspec", "language_info", "has outputs", "execution_count 3", "parameters"):
+    for fragment in ("kernelspec", "language_info", "has outputs", "execution_count 3", "parameters", "own id"):
         assert fragment in found
 
 
