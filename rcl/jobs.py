@@ -7,9 +7,9 @@ call, named by that folder (``"04_scenarios/CL-Full-AT"``), with the jobs whose 
 (``needs``: a scenario fine-tune needs its pre-trained encoder). :func:`study_jobs` lists the jobs of the chapters
 asked for, those they need first; :func:`run_jobs` runs them through a launcher:
 
-- :class:`LocalLauncher`: real subprocesses on this machine (submitit's ``LocalExecutor``), at most one per GPU
-  listed (``CUDA_VISIBLE_DEVICES`` per job), or ``workers`` at a time on the CPU; a job starts when what it needs
-  is done.
+- :class:`LocalLauncher`: long-lived worker processes on this machine, one per GPU listed (which it sees alone, as
+  ``CUDA_VISIBLE_DEVICES``) or ``workers`` on the CPU, each running job after job (torch and the data load once per
+  worker, not once per job); a job starts when what it needs is done.
 - :class:`SlurmLauncher`: one ``sbatch`` per job (submitit's ``SlurmExecutor``), submitted at once with what it
   needs as SLURM dependencies (``--dependency=afterok:<ids>``, ``--kill-on-invalid-dep=yes``).
 
@@ -22,7 +22,7 @@ stopped: on SLURM, a job near its time limit or pre-empted is requeued by submit
 ``Checkpointable``); any other death is resubmitted by :func:`run_jobs` up to ``retries`` times. A job that raised
 an error is not retried; it fails, and the jobs that need it are not started (``blocked``); the others run on.
 
-Files: ``run_dir/jobs/<job>/`` holds each job's logs (``<id>_0_log.out`` / ``.err``, submitit's pickles), its
+Files: ``run_dir/jobs/<job>/`` holds each job's logs (``<id>_0_log.out`` / ``.err``; on SLURM submitit's pickles), its
 ``status.json`` and, once done, ``done.json`` (the settings it ran with and the checkpoint files it left), so a
 later run skips it while those files are unchanged; ``run_dir/jobs/summary.csv`` is the last run's table. A lock
 file per job keeps two copies of the same job (a run killed without its jobs, then started again) from training
@@ -50,7 +50,7 @@ JOBS_DIR = "jobs"
 STATES = ("queued", "submitted", "running", "done", "skipped", "failed", "blocked")
 FINAL = ("done", "skipped", "failed", "blocked")
 # a job's stderr carries tqdm bars: one refresh every 30 s keeps a days-long log readable
-_JOB_ENV = ("export TQDM_MININTERVAL=30",)
+_JOB_ENV = {"TQDM_MININTERVAL": "30"}
 
 
 class JobsError(RuntimeError):
@@ -379,6 +379,9 @@ def _job_lock(folder: Path, name: str) -> Iterator[None]:
         os.close(fd)
 
 
+_LOADED: dict[tuple, Any] = {}  # a worker process's last dataset, by (dataset, root, n_train, n_test, seed)
+
+
 class JobCall:
     """What a job process runs: load the data, then the job's load-or-train call; returns ``{"seconds": ...}``.
 
@@ -411,7 +414,13 @@ class JobCall:
                 torch.set_num_threads(settings.threads)
             cfg = settings.config()
             # no silent fallback to synthetic images here: a job never trains on stand-in data in a CIFAR folder
-            data = load_dataset(cfg.dataset, cfg.data_root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
+            key = (cfg.dataset, str(cfg.data_root), cfg.n_train, cfg.n_test, cfg.seed)
+            if key not in _LOADED:  # a worker keeps its last dataset for the next job (the jobs only read it)
+                _LOADED.clear()
+                _LOADED[key] = load_dataset(
+                    cfg.dataset, cfg.data_root, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed
+                )
+            data = _LOADED[key]
             start = time.perf_counter()
             KINDS[job.kind](cfg, data, *job.args)
             seconds = time.perf_counter() - start
@@ -453,10 +462,126 @@ def _time_minutes(value: int | str) -> int:
     return -(-seconds // 60)
 
 
+class _Worker:
+    """One long-lived job process (``multiprocessing`` spawn): it imports torch once and runs job after job sent to
+    it, each with its stdout and stderr in the job's log files. ``env``: variables it starts with
+    (``CUDA_VISIBLE_DEVICES``, ``TQDM_MININTERVAL``)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child, dict(env)), daemon=True)
+        self.process.start()
+        child.close()
+        self.jobs_run = 0
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def close(self) -> None:
+        """Let it finish: an idle worker exits when its pipe closes."""
+        self.conn.close()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.kill()
+
+
+def _serve(conn, env: dict) -> None:
+    """A worker's loop: receive ``(call, stdout path, stderr path)``, run it, send ``("ok", result)`` or
+    ``("raised", traceback)``; exit when the launcher closes the pipe."""
+    import cloudpickle
+
+    os.environ.update(env)
+    while True:
+        try:
+            call, out_path, err_path = cloudpickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        conn.send(_run_logged(call, out_path, err_path))
+
+
+def _run_logged(call: Callable[[], dict], out_path: str, err_path: str) -> tuple[str, Any]:
+    """``call()`` with file descriptors 1 and 2 (so C extensions' output too) written to the two log files."""
+    import sys
+    import traceback
+
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out_path, "a") as out, open(err_path, "a") as err:
+        os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+        try:
+            return "ok", call()
+        except Exception:
+            traceback.print_exc()
+            return "raised", traceback.format_exc()
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+
+
+@dataclass
+class _Paths:
+    stdout: Path
+    stderr: Path
+
+
+class _WorkerJob:
+    """A job sent to a :class:`_Worker`, as :func:`run_jobs` watches it: ``done()``, then ``exception()`` (a
+    ``FailedJobError`` when the job raised, a :class:`JobsError` when its worker died or ran out of time) or
+    ``result()``."""
+
+    def __init__(self, worker: _Worker, job_id: str, paths: _Paths, minutes: int) -> None:
+        self.worker, self.job_id, self.paths = worker, job_id, paths
+        self.deadline = time.monotonic() + minutes * 60
+        self._outcome: tuple[str, Any] | None = None
+
+    def done(self) -> bool:
+        if self._outcome is not None:
+            return True
+        try:
+            if self.worker.conn.poll():
+                self._outcome = self.worker.conn.recv()
+        except (EOFError, OSError):
+            pass
+        if self._outcome is None and not self.worker.alive():
+            self._outcome = ("died", DIED)
+        elif self._outcome is None and time.monotonic() > self.deadline:
+            self.worker.kill()
+            self._outcome = ("died", "ran past its time limit; stopped")
+        return self._outcome is not None
+
+    def exception(self) -> BaseException | None:
+        from submitit.core.utils import FailedJobError
+
+        kind, value = self._outcome
+        if kind == "raised":
+            return FailedJobError(value)
+        return JobsError(value) if kind == "died" else None
+
+    def result(self) -> Any:
+        return self._outcome[1]
+
+    def cancel(self, check: bool = False) -> None:
+        if not self.done():
+            self.worker.kill()
+            self._outcome = ("died", "cancelled")
+
+
 class LocalLauncher:
-    """Jobs as subprocesses of this machine (submitit ``LocalExecutor``): one per GPU of ``gpus`` (the value of
-    ``CUDA_VISIBLE_DEVICES`` each job gets), or ``workers`` at a time with the GPUs hidden. A job starts once
-    everything it needs is done. ``time``: a job is stopped and requeued (it resumes) after this long."""
+    """Jobs on this machine, each slot a long-lived worker process: one per GPU of ``gpus`` (which it sees alone,
+    as ``CUDA_VISIBLE_DEVICES``), or ``workers`` with the GPUs hidden. A worker imports torch once and keeps the
+    last dataset it loaded, so a job costs its training, not a new Python; a worker that dies is replaced. A job
+    starts once everything it needs is done. ``time``: a job is stopped (and, by :func:`run_jobs`, started again:
+    it resumes) after this long."""
 
     eager = False
 
@@ -472,27 +597,34 @@ class LocalLauncher:
         self.time = _time_minutes(time)
         self._free = list(range(len(self.slots)))
         self._held: dict[str, int] = {}
+        self._workers: list[_Worker | None] = [None] * len(self.slots)
 
     def has_room(self) -> bool:
         return bool(self._free)
 
+    def _worker(self, slot: int) -> _Worker:
+        worker = self._workers[slot]
+        if worker is None or not worker.alive():
+            visible = "" if self.gpus is None else str(self.gpus[slot])
+            env = {"CUDA_VISIBLE_DEVICES": visible, **_JOB_ENV}
+            worker = self._workers[slot] = _Worker(env)
+        return worker
+
     def submit(self, call: Callable[[], dict], folder: Path, after: Sequence[str]) -> tuple[Any, str]:
-        import submitit
+        import cloudpickle
 
         slot = self._free.pop(0)
-        executor = submitit.LocalExecutor(folder=folder)
-        params: dict[str, Any] = {"timeout_min": self.time, "setup": list(_JOB_ENV)}
-        if self.gpus is not None:
-            params.update(gpus_per_node=1, visible_gpus=[self.gpus[slot]])
-        executor.update_parameters(**params)
         try:
-            handle = executor.submit(call)
+            worker = self._worker(slot)
+            worker.jobs_run += 1
+            job_id = f"{worker.process.pid}.{worker.jobs_run}"
+            paths = _Paths(folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err")
+            worker.conn.send_bytes(cloudpickle.dumps((call, str(paths.stdout), str(paths.stderr))))
         except Exception:
             self._free.insert(0, slot)
             raise
-        handle._results_timeout_s = 2  # a local disk: a missing result means the job died, no need to wait 15 s
-        self._held[handle.job_id] = slot
-        return handle, self.slots[slot]
+        self._held[job_id] = slot
+        return _WorkerJob(worker, job_id, paths, self.time), self.slots[slot]
 
     def started(self, handle) -> bool:
         return True
@@ -511,9 +643,16 @@ class LocalLauncher:
         self.release(handle)
 
     def adopt(self, folder: Path, job_id: str, where: str):
-        """Nothing to adopt: an earlier run's local jobs died with it or are orphans this run cannot watch (a new
-        copy waits for an orphan's job lock, then loads what it trained)."""
+        """Nothing to adopt: an earlier run's local jobs died with it (a new copy of an orphan's job waits for its
+        job lock, then loads what it trained)."""
         return None
+
+    def close(self) -> None:
+        """Stop the workers (after the jobs: the chapters then have the memory)."""
+        for slot, worker in enumerate(self._workers):
+            if worker is not None:
+                worker.close()
+            self._workers[slot] = None
 
 
 class SlurmLauncher:
@@ -547,11 +686,14 @@ class SlurmLauncher:
         self.gpus_per_job = gpus_per_job
         self.cpus_per_job = cpus_per_job
         self.extra = dict(extra or {})
-        self.setup = [*_JOB_ENV, *setup]
+        self.setup = [*(f"export {k}={v}" for k, v in _JOB_ENV.items()), *setup]
         self.max_requeues = max_requeues
 
     def has_room(self) -> bool:
         return True
+
+    def close(self) -> None:
+        """Nothing to stop: the jobs belong to the cluster."""
 
     def parameters(self, name: str, after: Sequence[str]) -> dict[str, Any]:
         """The executor parameters of one job (``after``: the SLURM ids it waits for)."""
@@ -795,6 +937,7 @@ def run_jobs(
                 _write_status(run_dir, r)
         raise
     finally:
+        launcher.close()
         _write_summary(run_dir, records.values())
     return list(records.values())
 

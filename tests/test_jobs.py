@@ -200,7 +200,7 @@ def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_
     assert _states(first) == {GRAPH[0]: "done", GRAPH[1]: "failed", GRAPH[2]: "blocked"}
     notes = {r.job.name: r.note for r in first}
     assert notes[GRAPH[1]].startswith("died 1 times") and notes[GRAPH[2]] == f"needs {victim}, which failed"
-    assert not list((cfg.run_dir / "jobs" / GRAPH[2].replace("/", "--")).glob("*_submitted.pkl"))  # never started
+    assert not list((cfg.run_dir / "jobs" / GRAPH[2].replace("/", "--")).glob("*_log.*"))  # never started
     out = capsys.readouterr().out
     assert "running   01_supervised/SL-ST  on worker" in out and "(1 queued | 2 running | 0 done | 0 failed)" in out
     stopped = load_checkpoint(cfg.run_dir / victim / "last.pt")
