@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def publish(
     copied = _copy_tree(run_dir, staging)
     record = {
         "commit": commit,
-        "command": " ".join(command if command is not None else ["python", "-m", "rcl.reproduce", *sys.argv[1:]]),
+        "command": shlex.join(command if command is not None else ["python", "-m", "rcl.reproduce", *sys.argv[1:]]),
         "profile": settings.get("profile"),
         "dataset": settings.get("dataset"),
         "seed": settings.get("seed"),

@@ -2,6 +2,7 @@
 records the commit, machine and per-chapter wall times."""
 
 import json
+import shlex
 import subprocess
 
 import nbformat
@@ -67,8 +68,15 @@ def test_publish_copies_results_not_checkpoints_and_records_the_run(tmp_path):
     dest.mkdir(parents=True)
     (dest / "stale.csv").write_text("from an older run")
     settings = {"profile": "laptop", "dataset": "cifar10", "seed": 1, "run_dir": str(run), "width": 8}
+    command = ["python", "-m", "rcl.reproduce", "--publish", str(dest), "--note", "Data: a JPEG copy."]
     publish.publish(
-        run, dest, commit="c" * 40, settings=settings, expected=["01_a.ipynb", "02_b.ipynb"], note="JPEG copy."
+        run,
+        dest,
+        commit="c" * 40,
+        settings=settings,
+        expected=["01_a.ipynb", "02_b.ipynb"],
+        command=command,
+        note="JPEG copy.",
     )
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert files == [
@@ -84,6 +92,7 @@ def test_publish_copies_results_not_checkpoints_and_records_the_run(tmp_path):
     record = json.loads((dest / "run.json").read_text())
     assert record["commit"] == "c" * 40 and record["seed"] == 1 and record["settings"]["width"] == 8
     assert "run_dir" not in record["settings"]
+    assert shlex.split(record["command"]) == command  # quoted so that it can be pasted into a shell again
     assert [c["seconds"] for c in record["chapters"]] == [61.5, 3600.0] and record["wall_seconds"] == 3661.5
     assert record["machine_at_end"]["torch"] and record["machine_at_end"]["cpu_count"] >= 1
     readme = (dest / "README.md").read_text()
