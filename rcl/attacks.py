@@ -52,6 +52,7 @@ __all__ = [
     "cross_entropy_loss",
     "fgsm",
     "pgd",
+    "sign_coherence",
 ]
 
 
@@ -236,6 +237,18 @@ def pgd(
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = _step_and_project(x_adv.detach(), grad.to(work_dtype), x, eps, alpha, norm)
     return x_adv.detach()
+
+
+def sign_coherence(delta: Tensor) -> Tensor:
+    """How spatially coherent each perturbation is: the share of horizontally or vertically neighbouring pixels
+    (per channel) whose perturbation has the same sign. About 0.5 for independent noise, 1 for a constant sign,
+    0 for a checkerboard. delta: float [N, C, H, W] (``x_adv - x``); returns float [N]."""
+    if delta.dim() != 4 or delta.shape[-1] < 2 or delta.shape[-2] < 2:
+        raise ValueError(f"delta must be [N, C, H, W] with H, W >= 2, got shape {tuple(delta.shape)}")
+    sign = torch.sign(delta)
+    same_row = (sign[..., :, 1:] == sign[..., :, :-1]).flatten(1)
+    same_column = (sign[..., 1:, :] == sign[..., :-1, :]).flatten(1)
+    return torch.cat([same_row, same_column], dim=1).float().mean(dim=1)
 
 
 def _input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rcl.attacks import AttackConfig, attack_mode, contrastive_loss_fn, fgsm, pgd
+from rcl.attacks import AttackConfig, attack_mode, contrastive_loss_fn, fgsm, pgd, sign_coherence
 
 
 def small_cnn(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
@@ -447,3 +447,17 @@ def test_pgd_accepts_inputs_in_another_float_dtype_than_the_model(model_dtype, x
     assert float((x_adv - x).abs().max()) <= 8 / 255 + 1e-6 and 0 <= float(x_adv.min()) <= float(x_adv.max()) <= 1
     same = pgd(model, x.to(model_dtype), y, 8 / 255, 2 / 255, 3, random_start=False)  # the same attack, one dtype
     torch.testing.assert_close(x_adv.to(same.dtype), same, atol=1e-5, rtol=0)
+
+
+def test_sign_coherence_is_half_for_noise_one_for_a_constant_sign_and_zero_for_a_checkerboard():
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(4, 3, 32, 32, generator=gen) - 0.5
+    assert torch.allclose(sign_coherence(noise), torch.full((4,), 0.5), atol=0.03)
+    assert torch.equal(sign_coherence(torch.full((2, 3, 8, 8), -0.01)), torch.ones(2))
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    checkerboard = ((rows + cols) % 2 * 2 - 1).float().expand(1, 3, 8, 8)
+    assert torch.equal(sign_coherence(checkerboard), torch.zeros(1))
+    halves = torch.cat([torch.ones(1, 1, 4, 8), -torch.ones(1, 1, 4, 8)], dim=2)  # one sign change in 7 row pairs
+    assert sign_coherence(halves).item() == pytest.approx((56 + 48) / 112)
+    with pytest.raises(ValueError, match="delta must be"):
+        sign_coherence(torch.zeros(3, 32, 32))
