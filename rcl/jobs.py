@@ -37,6 +37,8 @@ import fcntl
 import json
 import os
 import shutil
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,10 @@ _JOB_ENV = {"TQDM_MININTERVAL": "30"}
 
 class JobsError(RuntimeError):
     """A problem with the job graph or its launcher (bad options, a submission the cluster refused)."""
+
+
+class JobsStopped(Exception):
+    """:func:`run_jobs` was told to stop (``stop`` set): the jobs in flight were cancelled; a rerun resumes them."""
 
 
 # --------------------------------------------------------------------------------------------------- the graph
@@ -506,11 +512,13 @@ def _serve(conn, env: dict) -> None:
         except (EOFError, OSError):
             return
         conn.send(_run_logged(call, out_path, err_path))
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # the GPU's memory back for a chapter that may run there before the next job
 
 
 def _run_logged(call: Callable[[], dict], out_path: str, err_path: str) -> tuple[str, Any]:
     """``call()`` with file descriptors 1 and 2 (so C extensions' output too) written to the two log files."""
-    import sys
     import traceback
 
     sys.stdout.flush(), sys.stderr.flush()
@@ -581,7 +589,8 @@ class LocalLauncher:
     as ``CUDA_VISIBLE_DEVICES``), or ``workers`` with the GPUs hidden. A worker imports torch once and keeps the
     last dataset it loaded, so a job costs its training, not a new Python; a worker that dies is replaced. A job
     starts once everything it needs is done. ``time``: a job is stopped (and, by :func:`run_jobs`, started again:
-    it resumes) after this long."""
+    it resumes) after this long. A chapter that runs beside the jobs takes a slot too (:meth:`reserve`), so jobs
+    and chapters together never use more than the slots (each GPU runs one thing at a time)."""
 
     eager = False
 
@@ -598,9 +607,31 @@ class LocalLauncher:
         self._free = list(range(len(self.slots)))
         self._held: dict[str, int] = {}
         self._workers: list[_Worker | None] = [None] * len(self.slots)
+        self._lock = threading.Lock()  # the jobs' loop and the chapters take slots from two threads
 
     def has_room(self) -> bool:
-        return bool(self._free)
+        with self._lock:
+            return bool(self._free)
+
+    def _take(self) -> int | None:
+        with self._lock:
+            return self._free.pop(0) if self._free else None
+
+    def free(self, slot: int) -> None:
+        """Give back a slot taken by :meth:`reserve` (or held by a job)."""
+        with self._lock:
+            self._free.append(slot)
+            self._free.sort()
+
+    def reserve(self) -> tuple[int, str, dict[str, str]] | None:
+        """A free slot for a chapter's kernel: ``(slot, its name, the environment the kernel runs with)`` (its GPU
+        as ``CUDA_VISIBLE_DEVICES``; on the CPU nothing changes), or None when every slot is busy. :meth:`free`
+        gives it back."""
+        slot = self._take()
+        if slot is None:
+            return None
+        env = {} if self.gpus is None else {"CUDA_VISIBLE_DEVICES": str(self.gpus[slot])}
+        return slot, self.slots[slot], env
 
     def _worker(self, slot: int) -> _Worker:
         worker = self._workers[slot]
@@ -610,10 +641,13 @@ class LocalLauncher:
             worker = self._workers[slot] = _Worker(env)
         return worker
 
-    def submit(self, call: Callable[[], dict], folder: Path, after: Sequence[str]) -> tuple[Any, str]:
+    def submit(self, call: Callable[[], dict], folder: Path, after: Sequence[str]) -> tuple[Any, str] | None:
+        """Send the job to a free slot's worker: ``(handle, where)``, or None when a chapter took the last slot."""
         import cloudpickle
 
-        slot = self._free.pop(0)
+        slot = self._take()
+        if slot is None:
+            return None
         try:
             worker = self._worker(slot)
             worker.jobs_run += 1
@@ -621,7 +655,7 @@ class LocalLauncher:
             paths = _Paths(folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err")
             worker.conn.send_bytes(cloudpickle.dumps((call, str(paths.stdout), str(paths.stderr))))
         except Exception:
-            self._free.insert(0, slot)
+            self.free(slot)
             raise
         self._held[job_id] = slot
         return _WorkerJob(worker, job_id, paths, self.time), self.slots[slot]
@@ -635,8 +669,7 @@ class LocalLauncher:
     def release(self, handle) -> None:
         slot = self._held.pop(handle.job_id, None)
         if slot is not None:
-            self._free.append(slot)
-            self._free.sort()
+            self.free(slot)
 
     def cancel(self, handle) -> None:
         handle.cancel(check=False)
@@ -648,7 +681,7 @@ class LocalLauncher:
         return None
 
     def close(self) -> None:
-        """Stop the workers (after the jobs: the chapters then have the memory)."""
+        """Stop the workers (after the jobs: the chapters then have the memory and the cores)."""
         for slot, worker in enumerate(self._workers):
             if worker is not None:
                 worker.close()
@@ -823,6 +856,8 @@ def run_jobs(
     poll: float | None = None,
     echo: Callable[[str], None] = print,
     make_call: Callable[[JobSettings, Job], Callable[[], dict]] = JobCall,
+    on_change: Callable[[JobRecord], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[JobRecord]:
     """Run ``jobs`` (every job after what it needs, as :func:`study_jobs` lists them) through ``launcher``.
 
@@ -832,7 +867,9 @@ def run_jobs(
     and every job that needs it is ``blocked`` and never started. Returns one :class:`JobRecord` per job; also
     writes them to ``run_dir/jobs/summary.csv``. Ctrl-C cancels the jobs in flight (a rerun resumes them).
     Among the jobs ready to start, those that more jobs wait for start first. ``make_call(settings, job)``: what
-    a job process runs (default :class:`JobCall`; tests wrap it).
+    a job process runs (default :class:`JobCall`; tests wrap it). ``on_change(record)``: called on every state
+    change (from this function's thread; ``rcl.reproduce`` starts each chapter once its jobs are done). ``stop``: when
+    set (from another thread), the jobs in flight are cancelled and :class:`JobsStopped` is raised.
     """
     from submitit.core.utils import FailedJobError
 
@@ -852,6 +889,8 @@ def run_jobs(
             f"[{stamp}] {r.state:<9} {r.job.name}{'  ' + detail if detail else ''}   ({_count_text(records.values())})"
         )
         _write_status(run_dir, r)
+        if on_change is not None:
+            on_change(r)
 
     def block_below(failed: JobRecord) -> None:
         for d in _dependants(records, failed.job.name):
@@ -866,6 +905,8 @@ def run_jobs(
     done_before = [r for r in records.values() if is_done(r.job, settings)]
     for r in done_before:
         r.state, r.note = "skipped", "done by an earlier run"
+        if on_change is not None:
+            on_change(r)
     for r in records.values():  # jobs an earlier run left in the cluster's queue (it died): watch them
         status = _read_status(run_dir, r.job) if r.state == "queued" else {}
         if status.get("state") in ("submitted", "running") and status.get("job_id"):
@@ -882,6 +923,8 @@ def run_jobs(
     order = sorted(records.values(), key=lambda r: -waiting[r.job.name])  # stable: graph order among equals
     try:
         while any(r.state not in FINAL for r in records.values()):
+            if stop is not None and stop.is_set():
+                raise JobsStopped("stopped by the runner")
             for r in order:  # start what can start
                 if r.state != "queued":
                     continue
@@ -892,7 +935,10 @@ def run_jobs(
                 after = [str(n.handle.job_id) for n in needs if n.state in ("submitted", "running")]
                 folder = job_dir(run_dir, r.job)
                 folder.mkdir(parents=True, exist_ok=True)
-                r.handle, r.where = launcher.submit(make_call(settings, r.job), folder, after)
+                submitted = launcher.submit(make_call(settings, r.job), folder, after)
+                if submitted is None:  # a chapter took the last slot
+                    continue
+                r.handle, r.where = submitted
                 r.attempts += 1
                 r.log = str(Path(r.handle.paths.stderr).relative_to(run_dir))
                 r.state = "submitted" if launcher.eager else "running"
@@ -984,6 +1030,7 @@ __all__ = [
     "JobRecord",
     "JobSettings",
     "JobsError",
+    "JobsStopped",
     "LocalLauncher",
     "SlurmLauncher",
     "chapter_jobs",

@@ -23,9 +23,12 @@ says which process holds the folder (or waits for it with ``--wait``). It ends w
 ``local`` on this machine, one job per GPU of ``--gpus`` (default: every visible GPU) or ``--workers`` jobs at a
 time on the CPU; ``slurm`` submits one batch job per model to a cluster (``--partition``, ``--time``,
 ``--gpus-per-job``, ``--cpus-per-job``, ``--slurm-arg account=lab``), what a job needs as ``afterok`` dependencies.
-The chapters then run as before and only load. A job that dies is started again (``--retries``) and resumes from
-its last epoch; a job that fails blocks the jobs and chapters that need it, the others run on, and the summary
-names both. ``--jobs-only`` stops after the jobs. The runner keeps the run folder's lock while the jobs run.
+Each chapter starts as soon as the jobs it needs are done (and the chapters it reads: 03 after 01 and 02, 09 last),
+beside the jobs still training and the other chapters, and only loads: locally a chapter takes one of the launcher's
+slots (its GPU, or a CPU worker), so jobs and chapters together never use more; on SLURM the chapters run here, one
+at a time. A job that dies is started again (``--retries``) and resumes from its last epoch; a job or chapter that
+fails keeps only what needs it from running, the others run on, and the summary names them. ``--jobs-only`` stops
+after the jobs. The runner keeps the run folder's lock while the jobs run.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
+import stat
 import sys
+import threading
 import time
 import types
 import typing
@@ -309,10 +315,14 @@ def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
         rel = path.relative_to(run_dir)
         if rel.parts[0] == "notebooks" or any(part.startswith(".") for part in rel.parts):
             continue
-        if rel.as_posix() in ("summary.md", "summary.csv") or not path.is_file():
+        if rel.as_posix() in ("summary.md", "summary.csv"):
             continue
-        stat = path.stat()
-        files[rel.as_posix()] = (stat.st_mtime_ns, stat.st_size)
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # removed meanwhile (a job or a chapter beside this one replaced it)
+            continue
+        if stat.S_ISREG(info.st_mode):
+            files[rel.as_posix()] = (info.st_mtime_ns, info.st_size)
     return files
 
 
@@ -442,6 +452,92 @@ def _keep_failed(running: Path, failed: Path) -> Path | None:
 # --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` while the body runs (nothing when ``value`` is None), then as it was."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _run_chapter(
+    notebook: Path,
+    parameters: dict,
+    run_dir: Path,
+    *,
+    force: bool,
+    debug: bool,
+    echo: typing.Callable[[str], None] = print,
+    kernel: type | None = None,
+    not_mine: typing.Callable[[str], bool] | None = None,
+) -> dict:
+    """Execute one chapter into ``run_dir/notebooks`` unless it is complete; returns its status row
+    (``{"notebook", "status", "seconds"}``). Raises ``ChapterFailed`` naming the cell and the error.
+
+    ``kernel``: the kernel manager class (``_kernel_manager``: the kernel's environment); ``not_mine(path)``: files
+    written meanwhile by someone else (jobs, chapters running beside it), left out of the chapter's recorded outputs.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    executed_dir = run_dir / "notebooks"
+    executed = executed_dir / notebook.name
+    running = executed_dir / f"{notebook.stem}.running.ipynb"
+    failed = executed_dir / f"{notebook.stem}.failed.ipynb"
+    _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
+    reason = None if force else incomplete_reason(executed, parameters, run_dir)
+    if not force and reason is None:
+        return {"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0}
+    if executed.exists() and reason:
+        echo(f"{notebook.name}: running again, {reason}")
+    before = _snapshot(run_dir)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(running),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            extra_arguments=_KERNEL_ARGS,
+            **({"kernel_manager_class": kernel} if kernel is not None else {}),
+        )
+    except PapermillExecutionError as err:
+        kept = _keep_failed(running, failed)
+        raise ChapterFailed(_cell_failure(notebook, err, kept, debug)) from None
+    except KeyboardInterrupt:
+        kept = _keep_failed(running, failed)
+        raise ChapterFailed(
+            f"\nINTERRUPTED: {notebook.name}" + (f" (its partial run: {kept})" if kept else "") + ".\n"
+            f"Finished chapters are kept. Rerun the same command to continue from {notebook.name}."
+        ) from None
+    except Exception as err:  # the kernel died (killed, out of memory) or could not start
+        kept = _keep_failed(running, failed)
+        if debug:
+            raise
+        raise ChapterFailed(
+            f"\nFAILED: {notebook.name}: {type(err).__name__}: {err}\n"
+            + (f"  its partial run: {kept}\n" if kept else "")
+            + "Finished chapters are kept. If the kernel was killed for memory, lower -p batch_size or "
+            f"-p eval_batch_size; otherwise rerun the same command to continue from {notebook.name}."
+        ) from None
+    after = _snapshot(run_dir)
+    changed = [name for name, stamp in after.items() if before.get(name) != stamp]
+    _finish(running, executed, sorted(name for name in changed if not_mine is None or not not_mine(name)))
+    failed.unlink(missing_ok=True)
+    return {"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)}
+
+
 def _writable(run_dir: Path) -> None:
     """Create the run folder and check that files can be written there; else one clear error."""
     import tempfile
@@ -485,148 +581,334 @@ def run(
     ``publish_to``: after a complete run, copy it there as a reference run (``rcl.publish``; the checkout must have
     no local changes, checked before anything runs); ``note``: a line for its README (e.g. where the data came from).
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-    from tqdm.auto import tqdm
-
     extra = dict(extra or {})
     started, commit = time.time(), None
     if publish_to is not None:
         commit = publish.check_clean(project_root())
         at_start = publish.machine()
-        # the chapters' kernels inherit this: their "reference run" cells then say they are it
-        os.environ[PUBLISHING_ENV] = str(Path(publish_to).resolve())
-    every = find_notebooks(notebook_dir)
-    notebooks = find_notebooks(notebook_dir, only)
-    routed = route_params(extra, notebooks, every)
-    settings = {k: v for k, v in extra.items() if k in SETTINGS}
-    if launcher not in LAUNCHERS:
-        raise ReproduceError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
-    if jobs_only and launcher == "none":
-        raise ReproduceError("--jobs-only runs the training jobs without the notebooks: add --launcher local or slurm")
-    here = _planning_device(device, profile, launcher, jobs_only)
-    requested = resolve(profile, dataset=dataset, device=here, run_dir=out).dataset
-    cfg = setup(profile, dataset, here, run_dir=out, overrides=settings)  # checks every setting first
-    fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
-    run_dir = cfg.run_dir.resolve()
-    executed_dir = run_dir / "notebooks"
-    _writable(run_dir)
-    base = {"profile": cfg.profile, "dataset": cfg.dataset, "device": device, "run_dir": str(run_dir)}
-    unused = sorted(k for k in extra if k not in SETTINGS and not any(k in notebook_parameters(nb) for nb in notebooks))
-    scale_out = make_launcher(launcher, cfg, **(launch or {})) if launcher != "none" else None
-    with run_lock(run_dir, wait=wait):
-        print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
-        if unused:
-            print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
-        crowded = _crowded_cores(scale_out, (launch or {}).get("threads"))
-        if crowded:
-            print(f"rcl.reproduce: note: {crowded}")
-        job_records, needs_failed = [], {}
-        if scale_out is not None:
-            needed = {nb: jobs.chapter_jobs(cfg, nb.name[:2], routed[nb]) for nb in notebooks}
-            graph = list({job.name: job for chapter in needed.values() for job in chapter}.values())
-            job_settings = jobs.JobSettings.of(cfg, device=device, threads=(launch or {}).get("threads"))
-            job_records = jobs.run_jobs(graph, job_settings, scale_out, retries=(launch or {}).get("retries", 2))
-            bad = {r.job.name for r in jobs.failed_jobs(job_records)}
-            needs_failed = {nb: sorted(bad & {j.name for j in chapter}) for nb, chapter in needed.items()}
-            needs_failed = {nb: names for nb, names in needs_failed.items() if names}
-        status = []
-        bar = tqdm([] if jobs_only else notebooks, desc="chapters", unit="nb", disable=jobs_only)
-        for notebook in bar:
-            bar.set_postfix_str(notebook.stem)
-            if notebook in needs_failed:
-                names = needs_failed[notebook]
-                more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-                status.append(
-                    {"notebook": notebook.name, "status": f"not run: job {names[0]}{more} failed", "seconds": 0.0}
-                )
-                continue
-            parameters = {**base, **routed[notebook]}
-            executed = executed_dir / notebook.name
-            running = executed_dir / f"{notebook.stem}.running.ipynb"
-            failed = executed_dir / f"{notebook.stem}.failed.ipynb"
-            _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
-            reason = None if force else incomplete_reason(executed, parameters, run_dir)
-            if not force and reason is None:
-                status.append({"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0})
-                continue
-            if executed.exists() and reason:
-                bar.write(f"{notebook.name}: running again, {reason}")
-            before = _snapshot(run_dir)
-            start = time.perf_counter()
-            try:
-                papermill.execute_notebook(
-                    str(notebook),
-                    str(running),
-                    parameters=parameters,
-                    kernel_name="python3",
-                    cwd=str(notebook.parent),
-                    progress_bar=False,
-                    extra_arguments=_KERNEL_ARGS,
-                )
-            except PapermillExecutionError as err:
-                bar.close()
-                kept = _keep_failed(running, failed)
-                raise ChapterFailed(_cell_failure(notebook, err, kept, debug)) from None
-            except KeyboardInterrupt:
-                bar.close()
-                kept = _keep_failed(running, failed)
-                raise ChapterFailed(
-                    f"\nINTERRUPTED: {notebook.name}" + (f" (its partial run: {kept})" if kept else "") + ".\n"
-                    f"Finished chapters are kept. Rerun the same command to continue from {notebook.name}."
-                ) from None
-            except Exception as err:  # the kernel died (killed, out of memory) or could not start
-                bar.close()
-                kept = _keep_failed(running, failed)
-                if debug:
-                    raise
-                raise ChapterFailed(
-                    f"\nFAILED: {notebook.name}: {type(err).__name__}: {err}\n"
-                    + (f"  its partial run: {kept}\n" if kept else "")
-                    + "Finished chapters are kept. If the kernel was killed for memory, lower -p batch_size or "
-                    f"-p eval_batch_size; otherwise rerun the same command to continue from {notebook.name}."
-                ) from None
-            after = _snapshot(run_dir)
-            _finish(running, executed, sorted(name for name, stamp in after.items() if before.get(name) != stamp))
-            failed.unlink(missing_ok=True)
-            status.append(
-                {"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)}
+    # the chapters' kernels inherit this: their "reference run" cells then say they are it
+    with _environ(PUBLISHING_ENV, None if publish_to is None else str(Path(publish_to).resolve())):
+        every = find_notebooks(notebook_dir)
+        notebooks = find_notebooks(notebook_dir, only)
+        routed = route_params(extra, notebooks, every)
+        settings = {k: v for k, v in extra.items() if k in SETTINGS}
+        if launcher not in LAUNCHERS:
+            raise ReproduceError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
+        if jobs_only and launcher == "none":
+            raise ReproduceError(
+                "--jobs-only runs the training jobs without the notebooks: add --launcher local or slurm"
             )
-        bar.close()
-        _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records))
-    failed = jobs.failed_jobs(job_records)
-    if publish_to is not None and not failed and not jobs_only:
-        dest = publish.publish(
-            run_dir,
-            publish_to,
-            commit=commit,
-            settings=cfg.as_dict(),
-            expected=[nb.name for nb in notebooks],
-            started=started,
-            machine_at_start=at_start,
-            note=note,
+        here = _planning_device(device, profile, launcher, jobs_only)
+        requested = resolve(profile, dataset=dataset, device=here, run_dir=out).dataset
+        cfg = setup(profile, dataset, here, run_dir=out, overrides=settings)  # checks every setting first
+        fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
+        run_dir = cfg.run_dir.resolve()
+        _writable(run_dir)
+        base = {"profile": cfg.profile, "dataset": cfg.dataset, "device": device, "run_dir": str(run_dir)}
+        unused = sorted(
+            k for k in extra if k not in SETTINGS and not any(k in notebook_parameters(nb) for nb in notebooks)
         )
-        print(f"published to {dest} (commit {commit[:12]}; see {dest / publish.PROVENANCE})")
-    if failed:
-        lines = [
-            f"  {r.job.name}: {r.state}, {r.note}" + (f" (log: {run_dir / r.log})" if r.log else "") for r in failed
-        ]
-        raise ChapterFailed(
-            f"\nJOBS FAILED: {len(failed)} of {len(job_records)}:\n"
-            + "\n".join(lines)
-            + "\n"
-            + (
-                f"Chapters not run: {', '.join(nb.name for nb in needs_failed)}.\n"
-                if needs_failed and not jobs_only
-                else ""
+        scale_out = make_launcher(launcher, cfg, **(launch or {})) if launcher != "none" else None
+        with run_lock(run_dir, wait=wait):
+            print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
+            if unused:
+                print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
+            crowded = _crowded_cores(scale_out, (launch or {}).get("threads"))
+            if crowded:
+                print(f"rcl.reproduce: note: {crowded}")
+            job_records, failures, t0 = [], [], time.perf_counter()
+            if scale_out is None:
+                status = _chapters_in_order(notebooks, base, routed, run_dir, force=force, debug=debug)
+            else:
+                needed = {nb: jobs.chapter_jobs(cfg, nb.name[:2], routed[nb]) for nb in notebooks}
+                threads = (launch or {}).get("threads")
+                status, job_records, failures = _chapters_beside_jobs(
+                    [] if jobs_only else notebooks,
+                    needed,
+                    {nb: {**base, **routed[nb]} for nb in notebooks},
+                    run_dir,
+                    scale_out,
+                    jobs.JobSettings.of(cfg, device=device, threads=threads),
+                    retries=(launch or {}).get("retries", 2),
+                    threads=threads,
+                    force=force,
+                    debug=debug,
+                )
+            wall = time.perf_counter() - t0 if scale_out is not None else None
+            _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records), wall)
+        failed = jobs.failed_jobs(job_records)
+        if failures:  # chapters that ran beside the jobs: the others ran on, the summary has them all
+            raise ChapterFailed("\n".join(failures) + _jobs_failed(failed, job_records, status, run_dir))
+        if publish_to is not None and not failed and not jobs_only:
+            dest = publish.publish(
+                run_dir,
+                publish_to,
+                commit=commit,
+                settings=cfg.as_dict(),
+                expected=[nb.name for nb in notebooks],
+                started=started,
+                machine_at_start=at_start,
+                note=note,
             )
-            + "Finished jobs and chapters are kept; once the cause is fixed, the same command runs what is left "
-            "(a job that stopped mid-way resumes from its last epoch)."
-        )
+            print(f"published to {dest} (commit {commit[:12]}; see {dest / publish.PROVENANCE})")
+        if failed:
+            raise ChapterFailed(_jobs_failed(failed, job_records, status, run_dir))
     return run_dir
 
 
 LAUNCHERS = ("none", "local", "slurm")
+
+
+def _jobs_failed(failed: list, records: list, status: list[dict], run_dir: Path) -> str:
+    """The message naming the jobs that failed and the chapters they kept from running ("" when none failed)."""
+    if not failed:
+        return ""
+    lines = [f"  {r.job.name}: {r.state}, {r.note}" + (f" (log: {run_dir / r.log})" if r.log else "") for r in failed]
+    not_run = [row["notebook"] for row in status if row["status"].startswith("not run: job")]
+    return (
+        f"\nJOBS FAILED: {len(failed)} of {len(records)}:\n"
+        + "\n".join(lines)
+        + "\n"
+        + (f"Chapters not run: {', '.join(not_run)}.\n" if not_run else "")
+        + "Finished jobs and chapters are kept; once the cause is fixed, the same command runs what is left "
+        "(a job that stopped mid-way resumes from its last epoch)."
+    )
+
+
+def _chapters_in_order(
+    notebooks: list[Path], base: dict, routed: dict, run_dir: Path, *, force: bool, debug: bool
+) -> list[dict]:
+    """Today's course: every chapter in turn, each training what it needs; stops at the first that fails."""
+    from tqdm.auto import tqdm
+
+    status = []
+    bar = tqdm(notebooks, desc="chapters", unit="nb")
+    try:
+        for notebook in bar:
+            bar.set_postfix_str(notebook.stem)
+            parameters = {**base, **routed[notebook]}
+            status.append(_run_chapter(notebook, parameters, run_dir, force=force, debug=debug, echo=bar.write))
+    finally:
+        bar.close()
+    return status
+
+
+# chapters that read what another chapter wrote: 03 reads the robustness tables of 01 and 02 (and writes them when
+# they are missing), 09 every chapter's results
+CHAPTER_NEEDS = {"03": ("01", "02"), "09": ("00", "01", "02", "03", "04", "05", "06", "07", "08")}
+
+
+def _kernel_manager(env: dict[str, str], started: list) -> type:
+    """A kernel manager class (papermill's ``kernel_manager_class``) whose kernel runs with ``env`` on top of this
+    process's environment (its GPU, its threads); each manager is appended to ``started`` once its kernel runs."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ChapterKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**os.environ, **env}
+            await super().start_kernel(**kw)
+            started.append(self)
+
+    return ChapterKernelManager
+
+
+class _Chapter(threading.Thread):
+    """One chapter run by ``_run_chapter`` in a thread of the runner (papermill's kernel is its own process), in a
+    slot of the launcher; ``row`` (its status) or ``failure`` (the message) once it ends."""
+
+    def __init__(self, notebook: Path, parameters: dict, run_dir: Path, slot: int, where: str, env: dict, **kw):
+        super().__init__(name=f"rcl-{notebook.stem}", daemon=True)
+        self.notebook, self.parameters, self.run_dir, self.kw = notebook, parameters, run_dir, kw
+        self.slot, self.where = slot, where
+        self.kernels: list = []
+        self.kernel = _kernel_manager(env, self.kernels)
+        self.row: dict | None = None
+        self.failure: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.row = _run_chapter(self.notebook, self.parameters, self.run_dir, kernel=self.kernel, **self.kw)
+        except ChapterFailed as err:
+            self.failure = str(err)
+        except BaseException as err:  # with --debug, _run_chapter lets a dead kernel's error through
+            self.failure = f"\nFAILED: {self.notebook.name}: {type(err).__name__}: {err}"
+
+    def interrupt(self) -> None:
+        """SIGINT to the chapter's kernel (it runs in its own session: a terminal's Ctrl-C does not reach it)."""
+        for manager in self.kernels:
+            with contextlib.suppress(OSError, TypeError):
+                os.kill(manager.provisioner.pid, signal.SIGINT)
+
+
+class _OneAtATime:
+    """Chapter slots when the jobs run elsewhere (SLURM): one chapter at a time on this machine."""
+
+    def __init__(self) -> None:
+        self.busy = False
+
+    def reserve(self) -> tuple[int, str, dict] | None:
+        if self.busy:
+            return None
+        self.busy = True
+        return 0, "this machine", {}
+
+    def free(self, slot: int) -> None:
+        self.busy = False
+
+
+def _chapters_beside_jobs(
+    notebooks: list[Path],
+    needed: dict[Path, list[jobs.Job]],
+    parameters: dict[Path, dict],
+    run_dir: Path,
+    launcher: jobs.LocalLauncher | jobs.SlurmLauncher,
+    settings: jobs.JobSettings,
+    *,
+    retries: int,
+    threads: int | None,
+    force: bool,
+    debug: bool,
+) -> tuple[list[dict], list[jobs.JobRecord], list[str]]:
+    """The jobs of ``needed`` (every chapter's, once) through ``launcher`` in a thread, and each chapter as soon as
+    the jobs it needs are done, the chapters it reads (``CHAPTER_NEEDS``) have run, and a slot is free: locally the
+    chapters take the launcher's slots (a GPU or a CPU worker each; a job ready to start goes first, the jobs being
+    the long chains the chapters wait for), on SLURM one at a time here. A chapter whose job failed is not run; a
+    chapter that fails keeps only the chapters that read it from running. ``threads``: the kernels' torch threads.
+
+    Returns the chapters' status rows (in chapter order), the jobs' records and the failed chapters' messages.
+    """
+    from tqdm.auto import tqdm
+
+    graph = list({job.name: job for chapter in needed.values() for job in chapter}.values())
+    states = {job.name: "queued" for job in graph}
+    needs = {job.name: job.needs for job in graph}
+    outcome: dict[str, typing.Any] = {}
+    stop = threading.Event()
+    bar = tqdm(total=len(notebooks), desc="chapters", unit="nb", disable=not notebooks)
+
+    def train() -> None:
+        try:
+            outcome["records"] = jobs.run_jobs(
+                graph,
+                settings,
+                launcher,
+                retries=retries,
+                echo=bar.write,
+                on_change=lambda r: states.__setitem__(r.job.name, r.state),
+                stop=stop,
+            )
+        except BaseException as err:
+            outcome["error"] = err
+
+    def say(text: str) -> None:
+        bar.write(f"[{time.strftime('%H:%M:%S')}] {text}")
+
+    def job_ready() -> bool:
+        """A job waits for a slot (all it needs done): locally it goes before any chapter."""
+        ready = ("done", "skipped")
+        return any(s == "queued" and all(states[n] in ready for n in needs[name]) for name, s in states.items())
+
+    local = isinstance(launcher, jobs.LocalLauncher)
+    slots = launcher if local else _OneAtATime()
+    kernel_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    job_folders = tuple(f"{job.name}/" for job in graph)
+    beside: dict[Path, set[str]] = {}  # each chapter: the chapters that ran while it did (their files are not its)
+
+    def not_mine(notebook: Path) -> typing.Callable[[str], bool]:
+        def check(name: str) -> bool:
+            top = name.split("/")[0]
+            return top == jobs.JOBS_DIR or name.startswith(job_folders) or top[:2] in beside[notebook]
+
+        return check
+
+    rows: dict[Path, dict] = {}
+    failures: dict[Path, str] = {}
+    waiting, running = list(notebooks), {}
+    trainer = threading.Thread(target=train, name="rcl-jobs", daemon=True)
+    trainer.start()
+    try:
+        while waiting or running or trainer.is_alive():
+            for notebook, chapter in list(running.items()):  # what finished
+                if chapter.is_alive():
+                    continue
+                del running[notebook]
+                slots.free(chapter.slot)
+                bar.update()
+                if chapter.failure is not None:
+                    failures[notebook] = chapter.failure
+                    rows[notebook] = {"status": "failed", "seconds": 0.0}
+                    say(f"chapter {notebook.stem} failed (the chapters that do not read it run on)")
+                else:
+                    rows[notebook] = chapter.row
+                    say(f"chapter {notebook.stem}: {chapter.row['status']} in {chapter.row['seconds']:.0f} s")
+            if "error" in outcome:  # the jobs' loop itself stopped (a submission refused): no more chapters
+                waiting.clear()
+            for notebook in list(waiting):  # what can start, in chapter order
+                failed_jobs = sorted(j.name for j in needed[notebook] if states[j.name] in ("failed", "blocked"))
+                reads = [nb for nb in notebooks if nb.name[:2] in CHAPTER_NEEDS.get(notebook.name[:2], ())]
+                broken = [nb for nb in reads if nb in rows and rows[nb]["status"] not in ("ran", "skipped (complete)")]
+                if failed_jobs or broken:
+                    more = f" and {len(failed_jobs) - 1} more" if len(failed_jobs) > 1 else ""
+                    why = f"job {failed_jobs[0]}{more} failed" if failed_jobs else f"{broken[0].name} did not run"
+                    rows[notebook] = {"status": f"not run: {why}", "seconds": 0.0}
+                    waiting.remove(notebook)
+                    bar.update()
+                    continue
+                if any(nb in waiting or nb in running for nb in reads):
+                    continue
+                if any(states[j.name] not in ("done", "skipped") for j in needed[notebook]):
+                    continue
+                executed = run_dir / "notebooks" / notebook.name
+                if not force and is_complete(executed, parameters[notebook], run_dir):
+                    rows[notebook] = {"status": "skipped (complete)", "seconds": 0.0}
+                    waiting.remove(notebook)
+                    bar.update()
+                    continue
+                if local and job_ready():
+                    break
+                reserved = slots.reserve()
+                if reserved is None:
+                    break
+                slot, where, env = reserved
+                waiting.remove(notebook)
+                beside[notebook] = {nb.name[:2] for nb in running}
+                for other in running:
+                    beside[other].add(notebook.name[:2])
+                chapter = _Chapter(
+                    notebook,
+                    parameters[notebook],
+                    run_dir,
+                    slot,
+                    where,
+                    {**env, **kernel_env},
+                    force=force,
+                    debug=debug,
+                    echo=bar.write,
+                    not_mine=not_mine(notebook),
+                )
+                running[notebook] = chapter
+                chapter.start()
+                say(f"chapter {notebook.stem} started on {where}")
+            bar.set_postfix_str(", ".join(nb.stem for nb in running))
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for chapter in running.values():
+            chapter.interrupt()
+        for chapter in running.values():
+            chapter.join(timeout=60)
+        trainer.join(timeout=60)
+        bar.close()
+        names = ", ".join(nb.name for nb in running)
+        raise ChapterFailed(
+            "\nINTERRUPTED" + (f" while running {names}" if names else "") + ". Finished jobs and chapters are "
+            "kept; rerun the same command to continue (a job stopped mid-way resumes from its last epoch)."
+        ) from None
+    bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    status = [{"notebook": nb.name, **rows[nb]} for nb in notebooks]
+    return status, outcome["records"], [failures[nb] for nb in notebooks if nb in failures]
 
 
 def _crowded_cores(launcher, threads: int | None) -> str | None:
@@ -759,9 +1041,14 @@ def _cell_number(notebook: Path, source: str) -> int | str:
 
 
 def _write_summary(
-    run_dir: Path, status: list[dict], fell_back: bool, dataset: str, job_rows: list[dict] | None = None
+    run_dir: Path,
+    status: list[dict],
+    fell_back: bool,
+    dataset: str,
+    job_rows: list[dict] | None = None,
+    wall: float | None = None,
 ) -> None:
-    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back, jobs=job_rows)
+    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back, jobs=job_rows, wall=wall)
     print(text)
     print(f"summary written to {run_dir / 'summary.md'} and {run_dir / 'summary.csv'}")
 

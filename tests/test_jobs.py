@@ -586,19 +586,19 @@ class _LockChecker(_Scripted):
         return super().__call__()
 
 
-def test_reproduce_runs_the_jobs_first_and_skips_only_the_chapters_of_a_failed_job(tmp_path, monkeypatch):
+def test_reproduce_skips_only_the_chapters_of_a_failed_job_and_those_that_read_them(tmp_path, monkeypatch):
     import functools
 
     from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
 
     folder = tmp_path / "nb"
     folder.mkdir()
-    for name in ("01_a", "02_b", "03_c"):
+    for name in ("01_a", "02_b", "03_reads_01_02", "04_c"):
         _notebook(folder / f"{name}.ipynb", "x = 1", params=BASE_PARAMS + "\nscenarios = None\noverrides = {}")
     graph = {
         "01": [jobs.Job("01_a/model", "none")],
         "02": [jobs.Job("01_a/model", "none"), jobs.Job("02_b/broken", "none", needs=("01_a/model",))],
-        "03": [jobs.Job("03_c/model", "none")],
+        "04": [jobs.Job("04_c/model", "none")],
     }
     asked = {}
 
@@ -625,10 +625,161 @@ def test_reproduce_runs_the_jobs_first_and_skips_only_the_chapters_of_a_failed_j
         "JOBS FAILED: 1 of 3" in message
         and "02_b/broken: failed, RuntimeError: 02_b/broken was made to fail" in message
     )
-    assert "Chapters not run: 02_b.ipynb" in message
-    assert calls == ["01_a.ipynb", "03_c.ipynb"]  # the chapters that needed no failed job still ran
-    assert asked["03"]["scenarios"] == ["ST", "AT"] and asked["03"]["overrides"] == {"width": 4}
+    assert "Chapters not run: 02_b.ipynb." in message
+    assert sorted(calls) == ["01_a.ipynb", "04_c.ipynb"]  # the chapters that needed no failed job still ran
+    assert asked["04"]["scenarios"] == ["ST", "AT"] and asked["04"]["overrides"] == {"width": 4}
     assert (tmp_path / "holder.txt").read_text() == str(os.getpid())  # the runner held the lock over its jobs
     summary = (out / "summary.md").read_text()
     assert "## Training jobs" in summary and "| 02_b/broken | failed | 1 |" in summary
     assert "| 02_b.ipynb | not run: job 02_b/broken failed |" in summary
+    assert "| 03_reads_01_02.ipynb | not run: 02_b.ipynb did not run |" in summary  # it reads 02's results
+
+
+class _Timed(_Scripted):
+    """A scripted job that takes ``seconds`` and writes when it started and ended to ``<log>.times``."""
+
+    def __init__(self, job, seconds: float, log: Path) -> None:
+        super().__init__(job, {}, log)
+        self.seconds = seconds
+
+    def __call__(self):
+        import time
+
+        start = time.time()
+        time.sleep(self.seconds)
+        with open(f"{self.log}.times", "a") as handle:
+            handle.write(f"{self.job.name} {start} {time.time()}\n")
+        return super().__call__()
+
+
+def test_each_chapter_starts_once_its_jobs_are_done_beside_the_jobs_and_chapters_still_running(tmp_path, monkeypatch):
+    """--launcher local: a chapter does not wait for every job, only its own; chapters run side by side within the
+    workers' slots, those that read another chapter after it, and each records only the files it wrote."""
+    import functools
+    import threading
+    import time
+
+    from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    names = ("00_intro", "01_quick", "02_slow", "03_reads_01_02", "05_alone")
+    for name in names:
+        _notebook(folder / f"{name}.ipynb", "x = 1", params=BASE_PARAMS + "\noverrides = {}")
+    graph = {"01": [jobs.Job("01_quick/model", "none")], "02": [jobs.Job("02_slow/model", "none")]}
+    seconds = {"01_quick/model": 0.2, "02_slow/model": 4.0}
+    log = tmp_path / "starts.txt"
+    monkeypatch.setattr(jobs, "chapter_jobs", lambda cfg, chapter, params=None: graph.get(chapter, []))
+    monkeypatch.setattr(
+        jobs,
+        "run_jobs",
+        functools.partial(jobs.run_jobs, poll=0.1, make_call=lambda s, j: _Timed(j, seconds[j.name], log)),
+    )
+    chapter_times, lock = {}, threading.Lock()
+
+    def chapter(name, output, parameters):  # each chapter writes into its own folder, slowly
+        start = time.time()
+        own = Path(parameters["run_dir"]) / name[:-6]
+        own.mkdir(parents=True, exist_ok=True)
+        (own / "early.txt").write_text(name)
+        time.sleep(1.0)
+        (own / "late.txt").write_text(name)
+        with lock:
+            chapter_times[name[:-6]] = (start, time.time())
+
+    _fake_papermill(monkeypatch, effect=chapter)
+    out = tmp_path / "run"
+    reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder, launcher="local", launch={"workers": 2})
+
+    job_times = {}
+    for line in Path(f"{log}.times").read_text().splitlines():
+        name, start, end = line.split()
+        job_times[name] = (float(start), float(end))
+    assert chapter_times["01_quick"][0] < job_times["02_slow/model"][1]  # it did not wait for the slow job
+    assert chapter_times["01_quick"][0] >= job_times["01_quick/model"][1]  # but for its own
+    assert chapter_times["02_slow"][0] >= job_times["02_slow/model"][1]
+    assert chapter_times["03_reads_01_02"][0] >= max(chapter_times["01_quick"][1], chapter_times["02_slow"][1])
+    spans = list(chapter_times.values()) + list(job_times.values())
+    moments = sorted(t for span in spans for t in span)
+    busiest = max(sum(a <= m < b for a, b in spans) for m in moments)
+    assert busiest == 2  # side by side, never more than the two workers' slots (jobs and chapters together)
+    for name in names:  # what each chapter left, and only that, although others wrote beside it
+        outputs = json.loads((out / "notebooks" / f"{name}.ipynb").read_text())["metadata"]["rcl"]["outputs"]
+        assert outputs == [f"{name}/early.txt", f"{name}/late.txt"], name
+    summary = (out / "summary.md").read_text()
+    assert "for the jobs and the chapters, side by side; the chapters' own times add up to" in summary
+    # a rerun finds every chapter complete
+    calls = _fake_papermill(monkeypatch)
+    reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder, launcher="local", launch={"workers": 2})
+    assert calls == []
+
+
+def test_a_failing_chapter_beside_the_jobs_stops_only_the_chapters_that_read_it(tmp_path, monkeypatch):
+    from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for name in ("01_broken", "02_fine", "03_reads_01_02", "09_reads_all"):
+        _notebook(folder / f"{name}.ipynb", "x = 1", params=BASE_PARAMS + "\noverrides = {}")
+    monkeypatch.setattr(jobs, "chapter_jobs", lambda cfg, chapter, params=None: [])
+
+    def chapter(name, output, parameters):
+        if name.startswith("01"):
+            raise RuntimeError("the kernel died")
+
+    calls = _fake_papermill(monkeypatch, effect=chapter)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as failure:
+        reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder, launcher="local", launch={"workers": 2})
+    assert "FAILED: 01_broken.ipynb: RuntimeError: the kernel died" in str(failure.value)
+    assert sorted(calls) == ["01_broken.ipynb", "02_fine.ipynb"]
+    summary = (out / "summary.md").read_text()
+    assert "| 01_broken.ipynb | failed |" in summary and "| 02_fine.ipynb | ran |" in summary
+    assert "| 03_reads_01_02.ipynb | not run: 01_broken.ipynb did not run |" in summary
+    assert "| 09_reads_all.ipynb | not run: 01_broken.ipynb did not run |" in summary
+    assert (out / "notebooks" / "01_broken.failed.ipynb").exists()
+
+
+def test_a_chapter_kernel_runs_with_its_slots_environment_and_an_interrupt_reaches_it(tmp_path):
+    """The kernel of a chapter beside the jobs sees its slot's GPU and threads; Ctrl-C, which a kernel in its own
+    session does not get from the terminal, is passed on to it."""
+    import time
+
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell("out, wait = '', 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import os, time\n"
+            "open(out, 'w').write(os.environ['CUDA_VISIBLE_DEVICES'] + ' ' + os.environ['OMP_NUM_THREADS'])\n"
+            "time.sleep(wait)"
+        ),
+    ]
+    nbformat.write(notebook, tmp_path / "01_env.ipynb")
+    (tmp_path / "run" / "notebooks").mkdir(parents=True)
+    env = {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "1"}
+    for wait in (0, 60):
+        chapter = reproduce._Chapter(
+            tmp_path / "01_env.ipynb",
+            {"out": str(tmp_path / f"env{wait}.txt"), "wait": wait},
+            tmp_path / "run",
+            0,
+            "worker 1",
+            env,
+            force=True,
+            debug=False,
+        )
+        chapter.start()
+        if wait:
+            while not (tmp_path / f"env{wait}.txt").exists():
+                time.sleep(0.1)
+            chapter.interrupt()
+        chapter.join(timeout=50)
+        assert not chapter.is_alive()
+        assert (tmp_path / f"env{wait}.txt").read_text() == "3 1"
+        assert len(chapter.kernels) == 1
+    assert chapter.row is None and "KeyboardInterrupt" in chapter.failure
+    assert (tmp_path / "run" / "notebooks" / "01_env.failed.ipynb").exists()
