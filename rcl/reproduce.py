@@ -613,15 +613,14 @@ def run(
             print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
             if unused:
                 print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
-            crowded = _crowded_cores(scale_out, (launch or {}).get("threads"))
-            if crowded:
-                print(f"rcl.reproduce: note: {crowded}")
+            threads, threads_note = _cpu_threads(scale_out, (launch or {}).get("threads"))
+            if threads_note:
+                print(f"rcl.reproduce: note: {threads_note}")
             job_records, failures, t0 = [], [], time.perf_counter()
             if scale_out is None:
                 status = _chapters_in_order(notebooks, base, routed, run_dir, force=force, debug=debug)
             else:
                 needed = {nb: jobs.chapter_jobs(cfg, nb.name[:2], routed[nb]) for nb in notebooks}
-                threads = (launch or {}).get("threads")
                 status, job_records, failures = _chapters_beside_jobs(
                     [] if jobs_only else notebooks,
                     needed,
@@ -889,7 +888,9 @@ def _chapters_beside_jobs(
                 running[notebook] = chapter
                 chapter.start()
                 say(f"chapter {notebook.stem} started on {where}")
-            bar.set_postfix_str(", ".join(nb.stem for nb in running))
+            names = ", ".join(nb.stem for nb in running)
+            if names != bar.postfix:  # a refresh only when it changed: a log file gets one line per refresh
+                bar.set_postfix_str(names)
             time.sleep(0.2)
     except KeyboardInterrupt:
         stop.set()
@@ -911,20 +912,31 @@ def _chapters_beside_jobs(
     return status, outcome["records"], [failures[nb] for nb in notebooks if nb in failures]
 
 
-def _crowded_cores(launcher, threads: int | None) -> str | None:
-    """A hint when CPU workers would fight over the cores (each job takes torch's default thread count)."""
+def _cpu_threads(launcher, threads: int | None) -> tuple[int | None, str | None]:
+    """The torch threads of each job and of each chapter beside them, and a note for the user.
+
+    ``--threads-per-job`` wins. Otherwise CPU workers that would together take more threads than there are cores
+    (N x torch's default) get ``cores // N`` each, as torchrun does, unless ``OMP_NUM_THREADS`` is set (the user
+    chose: a note then says the workers will fight over the cores). GPUs and a single worker keep the default.
+    """
     import torch
 
-    if not isinstance(launcher, jobs.LocalLauncher) or launcher.gpus is not None or len(launcher.slots) < 2:
-        return None
-    cores, each = os.cpu_count() or 1, threads or torch.get_num_threads()
-    if each * len(launcher.slots) <= cores:
-        return None
-    fair = max(1, cores // len(launcher.slots))
-    return (
-        f"{len(launcher.slots)} workers x {each} torch threads on {cores} cores: the jobs will fight over the cores. "
-        f"For speed, give every run the same smaller count, e.g. OMP_NUM_THREADS={fair} before this command (and "
-        f"before any sequential run to compare with: CPU sums depend on the thread count), or --threads-per-job {fair}"
+    if threads is not None or not isinstance(launcher, jobs.LocalLauncher) or launcher.gpus is not None:
+        return threads, None
+    workers, cores, each = len(launcher.slots), os.cpu_count() or 1, torch.get_num_threads()
+    if each * workers <= cores:
+        return None, None
+    fair = max(1, cores // workers)
+    if "OMP_NUM_THREADS" in os.environ:
+        return None, (
+            f"{workers} workers x OMP_NUM_THREADS={each} on {cores} cores: the jobs and chapters will fight over the "
+            f"cores; OMP_NUM_THREADS={fair} (or --threads-per-job {fair}) is faster"
+        )
+    return fair, (
+        f"{workers} workers on {cores} cores: each job, and each chapter beside them, uses {fair} torch "
+        f"thread{'s' * (fair > 1)} instead of torch's default {each}, so they do not fight over the cores. CPU sums "
+        f"depend on the thread count: a sequential run gives the same weights bit for bit with OMP_NUM_THREADS={fair}; "
+        f"--threads-per-job {each} keeps the default"
     )
 
 
@@ -1089,8 +1101,8 @@ def main(argv: list[str] | None = None) -> None:
         "--threads-per-job",
         type=int,
         default=None,
-        help="torch CPU threads per job (default: the machine's, as in a sequential run: the same weights; fewer "
-        "is faster with --workers, equal only to a run with as many threads)",
+        help="torch CPU threads of each job and each chapter beside them (default: torch's, or cores / workers when "
+        "CPU workers would crowd the cores; CPU weights equal a sequential run's with as many threads)",
     )
     scale.add_argument("--retries", type=int, default=2, help="times a job that died is started again (default 2)")
     scale.add_argument(

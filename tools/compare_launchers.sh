@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole course twice from a clean clone of this checkout's HEAD, sequential and with CPU job workers; prints both
-# wall times and checks that the two runs left bit-identical checkpoints and the same summary.csv.
-#   bash tools/compare_launchers.sh [profile] [workers]      (OMP_NUM_THREADS=1 bash ... for one thread per process)
-# Measure on an idle machine (the script prints the load average before and after each run).
+# The whole course from a clean clone of this checkout's HEAD: sequential with torch's default threads, sequential
+# with the thread count the CPU workers use, and with `--launcher local --workers N`; prints the three wall times
+# and checks that the workers left the same checkpoints bit for bit, and the same summary.csv, as the sequential run
+# with as many threads (CPU sums depend on the thread count).
+#   bash tools/compare_launchers.sh [profile] [workers]
+# The workers use cores / workers torch threads each (rcl.reproduce's default when they would crowd the cores);
+# set OMP_NUM_THREADS to choose another count for all three runs. Measure on an idle machine (the script prints the
+# load average before and after each run).
 set -euo pipefail
 profile=${1:-smoke}
 workers=${2:-2}
@@ -11,7 +15,11 @@ python=${PYTHON:-$root/.venv/bin/python}
 clone=$root/runs/compare-launchers
 rm -rf "$clone" && git clone -q "$root" "$clone" && cd "$clone"
 export PYTHONPATH=$clone
-echo "commit $(git rev-parse --short HEAD), profile $profile, OMP_NUM_THREADS=${OMP_NUM_THREADS:-default}"
+default_threads=$("$python" -c "import torch; print(torch.get_num_threads())")
+cores=$(nproc)
+threads=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
+echo "commit $(git rev-parse --short HEAD), profile $profile, $cores cores, torch default $default_threads threads;" \
+     "workers: $workers x $threads threads"
 timed() {
     local name=$1; shift
     uptime
@@ -19,8 +27,11 @@ timed() {
     "$python" -m rcl.reproduce --profile "$profile" "$@" > "$name.log" 2>&1
     echo "$name: $(echo "$(date +%s.%N) - $start" | bc) s (log: $clone/$name.log)"
 }
-timed sequential --out runs/sequential
-timed "workers-$workers" --out runs/workers --launcher local --workers "$workers"
+if [ -z "${OMP_NUM_THREADS:-}" ] && [ "$threads" != "$default_threads" ]; then
+    timed "sequential-$default_threads-threads" --out runs/sequential-default
+fi
+OMP_NUM_THREADS=$threads timed "sequential-$threads-threads" --out runs/sequential
+OMP_NUM_THREADS=$threads timed "workers-$workers" --out runs/workers --launcher local --workers "$workers"
 uptime
 "$python" - <<'PY'
 from pathlib import Path
