@@ -735,7 +735,7 @@ class _Chapter(threading.Thread):
     def interrupt(self) -> None:
         """SIGINT to the chapter's kernel (it runs in its own session: a terminal's Ctrl-C does not reach it)."""
         for manager in self.kernels:
-            with contextlib.suppress(OSError, TypeError):
+            with contextlib.suppress(OSError, TypeError, AttributeError):  # a kernel already gone
                 os.kill(manager.provisioner.pid, signal.SIGINT)
 
 
@@ -1084,7 +1084,9 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="name=value: any profile setting (-p n_train=60, -p train_eps=8/255) or a chapter's own parameter",
     )
-    scale = parser.add_argument_group("scale out: the chapters' models as parallel jobs first (rcl.jobs)")
+    scale = parser.add_argument_group(
+        "scale out: the chapters' models as parallel jobs, each chapter once its own are done (rcl.jobs)"
+    )
     scale.add_argument(
         "--launcher",
         default="none",
