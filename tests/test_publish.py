@@ -114,3 +114,27 @@ def test_publish_refuses_a_checkout_with_local_changes_before_running(tmp_path, 
     with pytest.raises(publish.NotPublishable, match="clean checkout"):
         reproduce.run("smoke", device="cpu", out=tmp_path / "run", publish_to=tmp_path / "pub")
     assert not (tmp_path / "run" / "notebooks").exists()
+
+
+def test_the_chapters_of_a_run_being_published_know_it_and_the_variable_is_gone_afterwards(
+    tmp_path, monkeypatch, checkout
+):
+    """While --publish runs, the chapters' kernels see where the run goes (their "reference run" sections say they
+    are it); the runner's own environment is as before once it returns."""
+    import os
+
+    from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+    from rcl.results import PUBLISHING_ENV
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", "x = 1", params=BASE_PARAMS)
+    seen = []
+    _fake_papermill(monkeypatch, effect=lambda name, output, parameters: seen.append(os.environ.get(PUBLISHING_ENV)))
+    monkeypatch.setattr(reproduce, "project_root", lambda: checkout)
+    monkeypatch.setattr(publish, "publish", lambda run_dir, dest, **kw: dest)
+    monkeypatch.delenv(PUBLISHING_ENV, raising=False)
+    reproduce.run("smoke", device="cpu", out=tmp_path / "run", notebook_dir=folder, publish_to=tmp_path / "pub")
+    assert seen == [str((tmp_path / "pub").resolve())]
+    assert PUBLISHING_ENV not in os.environ
