@@ -9,7 +9,8 @@ asked for, those they need first; :func:`run_jobs` runs them through a launcher:
 
 - :class:`LocalLauncher`: long-lived worker processes on this machine, one per GPU listed (which it sees alone, as
   ``CUDA_VISIBLE_DEVICES``) or ``workers`` on the CPU, each running job after job (torch and the data load once per
-  worker, not once per job); a job starts when what it needs is done.
+  worker, not once per job); a job starts when what it needs is done. ``rcl.reproduce`` runs each chapter in a slot
+  too (:meth:`LocalLauncher.reserve`) as soon as its jobs are done, beside the jobs still training.
 - :class:`SlurmLauncher`: one ``sbatch`` per job (submitit's ``SlurmExecutor``), submitted at once with what it
   needs as SLURM dependencies (``--dependency=afterok:<ids>``, ``--kill-on-invalid-dep=yes``).
 
