@@ -522,19 +522,25 @@ def _run_logged(call: Callable[[], dict], out_path: str, err_path: str) -> tuple
     """``call()`` with file descriptors 1 and 2 (so C extensions' output too) written to the two log files."""
     import traceback
 
-    sys.stdout.flush(), sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    def flush() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     with open(out_path, "a") as out, open(err_path, "a") as err:
-        os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
         try:
             return "ok", call()
         except Exception:
             traceback.print_exc()
             return "raised", traceback.format_exc()
         finally:
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+            flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 @dataclass
