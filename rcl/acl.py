@@ -212,6 +212,7 @@ def pretrain_attack(cfg: Config) -> AttackConfig:
         steps=cfg.train_steps,
         random_start=PROTOCOL.attack_start,
         model_mode=PROTOCOL.attack_model_mode,
+        precision=cfg.precision,
     )
 
 
@@ -225,6 +226,7 @@ def finetune_attack(cfg: Config) -> AttackConfig:
         steps=steps,
         random_start=PROTOCOL.finetune_start,
         model_mode="eval",
+        precision=cfg.precision,
     )
 
 
@@ -233,7 +235,12 @@ def eval_attack(cfg: Config) -> AttackConfig:
     20 steps on quick/paper, fewer on smoke), uniform random start, model in eval mode (released ``pgd_attack``).
     Spelled out here rather than taken from ``rcl.study``, whose main-study attacks follow another release."""
     return AttackConfig(
-        eps=cfg.std_eps, alpha=cfg.std_alpha, steps=cfg.std_steps, random_start=PROTOCOL.eval_start, model_mode="eval"
+        eps=cfg.std_eps,
+        alpha=cfg.std_alpha,
+        steps=cfg.std_steps,
+        random_start=PROTOCOL.eval_start,
+        model_mode="eval",
+        precision=cfg.precision,
     )
 
 
@@ -252,6 +259,7 @@ def pretrain_config(cfg: Config, progress: bool = True) -> TrainConfig:
         seed=cfg.seed,
         device=cfg.device,
         compile=cfg.torch_compile,
+        precision=cfg.precision,
         progress=progress,
     )
 
@@ -285,6 +293,7 @@ def finetune_config(cfg: Config, progress: bool = True) -> TrainConfig:
         seed=cfg.seed,
         device=cfg.device,
         compile=cfg.torch_compile,
+        precision=cfg.precision,
         progress=progress,
     )
 

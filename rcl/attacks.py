@@ -9,8 +9,9 @@
 
 The update and projection order follow torchattacks 3.5.1 (``PGD`` / ``PGDL2``): take the step, project the
 perturbation onto the eps-ball, then clip the image to [0, 1]. Gradients are taken with respect to the input only
-(``torch.autograd.grad``), so the model's parameter ``.grad`` fields are never touched. On CUDA the forward pass runs
-in bf16 autocast with channels_last inputs (:mod:`rcl.runtime`); the adversarial image itself stays float32.
+(``torch.autograd.grad``), so the model's parameter ``.grad`` fields are never touched. Where the run's precision is
+bf16 (CUDA, or a CPU with native bf16: :mod:`rcl.runtime`) the forward pass runs in bf16 autocast with channels_last
+inputs; the adversarial image, the gradient's sign and the projection stay float32.
 
 Epsilons and step sizes are in pixel units of [0, 1] (8/255 is the usual L-inf budget on CIFAR).
 """
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rcl.runtime import autocast, memory_format
+from rcl.runtime import autocast, memory_format, resolve_precision
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(model(x_adv), target) -> scalar`` that the attack MAXIMISES."""
@@ -151,6 +152,7 @@ def pgd(
     model_mode: str = "eval",
     generator: torch.Generator | None = None,
     check_range: bool = True,
+    precision: str = "auto",
 ) -> Tensor:
     """Projected gradient ascent on ``loss_fn(model(x_adv), target)`` inside the eps-ball around ``x``.
 
@@ -177,6 +179,8 @@ def pgd(
         check_range: verify ``x`` lies in [0, 1] and holds no NaN (one host sync). Training loops pass ``False``
             for batches that rcl's loader and augmentations produced (already clamped), so a step loop never waits
             on the device.
+        precision: the model's forward/backward passes in ``"bf16"`` autocast (channels_last inputs) or ``"fp32"``;
+            ``"auto"`` follows :func:`rcl.runtime.resolve_precision` for ``x``'s device.
 
     Returns:
         ``x_adv`` ``[B, C, H, W]``, detached, float32 (float64 if ``x`` is float64), in [0, 1] and with
@@ -195,6 +199,9 @@ def pgd(
         alpha = _check_number("alpha", alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(map(repr, NORMS))}")
+    _check_linf_radius("eps", eps, norm)
+    if steps > 0:
+        _check_linf_radius("alpha", alpha, norm)
     if model_mode not in MODEL_MODES:
         raise ValueError(f"unknown model_mode {model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
     _check_start(random_start)
@@ -224,12 +231,12 @@ def pgd(
     else:
         x_adv = x.clone()
 
-    fmt = memory_format(x.device)
+    fmt = memory_format(x.device, precision)
     model_dtype = _input_dtype(model, work_dtype)
     with attack_mode(model, model_mode), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)
-            with autocast(x.device):
+            with autocast(x.device, precision):
                 output = model(x_adv.to(model_dtype).contiguous(memory_format=fmt))
             if torch.is_tensor(output) and output.is_floating_point() and output.dtype != work_dtype:
                 output = output.to(work_dtype)  # the loss in full precision, outside autocast
@@ -322,10 +329,19 @@ def _check_number(name: str, value: Any, *, minimum: float, strict: bool, hint: 
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); {hint}")
     value = float(value)
     bad = (value <= minimum) if strict else (value < minimum)
-    if bad or value != value:  # value != value catches NaN
+    if bad or value != value or value == float("inf"):  # value != value catches NaN
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum:g}, got {value!r}; {hint}")
+        raise ValueError(f"{name} must be a finite number {op} {minimum:g}, got {value!r}; {hint}")
     return value
+
+
+def _check_linf_radius(name: str, value: float, norm: str) -> None:
+    """An L-inf eps or step is a pixel change in [0, 1] units: above 1 it is almost surely given in 0-255 units."""
+    if norm == "linf" and value > 1:
+        raise ValueError(
+            f"{name} = {value:g} for an L-inf attack, but pixels are in [0, 1]: give it in [0, 1] units, e.g. "
+            f"{name}=8/255 ({8 / 255:.4f}) rather than 8"
+        )
 
 
 def _check_start(random_start: Any) -> None:
@@ -364,7 +380,7 @@ class AttackConfig:
 
     Fields as in :func:`pgd`: ``eps`` and ``alpha`` in pixel units of [0, 1], ``steps``, ``norm`` (``"linf"`` |
     ``"l2"``), ``random_start`` (True | ``"uniform"`` | ``"normal"`` | False) and ``model_mode`` (``"eval"`` |
-    ``"train"`` | ``"keep"``).
+    ``"train"`` | ``"keep"``) and ``precision`` (``"auto"`` | ``"bf16"`` | ``"fp32"``: the passes through the model).
     """
 
     eps: float
@@ -373,15 +389,20 @@ class AttackConfig:
     norm: str = "linf"
     random_start: bool | str = True
     model_mode: str = "eval"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         _check_start(self.random_start)
+        resolve_precision("cpu", self.precision)  # raises on an unknown precision
         _check_number("eps", self.eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
         _check_steps(self.steps)
         if self.steps > 0:
             _check_number("alpha", self.alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}: use one of {', '.join(map(repr, NORMS))}")
+        _check_linf_radius("eps", float(self.eps), self.norm)
+        if self.steps > 0:
+            _check_linf_radius("alpha", float(self.alpha), self.norm)
         if self.model_mode not in MODEL_MODES:
             raise ValueError(f"unknown model_mode {self.model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
 
@@ -419,4 +440,5 @@ class AttackConfig:
             model_mode=self.model_mode,
             generator=generator,
             check_range=check_range,
+            precision=self.precision,
         )

@@ -13,6 +13,10 @@ Four pairs, each run in one process on the same model architecture, batch size a
 4. Layer-by-layer minibatch CKA (Nguyen et al. 2021): :class:`rcl.cka.MinibatchCKA` (all layer pairs with matrix
    products) against a per-layer-pair loop of the same unbiased HSIC, on the same activations.
 
+On a CPU, also the precision rcl picks there (:func:`rcl.runtime.precision_choice`: bf16 + channels_last where the
+processor computes bf16 natively): the machine's matmul peak in fp32 and bf16, and rcl's supervised training step
+against the plain fp32 PyTorch loop for ResNet-18 widths 8, 16 and 32 (images/s, GFLOP/s, share of the peak).
+
 Plus the PGD-10 adversarial fine-tuning epoch (:func:`rcl.train.finetune`), the CKA time for 10,000 images over
 every tap of ResNet-18 (extrapolated from measured batches) and an estimate of the ``quick`` and ``paper``
 profiles built from the measured per-image costs and :mod:`rcl.profiles` (every input of the formula is printed).
@@ -60,16 +64,17 @@ from rcl.gpu_check import load_reports, readme_lines
 from rcl.losses import nt_xent
 from rcl.models import Classifier, ContrastiveNet, ProjectionHead, resnet18, resnet50
 from rcl.profiles import PROFILES
-from rcl.runtime import memory_format, pick_device, project_root, resolve_precision
-from rcl.train import TrainConfig, finetune, pretrain_contrastive
+from rcl.runtime import memory_format, pick_device, precision_choice, project_root, resolve_precision
+from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
 
-SCHEMA = 2  # 2: the compiled training step (ours_compiled, ratio_compiled)
+SCHEMA = 3  # 2: the compiled training step (ours_compiled, ratio_compiled); 3: the CPU precision comparison
 EPOCH_IMAGES = 50_000  # a CIFAR-10 training epoch
 CKA_IMAGES = 10_000  # the CKA target: 10,000 test images
 EPS, ALPHA, PGD_STEPS = 8 / 255, 2 / 255, 10
 TEMPERATURE = 0.5
 LR = 3e-4
 CKA_TOLERANCE = 1e-6  # max |ours - baseline| over the CKA matrix (both float64)
+CPU_WIDTHS = (8, 16, 32)  # ResNet-18 widths of the CPU precision comparison (laptop-sized networks)
 
 # The issue's targets (GPU figures are for one H100).
 TARGETS = {
@@ -83,6 +88,13 @@ TARGETS = {
     "pgd_ratio": ("PGD-10, ours / torchattacks (x)", ">= 1.5x GPU"),
     "augment_ratio": ("augmentation, ours / torchvision (x)", ">= 10x GPU"),
     "cka_ratio": ("CKA matrix, ours / per-pair loop (x)", "-"),
+    **{
+        f"cpu_step_ratio_w{w}": (
+            f"CPU training step, default precision / plain fp32, ResNet-18 width {w} (x)",
+            ">= 1.8x (the laptop profile's network, CPU with native bf16)" if w == PROFILES["laptop"]["width"] else "-",
+        )
+        for w in CPU_WIDTHS
+    },
 }
 
 
@@ -100,6 +112,8 @@ class BenchSize:
     finetune_batches: int  # batches per timed PGD-10 fine-tuning pass
     head_hidden: int
     head_out: int
+    cpu_widths: tuple[int, ...] = CPU_WIDTHS  # the CPU precision comparison (run on CPU only)
+    cpu_batch: int = 128
 
 
 SIZES = {
@@ -115,6 +129,8 @@ SIZES = {
         finetune_batches=1,
         head_hidden=8,
         head_out=4,
+        cpu_widths=(2,),
+        cpu_batch=8,
     ),
     "small": BenchSize(
         width=8,
@@ -702,6 +718,95 @@ def bench_finetune(size: BenchSize, device: torch.device, repeats: int, data: Sp
     }
 
 
+# --------------------------------------------------------------------------------------------------- CPU precision
+MATMUL_N = 2048
+
+
+def matmul_peak(device: torch.device, repeats: int) -> dict[str, float]:
+    """GFLOP/s of a ``MATMUL_N`` x ``MATMUL_N`` matrix product in float32 and in bfloat16 (best of ``repeats``):
+    what the processor can do when the work is one large, well-shaped product."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(MATMUL_N, MATMUL_N, generator=gen, device=device)
+    b = torch.randn(MATMUL_N, MATMUL_N, generator=gen, device=device)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x, y = a.to(dtype), b.to(dtype)
+        seconds = time_repeats(lambda x=x, y=y: x @ y, device, max(repeats, 3), warmup=2)
+        out[name] = 2 * MATMUL_N**3 / min(seconds) / 1e9
+    return out
+
+
+def _plain_fp32_runner(model: nn.Module, split: Split, batch: int, device: torch.device):
+    """The plain PyTorch loop: float32, contiguous tensors, Adam, one cross-entropy step per batch."""
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    images = split.images.to(device).float().div_(255)
+    labels = split.labels.to(device)
+
+    def run() -> None:
+        for i in range(0, len(images), batch):
+            loss = F.cross_entropy(model(images[i : i + batch]), labels[i : i + batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        float(loss.detach())
+
+    return run
+
+
+def bench_cpu_precision(
+    device: torch.device, repeats: int, data: Split, widths: Sequence[int] = CPU_WIDTHS, batch: int = 128
+) -> dict:
+    """rcl's supervised training step in the precision ``"auto"`` picks (:func:`rcl.runtime.precision_choice`)
+    against the plain fp32 PyTorch loop on the same work, for ResNet-18 of each width in ``widths``.
+
+    Both sides train a copy of the same classifier on the same ``4 * batch`` images (no augmentation, so the work is
+    the network's alone); the timed passes take turns. GFLOP/s counts 3x the forward FLOPs per image (forward +
+    backward), and is also given as a share of the measured matmul peak in the precision each side runs in.
+    """
+    precision, why = precision_choice(device, "auto")
+    peak = matmul_peak(device, repeats)
+    split = Split(data.images[: 4 * batch], data.labels[: 4 * batch])
+    rows = []
+    for width in widths:
+        torch.manual_seed(0)
+        initial = Classifier(resnet18(width=width), 10)
+        ours_model, base_model = copy.deepcopy(initial), copy.deepcopy(initial)
+        cfg = TrainConfig(epochs=1, batch_size=batch, lr=LR, device=device, progress=False)
+
+        def ours_run(model=ours_model, cfg=cfg) -> None:
+            train_supervised(model, split, cfg, augment=False)
+
+        base_run = _plain_fp32_runner(base_model, split, batch, device)
+        counters = {"ours": WorkCounter(ours_model).attach(), "baseline": WorkCounter(base_model).attach()}
+        seconds = time_interleaved({"ours": ours_run, "baseline": base_run}, device, repeats, warmup=1)
+        flops = 3 * count_flops("resnet18", width)
+        sides = {}
+        for name, counter in counters.items():
+            counter.detach()
+            work = {
+                "model": architecture(ours_model if name == "ours" else base_model),
+                "batch_size": batch,
+                "images": counter.rows // (repeats + 1),
+                "forward_calls": counter.calls // (repeats + 1),
+                "output_shape": counter.output_shape,
+                "optimizer": "adam",
+            }
+            side = _side(seconds[name], work["images"], "images", work)
+            side["precision"] = precision if name == "ours" else "fp32"
+            side["gflops"] = side["images_per_s"] * flops / 1e9
+            side["peak_share"] = side["gflops"] / peak[side["precision"]]
+            sides[name] = side
+        value, reason = ratio_or_withheld(
+            sides["ours"]["images_per_s"],
+            sides["baseline"]["images_per_s"],
+            sides["ours"]["work"],
+            sides["baseline"]["work"],
+        )
+        rows.append({"width": width, "flops_per_image": flops, **sides, "ratio": value, "withheld": reason})
+    return {"precision": precision, "why": why, "matmul_gflops": peak, "batch": batch, "widths": rows}
+
+
 # --------------------------------------------------------------------------------------------------- profiles
 def count_flops(arch: str, width: int) -> float:
     """Forward FLOPs of one 32x32 image through the encoder (torch.utils.flop_counter)."""
@@ -822,7 +927,7 @@ def run_bench(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     workers = workers if workers is not None else (2 if device.type == "cpu" else min(8, os.cpu_count() or 1))
     n_data = max(sz.train_batches, sz.pgd_batches, sz.finetune_batches) * sz.batch
-    n_data = max(n_data, sz.augment_images, sz.cka_batches * sz.cka_batch)
+    n_data = max(n_data, sz.augment_images, sz.cka_batches * sz.cka_batch, 4 * sz.cpu_batch)
     data = synthetic_dataset(n_train=n_data, n_test=0, seed=0).train
     load_start = _load_average()
     started = time.perf_counter()
@@ -834,6 +939,11 @@ def run_bench(
         ("cka", lambda: bench_cka(sz, device, repeats, data)),
         ("cka_10k", lambda: bench_cka_10k(sz, device, repeats, data)),
         ("finetune_pgd10", lambda: bench_finetune(sz, device, repeats, data)),
+        *(
+            [("cpu_precision", lambda: bench_cpu_precision(device, repeats, data, sz.cpu_widths, sz.cpu_batch))]
+            if device.type == "cpu"
+            else []
+        ),
     ):
         log(f"measuring {name} ...")
         t0 = time.perf_counter()
@@ -863,6 +973,7 @@ def run_bench(
             "repeats": repeats,
             "dataloader_workers": workers,
             "precision_ours": resolve_precision(device, "auto"),
+            "precision_why": precision_choice(device, "auto")[1],
             "channels_last_ours": memory_format(device) == torch.channels_last,
             "compile_measured": compile,
             "eps": EPS,
@@ -880,6 +991,7 @@ def run_bench(
 def summary(report: dict) -> dict[str, float | None]:
     """The headline figures of a report, keyed like :data:`TARGETS`."""
     f = report["figures"]
+    cpu_ratios = {row["width"]: row["ratio"] for row in (f.get("cpu_precision") or {}).get("widths", [])}
     return {
         "simclr_epoch_s": f["simclr_step"]["ours"]["s_per_epoch"],
         "simclr_epoch_compiled_s": (f["simclr_step"]["ours_compiled"] or {}).get("s_per_epoch"),
@@ -891,6 +1003,7 @@ def summary(report: dict) -> dict[str, float | None]:
         "pgd_ratio": f["pgd"]["ratio"],
         "augment_ratio": f["augment"]["ratio"],
         "cka_ratio": f["cka"]["ratio"],
+        **{f"cpu_step_ratio_w{w}": cpu_ratios.get(w) for w in CPU_WIDTHS},
     }
 
 
@@ -966,6 +1079,8 @@ def format_report(report: dict) -> str:
         f"CKA matrices agree: max |ours - baseline| = {f['cka']['max_abs_diff']:.1e}",
         "",
     ]
+    if "cpu_precision" in f:
+        lines += _cpu_precision_lines(f["cpu_precision"]) + [""]
     for name, est in f["profiles"].items():
         i = est["inputs"]
         lines.append(
@@ -983,6 +1098,28 @@ def format_report(report: dict) -> str:
             f"  (size {s['size']}: the tiny network does not scale with FLOPs; run --size full for a real estimate)"
         )
     return "\n".join(lines)
+
+
+def _cpu_precision_lines(cpu: dict) -> list[str]:
+    peak = cpu["matmul_gflops"]
+    lines = [
+        f"CPU training step (supervised ResNet-18, batch {cpu['batch']}): rcl's default precision here is "
+        f"{cpu['precision']} ({cpu['why']}), against the plain fp32 PyTorch loop on the same work",
+        f"  matmul peak ({MATMUL_N}x{MATMUL_N}): fp32 {_fmt(peak['fp32'])} GFLOP/s, bf16 {_fmt(peak['bf16'])} GFLOP/s",
+        f"  {'width':>5} {'ours img/s':>11} {'GFLOP/s':>8} {'% peak':>7} {'fp32 img/s':>11} {'GFLOP/s':>8} "
+        f"{'% peak':>7} {'ratio':>8}",
+    ]
+    for row in cpu["widths"]:
+        ours, base = row["ours"], row["baseline"]
+        ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "withheld"
+        lines.append(
+            f"  {row['width']:>5} {_fmt(ours['images_per_s']):>11} {_fmt(ours['gflops']):>8} "
+            f"{100 * ours['peak_share']:>6.0f}% {_fmt(base['images_per_s']):>11} {_fmt(base['gflops']):>8} "
+            f"{100 * base['peak_share']:>6.0f}% {ratio:>8}"
+        )
+        if row["withheld"]:
+            lines.append(f"  ratio withheld: {row['withheld']}")
+    return lines
 
 
 def render_readme(folder: Path | str | None = None) -> str:
@@ -1012,7 +1149,9 @@ def render_readme(folder: Path | str | None = None) -> str:
         cells = []
         for _, r in reports:
             value = summary(r)[key]
-            if value is None:
+            if value is None and key.startswith("cpu_") and "cpu_precision" not in r["figures"]:
+                cells.append("-")
+            elif value is None:
                 cells.append("withheld")
             elif key == "quick_min" and r["settings"]["size"] != "full":
                 cells.append("n/a (tiny network; needs --size full)")

@@ -7,8 +7,10 @@ values (history, metrics, settings), and a SHA-256 of all of it (``"sha256"``). 
 old one with ``os.replace``): a run killed mid-save leaves the previous checkpoint intact, and a full disk says so.
 Everything stored is loadable with ``torch.load(weights_only=True)``, so loading never runs pickled code; a file
 that holds other Python objects is refused for safety. Loading recomputes the SHA-256 and refuses a file whose
-bytes changed on disk (bit rot, a bad copy, an edit); checkpoints written before the checksum existed
-(format 1) still load, with a warning.
+bytes changed on disk (bit rot, a bad copy, a truncated download); checkpoints written before the checksum existed
+(format 1) still load, with a warning. The checksum finds damage, not tampering: anyone who edits the weights can
+store the new hash beside them. What protects a user who loads someone else's run folder is ``weights_only``
+(no code runs) and the architecture check; whether the numbers are honest rests on where the folder came from.
 """
 
 from __future__ import annotations

@@ -40,7 +40,15 @@ def _as_matrix(x: Tensor, name: str) -> Tensor:
             f"{name} must have at least {MIN_EXAMPLES} examples along dim 0, got shape {tuple(x.shape)}: with 2, "
             "the centred representations are rank one and CKA is 1 whatever they hold"
         )
-    return x.detach().reshape(x.shape[0], -1).to(torch.float64)
+    x = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} holds NaN or inf: CKA needs finite features (did the network diverge?)")
+    if not bool((x != x[:1]).any()):
+        raise ValueError(
+            f"{name} is the same for all {x.shape[0]} examples (e.g. a layer whose units are all dead): its "
+            "similarity to anything is undefined (0/0); leave that layer out"
+        )
+    return x
 
 
 def _check_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,8 +82,11 @@ def linear_cka(x: Tensor, y: Tensor) -> Tensor:
 
     Returns:
         float64 scalar in [0, 1]: ``||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` with column-centred
-        ``X_c``, ``Y_c`` (equal to ``tr(K H L H) / sqrt(tr(K H K H) tr(L H L H))``). NaN when one representation
-        is constant over the examples (its HSIC with itself is 0).
+        ``X_c``, ``Y_c`` (equal to ``tr(K H L H) / sqrt(tr(K H K H) tr(L H L H))``).
+
+    Raises:
+        ValueError: fewer than ``MIN_EXAMPLES`` examples, different ``N``, NaN or inf in either input, or an
+            input that is the same for every example (CKA would be 0/0).
     """
     x, y = _check_pair(x, y)
     n = x.shape[0]

@@ -14,13 +14,14 @@ checkpoints trained on stand-in images never land in the CIFAR run folder.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from rcl import profiles
-from rcl.runtime import project_root, seed_everything
+from rcl.runtime import PRECISION_ENV, project_root, seed_everything
 
 _BANNER = "!" * 100
 
@@ -79,7 +80,9 @@ def setup(
     ``overrides`` parameter, a dict of any other profile setting (``{"n_train": 60}``; ``seed`` and ``data_root``
     too), where ``None`` is a value (``{"n_test": None}``: the whole split); ``python -m rcl.reproduce -p name=value``
     fills it for settings the chapter has no parameter of its own for. A setting given both ways must agree.
-    ``data_root`` defaults to ``<project>/data``. With ``check_data`` a
+    ``data_root`` defaults to ``<project>/data``. A ``precision`` other than ``"auto"`` (``"fp32"`` | ``"bf16"``)
+    also sets ``RCL_PRECISION`` for the rest of this process, so evaluation, CKA and attacks follow it. With
+    ``check_data`` a
     dataset that cannot be loaded (CIFAR offline, no files: ``DatasetUnavailable``) switches the config to ``synthetic``
     with a loud warning; an unknown dataset name still raises ``ValueError``.
     """
@@ -107,6 +110,8 @@ def setup(
             if not _is_unavailable(err):
                 raise
             cfg = _fallback_cfg(cfg, str(err))
+    if cfg.precision != "auto":  # every "auto" of this process (evaluation, CKA, attacks) follows the run's choice
+        os.environ[PRECISION_ENV] = cfg.precision
     seed_everything(cfg.seed)
     print(profiles.describe(cfg))
     return cfg

@@ -36,8 +36,9 @@ from torch import Tensor
 
 from rcl.runtime import pick_device, project_root
 
-CACHE_VERSION = 1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+CACHE_VERSION = 2  # 2: the fingerprint hashes the images' bytes; the cache holds a hash of its own tensors
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IGNORED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks: never a class (hidden folders are skipped too)
 VALID_NAMES = ("cifar10", "cifar100", "imagefolder:<path>", "synthetic")
 _CIFAR = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz"),
@@ -184,11 +185,24 @@ def train_val_split(split: Split, n_val: int, seed: int = 0) -> tuple[Split, Spl
 # --------------------------------------------------------------------------------------------
 
 
+def _content_digest(classes: list[str], *tensors: Tensor) -> str:
+    """A hash of a cached dataset's own contents (class names, images, labels): a cache edited after it was written
+    (tinted images, shifted labels) no longer matches it. A checksum finds damage, not a deliberate edit that also
+    rewrites the hash: see data/README.md."""
+    digest = hashlib.sha1("\0".join(classes).encode())
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().view(torch.uint8).reshape(-1).numpy().data)
+    return digest.hexdigest()
+
+
 def _save_cache(path: Path, dataset: Dataset, fingerprint: str) -> None:
     """Write the cache atomically (tmp file + os.replace); warn and go on if the folder is read-only."""
+    train, test = dataset.train, dataset.test
     payload = {
         "version": CACHE_VERSION,
         "fingerprint": fingerprint,
+        "content": _content_digest(list(dataset.classes), train.images, train.labels, test.images, test.labels),
         "classes": list(dataset.classes),
         "train_images": dataset.train.images.contiguous(),
         "train_labels": dataset.train.labels,
@@ -217,12 +231,12 @@ def _load_cache(path: Path, name: str, fingerprint: str) -> Dataset | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("version") != CACHE_VERSION or payload.get("fingerprint") != fingerprint:
             return None
-        return Dataset(
-            name=name,
-            classes=list(payload["classes"]),
-            train=Split(payload["train_images"], payload["train_labels"]),
-            test=Split(payload["test_images"], payload["test_labels"]),
-        )
+        classes = list(payload["classes"])
+        tensors = [payload[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
+        if payload.get("content") != _content_digest(classes, *tensors):
+            warnings.warn(f"the dataset cache {path} was changed after it was written; rebuilding it", stacklevel=3)
+            return None
+        return Dataset(name=name, classes=classes, train=Split(*tensors[:2]), test=Split(*tensors[2:]))
     except Exception as err:  # a truncated or foreign file: rebuild it
         warnings.warn(f"ignoring unreadable dataset cache {path} ({err}); rebuilding it", stacklevel=3)
         return None
@@ -284,27 +298,71 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
-def _folder_fingerprint(root: Path) -> tuple[str, dict[str, list[Path]]]:
-    """Class folders per split, and a fingerprint of their contents: every image's name, size and mtime (ns), so
-    an image added, removed or edited in place makes the cache stale. It stats the files without reading them
-    (about 1 s for CIFAR-10's 60,000 JPEGs on a busy 2-core machine, far less than decoding them)."""
-    parts, class_dirs = [], {}
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name in IGNORED_FOLDERS
+
+
+def _class_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The images under one class folder, subfolders included (as torchvision's ImageFolder reads them), in a fixed
+    order; and the other files found there (hidden files and ``__MACOSX`` aside)."""
+    images, others = [], []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            path = Path(top) / name
+            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return images, others
+
+
+def _folder_fingerprint(root: Path) -> tuple[str, dict[str, dict[str, list[Path]]]]:
+    """The images of each class folder per split, and a fingerprint of the tree: every image's relative path and a
+    hash of its bytes, so an image added, removed, moved or edited (even keeping its size and time) makes the cache
+    stale. Reading the bytes costs about a second for CIFAR-10's 60,000 JPEGs, far less than decoding them.
+
+    Refuses, naming the folder, a layout it does not understand: no ``train/`` or ``test/``, fewer than two classes,
+    a class folder with no images (listing what it holds instead), a test class without a train folder.
+    """
+    digest, classes = hashlib.sha256(), {}
     for split in ("train", "test"):
-        base = root / split
-        if not base.is_dir():
+        if not (root / split).is_dir():
             raise FileNotFoundError(
                 f"imagefolder {root} has no {split}/ folder: expected {root}/train/<class>/*.png|jpg "
                 f"and {root}/test/<class>/*.png|jpg"
             )
-        dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
-        class_dirs[split] = dirs
-        for d in dirs:
-            parts.append(f"{split}/{d.name}")
-            images = (e for e in os.scandir(d) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
-            for entry in sorted(images, key=lambda e: e.name):
-                stat = entry.stat()
-                parts.append(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha1("\n".join(parts).encode()).hexdigest(), class_dirs
+    for split in ("train", "test"):
+        base = root / split
+        loose = sorted(p.name for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
+        if loose:
+            raise ValueError(
+                f"imagefolder {base} holds files outside any class folder ({', '.join(loose[:3])}): images go in "
+                f"{base}/<class>/, one folder per class"
+            )
+        classes[split] = {}
+        for folder in sorted(p for p in base.iterdir() if p.is_dir() and not _skipped(p.name)):
+            images, others = _class_images(folder)
+            if not images:
+                held = f"it holds {', '.join(p.name for p in others[:3])}" if others else "it is empty"
+                raise ValueError(
+                    f"imagefolder class folder {folder} has no images ({held}); images are read from "
+                    f"{', '.join(IMAGE_SUFFIXES)} files: add some or remove the folder"
+                )
+            classes[split][folder.name] = images
+            for path in images:
+                digest.update(f"{split}/{path.relative_to(base).as_posix()}\0".encode())
+                digest.update(hashlib.sha1(path.read_bytes()).digest())
+    if len(classes["train"]) < 2:
+        raise ValueError(
+            f"imagefolder {root / 'train'} has {len(classes['train'])} class folder(s) "
+            f"({', '.join(classes['train']) or 'none'}): a classifier needs at least two, one folder per class"
+        )
+    unknown = sorted(set(classes["test"]) - set(classes["train"]))
+    if unknown:
+        raise ValueError(
+            f"imagefolder {root}: test classes {unknown} have no train/ folder; classes are {sorted(classes['train'])}"
+        )
+    return digest.hexdigest(), classes
 
 
 def _decode_files(files: list[Path], size: int = 32) -> Tensor:
@@ -332,16 +390,48 @@ def _decode_files(files: list[Path], size: int = 32) -> Tensor:
     return out
 
 
-def _decode_one(path: Path, raw: Tensor, tio) -> Tensor:
-    """uint8 [3, H, W] of one file: torchvision.io, else PIL (formats torchvision.io does not read, e.g. BMP)."""
-    try:
-        return tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
-    except RuntimeError:
-        from PIL import Image
+def _to_uint8(img: Tensor) -> Tensor:
+    """uint8 from torchvision's decoders: 16-bit images scaled (65535 -> 255), not cut to their low byte."""
+    if img.dtype == torch.uint8:
+        return img
+    if img.dtype == torch.uint16:
+        return torch.div(img.to(torch.int32) * 255 + 32767, 65535, rounding_mode="floor").to(torch.uint8)
+    raise ValueError(f"unsupported pixel type {img.dtype}")
 
-        with Image.open(path) as pil:
-            arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
-            return arr.view(pil.height, pil.width, 3).permute(2, 0, 1)
+
+def _decode_pil(path: Path) -> Tensor:
+    """uint8 [3, H, W] through PIL, 16-bit and 32-bit integer greyscale scaled to 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as pil:
+        frames = getattr(pil, "n_frames", 1)
+        if frames > 1:
+            raise ValueError(f"an animated image ({frames} frames): save the one frame to use as PNG or JPEG")
+        if pil.mode.startswith("I;16") or pil.mode == "I":
+            grey = np.asarray(pil, dtype=np.int64)
+            if grey.min() < 0 or grey.max() > 65535:
+                raise ValueError(f"{pil.mode} pixels outside 0..65535: save the image as 8- or 16-bit PNG")
+            grey = torch.from_numpy((grey * 255 + 32767) // 65535).to(torch.uint8)
+            return grey.expand(3, *grey.shape).contiguous()
+        if pil.mode == "F":
+            raise ValueError("floating-point pixels: save the image as 8- or 16-bit PNG")
+        arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
+        return arr.view(pil.height, pil.width, 3).permute(2, 0, 1)
+
+
+def _decode_one(path: Path, raw: Tensor, tio) -> Tensor:
+    """uint8 [3, H, W] of one file: torchvision.io, else PIL (formats torchvision.io does not read: BMP, TIFF).
+    16-bit images are scaled to 8 bits; an animated image is refused (which frame would be the sample?)."""
+    try:
+        img = tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
+    except RuntimeError:
+        return _decode_pil(path)
+    if img.dim() == 4:
+        if img.shape[0] > 1:
+            raise ValueError(f"an animated image ({img.shape[0]} frames): save the one frame to use as PNG or JPEG")
+        img = img[0]
+    return _to_uint8(img)
 
 
 def _why(err: Exception) -> str:
@@ -389,25 +479,19 @@ def _decode_into(out: Tensor, files: list[Path], size: int, tio, tvf) -> list[tu
 
 def _load_imagefolder(spec: str, path: Path) -> Dataset:
     name = f"imagefolder:{spec}"
-    fingerprint, class_dirs = _folder_fingerprint(path)
+    fingerprint, class_files = _folder_fingerprint(path)
     cache = path / ".rcl-cache.pt"
     cached = _load_cache(cache, name, fingerprint)
     if cached is not None:
         return cached
-    classes = [d.name for d in class_dirs["train"]]
-    if not classes:
-        raise FileNotFoundError(f"imagefolder {path}/train has no class folders: expected train/<class>/*.jpg")
+    classes = list(class_files["train"])
     index = {c: i for i, c in enumerate(classes)}
-    unknown = [d.name for d in class_dirs["test"] if d.name not in index]
-    if unknown:
-        raise ValueError(f"imagefolder {path}: test classes {unknown} have no train/ folder; classes are {classes}")
     splits = {}
     for split in ("train", "test"):
         files, labels = [], []
-        for d in class_dirs[split]:
-            found = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for cls, found in class_files[split].items():
             files += found
-            labels += [index[d.name]] * len(found)
+            labels += [index[cls]] * len(found)
         if not files:
             raise FileNotFoundError(f"imagefolder {path}/{split} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         splits[split] = Split(_decode_files(files), torch.tensor(labels, dtype=torch.int64))
@@ -606,6 +690,13 @@ def load_dataset(
         dataset = _load_imagefolder(spec, path)
     else:
         raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
+    for split, n in (("train", n_train), ("test", n_test)):
+        have = len(getattr(dataset, split))
+        if n is not None and n > have:
+            raise ValueError(
+                f"{name}: n_{split} = {n}, but its {split} split holds {have} images; lower it "
+                f"(-p n_{split}={have}, or n_{split}=None for the whole split) or add images"
+            )
     dataset.train = balanced_subset(dataset.train, n_train, seed)
     dataset.test = balanced_subset(dataset.test, n_test, seed + 1)
     return dataset

@@ -42,7 +42,7 @@ from rcl.autoattack import (
 )
 from rcl.data import DeviceLoader, Split
 from rcl.losses import supcon
-from rcl.runtime import autocast, make_generator, model_device
+from rcl.runtime import autocast, make_generator, memory_format, model_device
 
 # Columns that lead every results table, in this order, when the records hold them.
 STANDARD_COLUMNS = ("scheme", "scenario", "attack", "eps", "steps", "clean_acc", "robust_acc")
@@ -58,21 +58,36 @@ def _batches(split: Split, batch_size: int, device: torch.device) -> DeviceLoade
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: Tensor, device: torch.device) -> Tensor:
-    with autocast(device):
-        return model(x).float()
+def _logits(model: nn.Module, x: Tensor, device: torch.device, precision: str = "auto") -> Tensor:
+    with autocast(device, precision):
+        return model(x.contiguous(memory_format=memory_format(device, precision))).float()
 
 
 # --------------------------------------------------------------------------------------------------- accuracy
 def accuracy(
-    model: nn.Module, split: Split, *, batch_size: int = 512, device: torch.device | str | None = None
+    model: nn.Module,
+    split: Split,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    precision: str = "auto",
 ) -> float:
-    """Clean top-1 accuracy in [0, 1] of ``model`` (x: [B, 3, H, W] in [0, 1] -> logits [B, C]) on ``split``."""
+    """Clean top-1 accuracy in [0, 1] of ``model`` (x: [B, 3, H, W] in [0, 1] -> logits [B, C]) on ``split``.
+
+    ``precision``: the forward passes in ``"bf16"`` autocast or ``"fp32"`` (``"auto"``: :mod:`rcl.runtime`'s rule).
+    """
     device = torch.device(device) if device is not None else model_device(model)
     correct = torch.zeros((), dtype=torch.long, device=device)
+    top_label = int(split.labels.max()) if len(split) else -1
     with attack_mode(model, "eval"):
         for x, y in _batches(split, batch_size, device):
-            correct += (_logits(model, x, device).argmax(1) == y).sum()
+            logits = _logits(model, x, device, precision)
+            if top_label >= logits.shape[1]:
+                raise ValueError(
+                    f"the split's labels go up to {int(split.labels.max())} but the model gives "
+                    f"{logits.shape[1]} classes: evaluate it on data with the classes it was trained on"
+                )
+            correct += (logits.argmax(1) == y).sum()
     return correct.item() / len(split)
 
 
@@ -104,7 +119,7 @@ def robust_accuracy(
         for x, y in _batches(split, batch_size, device):
             target = target_fn(x, y) if target_fn is not None else y
             x_adv = attack.run(attack_model, x, target, loss_fn=loss_fn, generator=gen)
-            correct += (_logits(model, x_adv, device).argmax(1) == y).sum()
+            correct += (_logits(model, x_adv, device, attack.precision).argmax(1) == y).sum()
     return correct.item() / len(split)
 
 

@@ -1,7 +1,7 @@
 """Profiles: one parameter that picks a coherent set of sizes for the whole study.
 
 - ``smoke``: CPU, seconds per notebook, a tiny-width ResNet-18 on a few hundred images (CI, nbval).
-- ``laptop``: CPU, real CIFAR-10, the whole course in about an hour on two cores: a ResNet-18 of width 8 on 10,000
+- ``laptop``: CPU, real CIFAR-10, the whole course in about an hour on two cores: a ResNet-18 of width 16 on 10,000
   images, large enough for the papers' main trends to show (the committed reference run ``results/laptop-cifar10``).
 - ``quick``: one GPU, the whole study in well under an hour, ResNet-18 on CIFAR-10.
 - ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
@@ -15,13 +15,15 @@ got 0")``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rcl import checks
-from rcl.runtime import pick_device, project_root
+from rcl.runtime import PRECISIONS, pick_device, precision_choice, project_root
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Config:
     fn_epochs: int
     # speed: torch.compile the training steps (TrainConfig.compile); a one-off compile cost, faster steps
     torch_compile: bool = False
+    # "auto" (bf16 + channels_last on CUDA and on CPUs with native bf16, else fp32: rcl.runtime), "bf16" or "fp32"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         """Check every field against its valid range (``ValueError`` naming it) and store it in its canonical type."""
@@ -156,10 +160,11 @@ PROFILES: dict[str, dict] = {
         torch_compile=False,
     ),
     # Sized by measurement on a 2-core CPU with real CIFAR-10 (README, "The laptop profile"): the whole course in
-    # about an hour there, large enough that the papers' main trends show (results/laptop-cifar10).
+    # about an hour there, large enough that the papers' main trends show (results/laptop-cifar10). Width 16: in bf16
+    # on a CPU with native bf16 its training step costs what width 8 costs in fp32 (python -m rcl.bench --device cpu).
     "laptop": dict(
         arch="resnet18",
-        width=8,
+        width=16,
         head_dim=100,
         n_train=10000,
         n_test=500,
@@ -418,6 +423,7 @@ _RULES = {
     "cka_examples": _check_cka_examples,
     "n_val": _int_at_least(1),
     "torch_compile": checks.boolean,
+    "precision": lambda name, value: checks.choice(name, value, PRECISIONS),
 }
 
 
@@ -435,6 +441,29 @@ def _check_fields(names) -> None:
     unknown = sorted(set(names) - _ALL_FIELDS)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; valid ones are: {', '.join(sorted(_ALL_FIELDS))}")
+
+
+def canonical_dataset(dataset: str) -> str:
+    """``dataset`` checked, with an ``imagefolder:`` path made absolute (a relative one is taken from the working
+    directory when it exists there, else from the project root, as :func:`rcl.data.load_dataset` does), so that the
+    runner, its chapters and its jobs, whatever folder each starts in, read the same tree, and ``tree/`` and
+    ``tree`` are one dataset."""
+    _check_dataset("dataset", dataset)
+    key = dataset.strip()
+    if not key.lower().startswith("imagefolder:"):
+        return key.lower()
+    from rcl.data import _resolve
+
+    typed = key[len("imagefolder:") :]
+    tree = _resolve(typed).absolute()
+    if not tree.is_dir():
+        here = Path(typed).expanduser()
+        looked = [str(here)] if here.is_absolute() else [str(Path.cwd() / here), str(project_root() / here)]
+        raise FileNotFoundError(
+            f"dataset {dataset!r}: no folder {typed!r} (looked at {' and at '.join(dict.fromkeys(looked))}); give "
+            "the path of a tree holding train/<class>/ and test/<class>/ image folders"
+        )
+    return "imagefolder:" + os.path.normpath(tree)
 
 
 def resolve(
@@ -464,12 +493,13 @@ def resolve(
     if fixed:
         raise ValueError(f"{fixed} are arguments of resolve() itself, not overrides")
     sizes = {**PROFILES[profile], **overrides}
-    dataset = dataset or DEFAULT_DATASET[profile]
-    _check_dataset("dataset", dataset)  # before the run folder is named after it
+    dataset = canonical_dataset(dataset or DEFAULT_DATASET[profile])
     root = project_root()
     safe_name = dataset
     if dataset.startswith("imagefolder:"):
-        safe_name = "imagefolder-" + (Path(dataset.split(":", 1)[1]).name or "root")
+        tree = dataset.split(":", 1)[1]
+        digest = hashlib.sha1(tree.encode()).hexdigest()[:6]  # two trees of the same name get two run folders
+        safe_name = f"imagefolder-{Path(tree).name or 'root'}-{digest}"
     run_dir = Path(run_dir) if run_dir else root / "runs" / f"{profile}-{safe_name}"
     data_root = Path(data_root) if data_root else root / "data"
     return Config(
@@ -486,7 +516,7 @@ def resolve(
 def describe(cfg: Config) -> str:
     """One line for a notebook's set-up cell; settings that differ from the profile's are listed at its end."""
     profile = PROFILES.get(cfg.profile, {})
-    shown = ("arch", "width", "torch_compile")
+    shown = ("arch", "width", "torch_compile", "precision")
     changed = [
         f"{name}={getattr(cfg, name)!r}"
         for name in sorted(profile)
@@ -494,7 +524,8 @@ def describe(cfg: Config) -> str:
     ]
     return (
         f"profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} seed={cfg.seed} "
-        f"arch={cfg.arch}(width {cfg.width}) run_dir={cfg.run_dir}"
+        f"arch={cfg.arch}(width {cfg.width}) precision={precision_choice(cfg.device, cfg.precision)[0]} "
+        f"run_dir={cfg.run_dir}"
         + (" torch_compile=True" if cfg.torch_compile else "")
         + (f" changed: {' '.join(changed)}" if changed else "")
     )

@@ -11,10 +11,20 @@ and writes ``run.json``: where it ran (machine, CPU, torch, Python), what it ran
 settings, the command), the git commit, and the wall time of every chapter (from the executed notebooks' papermill
 records, so a run that resumed after an interruption still reports every chapter). :func:`check_clean` refuses to
 start a published run from a checkout with local changes: a reference run names the commit that produced it.
+
+Publishing never deletes what it did not write. :func:`check_destination` (called before the run starts) accepts a
+folder that does not exist yet, an empty one, or one that holds an earlier publication and nothing else (its
+``run.json`` lists every file it wrote); anything else, the run folder itself, a folder around the run folder or
+around the checkout, is refused with the reason. The new publication is built beside the old one and swapped in
+with one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, and an interrupted swap is
+repaired by the next publication), so an interrupt leaves either the old publication or the new one, never neither.
+Symbolic links in the run folder are not followed (a link could point at a private file).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -22,14 +32,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from rcl import fileio
+from rcl.runtime import precision_choice
 
 PROVENANCE = "run.json"
 COPIED_SUFFIXES = (".csv", ".json", ".png", ".md")
 SKIPPED_NAMES = {".lock", "jobs"}  # the run-folder lock; the launcher's job logs and status files
+MARKER = ".rcl-publication"  # in every published folder: what a later --publish may replace
 
 
 class NotPublishable(RuntimeError):
@@ -58,6 +71,100 @@ def check_clean(root: Path) -> str:
             "from a fresh clone) so the reference run names the commit that produced it."
         )
     return commit
+
+
+def _published_files(folder: Path) -> set[str] | None:
+    """The files an earlier publication wrote into ``folder`` (from its ``run.json``), or None when ``folder``
+    holds no publication of rcl's."""
+    try:
+        record = json.loads((folder / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "commit" not in record or not isinstance(record.get("files"), list):
+        return None
+    return {*map(str, record["files"]), PROVENANCE, "README.md", MARKER}
+
+
+def _stray_entry(folder: Path) -> str | None:
+    """The first entry of ``folder`` that no earlier publication wrote (None when there is none)."""
+    published = _published_files(folder)
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if published is None or rel not in published:
+            return rel
+    return None
+
+
+def _recover_interrupted_swap(dest: Path) -> None:
+    """Put back the old publication if a swap was interrupted between its two renames (non-Linux fallback)."""
+    if dest.exists() or not dest.parent.is_dir():
+        return
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.rename(olds[-1], dest)
+
+
+def check_destination(dest: str | Path, run_dir: str | Path, root: str | Path) -> Path:
+    """``dest`` resolved, once it is safe to publish into; ``NotPublishable`` saying why not otherwise.
+
+    Safe: ``dest`` does not exist, or is an empty folder, or holds an earlier publication and nothing else; and it
+    is neither the run folder ``run_dir``, nor inside it, nor around it, nor around the checkout ``root``.
+    """
+    dest = Path(dest).expanduser().absolute()
+    if dest.is_symlink():
+        raise NotPublishable(f"--publish {dest} is a symbolic link: give the folder itself")
+    dest = dest.resolve()
+    run_dir, root = Path(run_dir).resolve(), Path(root).resolve()
+    where = "a new folder of its own, e.g. results/<profile>-<dataset>"
+    if dest == run_dir or run_dir in dest.parents or dest in run_dir.parents:
+        raise NotPublishable(
+            f"--publish {dest} overlaps the run folder {run_dir} (checkpoints live there): use {where}"
+        )
+    if dest == root or dest in root.parents:
+        raise NotPublishable(f"--publish {dest} would replace the folder holding the checkout {root}: use {where}")
+    _recover_interrupted_swap(dest)
+    if not dest.exists():
+        return dest
+    if not dest.is_dir():
+        raise NotPublishable(f"--publish {dest} is a file, not a folder: use {where}")
+    stray = _stray_entry(dest)
+    if stray is not None:
+        raise NotPublishable(
+            f"--publish {dest} holds {stray!r}, which no earlier publication wrote there; --publish replaces only a "
+            f"folder it created, so nothing of yours is deleted. Use {where}, or move that folder's contents away"
+        )
+    return dest
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return done == 0
+
+
+def _swap_in(staging: Path, dest: Path) -> None:
+    """Make ``staging`` the folder at ``dest``; the old ``dest`` (if any) is removed afterwards."""
+    if not dest.exists():
+        os.rename(staging, dest)
+        return
+    if _exchange(staging, dest):
+        shutil.rmtree(staging)  # it now holds the old publication
+        return
+    old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+    os.rmdir(old)
+    os.rename(dest, old)
+    os.rename(staging, dest)  # an interrupt just before this is repaired by _recover_interrupted_swap
+    shutil.rmtree(old)
 
 
 def machine() -> dict:
@@ -105,9 +212,13 @@ def chapter_times(notebook_dir: Path) -> list[dict]:
 
 
 def _copy_tree(run_dir: Path, dest: Path) -> list[str]:
+    """Copy the run's tables, figures and executed notebooks into ``dest``; returns their relative paths.
+    Symbolic links are skipped (never followed: one could point at a private file)."""
     copied = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
+        if path.is_symlink() or any(p.is_symlink() for p in path.parents if run_dir in p.parents):
+            continue
         if not path.is_file() or SKIPPED_NAMES & set(rel.parts) or rel.name.startswith("."):
             continue
         in_notebooks = rel.parts[0] == "notebooks"
@@ -135,8 +246,12 @@ def publish(
     started: float | None = None,
     machine_at_start: dict | None = None,
     note: str | None = None,
+    root: str | Path | None = None,
 ) -> Path:
-    """Copy the run at ``run_dir`` into ``dest`` (replaced whole) and write its ``run.json``; returns ``dest``.
+    """Copy the run at ``run_dir`` into ``dest`` and write its ``run.json``; returns ``dest`` (resolved).
+
+    ``dest`` must pass :func:`check_destination` (``root``: the checkout, default the run folder's parent); an
+    earlier publication there is replaced in one atomic swap.
 
     ``commit``: from :func:`check_clean`, taken before the run; ``settings``: the run's ``Config.as_dict()``;
     ``expected``: the notebook names the run was asked for (``NotPublishable`` if any has no executed copy);
@@ -144,14 +259,25 @@ def publish(
     ``machine_at_start``: :func:`machine` taken then (its load average says how idle the machine was);
     ``note``: a line for ``README.md`` (e.g. where the data came from).
     """
-    run_dir, dest = Path(run_dir).resolve(), Path(dest)
+    run_dir = Path(run_dir).resolve()
+    dest = check_destination(dest, run_dir, root if root is not None else run_dir.parent)
     times = chapter_times(run_dir / "notebooks")
     missing = sorted(set(expected) - {row["notebook"] for row in times})
     if missing:
         raise NotPublishable(f"cannot publish {run_dir}: no executed copy of {', '.join(missing)}")
-    staging = dest.with_name(dest.name + ".publishing")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.publishing-"))
+    try:
+        _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times)
+        _swap_in(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+def _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times) -> None:
+    """Write the publication into the empty folder ``staging``."""
     copied = _copy_tree(run_dir, staging)
     record = {
         "commit": commit,
@@ -159,6 +285,9 @@ def publish(
         "profile": settings.get("profile"),
         "dataset": settings.get("dataset"),
         "seed": settings.get("seed"),
+        "precision": dict(
+            zip(("used", "why"), precision_choice(settings.get("device", "cpu"), settings.get("precision", "auto")))
+        ),
         "machine_at_start": machine_at_start,
         "machine_at_end": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)) if started else None,
@@ -174,10 +303,8 @@ def publish(
         record, (staging / "summary.md").read_text() if (staging / "summary.md").exists() else "", note
     )
     fileio.write_atomic(staging / "README.md", lambda f: f.write(readme.encode()))
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(staging, dest)
-    return dest
+    marker = f"Published by rcl.reproduce --publish at commit {commit}; a later --publish may replace this folder.\n"
+    fileio.write_atomic(staging / MARKER, lambda f: f.write(marker.encode()))
 
 
 def _duration(seconds: float) -> str:

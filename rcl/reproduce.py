@@ -38,6 +38,7 @@ import ast
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import html
 import json
 import os
@@ -57,8 +58,8 @@ from pathlib import Path
 from rcl import jobs, profiles, publish
 from rcl.course import setup
 from rcl.profiles import resolve
-from rcl.results import PUBLISHING_ENV, summary
-from rcl.runtime import project_root
+from rcl.results import PUBLISHING_ENV, git_commit, summary
+from rcl.runtime import PRECISION_ENV, precision_choice, project_root
 
 NOTEBOOK_DIR = project_root(Path(__file__).resolve().parent) / "notebooks"
 LOCK_NAME = ".rcl-reproduce.lock"
@@ -87,10 +88,29 @@ class ChapterFailed(SystemExit):
 # --------------------------------------------------------------------------------------------
 
 
+CHAPTER_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")  # 02_simclr.ipynb; not 02_simclr-Copy1.ipynb
+
+
 def find_notebooks(folder: Path = NOTEBOOK_DIR, only: list[str] | None = None) -> list[Path]:
-    """The numbered chapters ``NN_*.ipynb`` in order, optionally only those whose number is in ``only``."""
-    notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
-    if only:
+    """The numbered chapters ``NN_name.ipynb`` in order, optionally only those whose number is in ``only``.
+
+    Copies JupyterLab makes (``02_simclr-Copy1.ipynb``) and checkpoints are not chapters; two chapters with one number
+    are an error. ``only``: chapter numbers (``["02", "3"]``); an empty entry is an error, not "every chapter".
+    """
+    notebooks = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if CHAPTER_NAME.match(p.name))
+    numbers: dict[str, list[str]] = {}
+    for path in notebooks:
+        numbers.setdefault(path.name[:2], []).append(path.name)
+    doubled = {n: names for n, names in numbers.items() if len(names) > 1}
+    if doubled:
+        number, names = sorted(doubled.items())[0]
+        raise ReproduceError(f"two notebooks for chapter {number} in {folder}: {', '.join(names)}; keep one")
+    if only is not None:
+        blank = [number for number in only if not str(number).strip()]
+        if blank or not only:
+            raise ReproduceError(
+                f"--only needs chapter numbers separated by commas, e.g. --only 01,02; got {','.join(only)!r}"
+            )
         wanted = {number.strip().zfill(2) for number in only}
         unknown = wanted - {p.name[:2] for p in notebooks}
         if unknown:
@@ -260,15 +280,62 @@ _NOT_RESULTS = ("run_dir",)  # where the results live, not what they are: a move
 
 
 def _defining(parameters: dict) -> dict:
-    return {k: v for k, v in _jsonable(parameters).items() if k not in _NOT_RESULTS}
+    """The parameters that decide a chapter's results: not where the run folder is, nor where the data lie."""
+    out = {k: v for k, v in _jsonable(parameters).items() if k not in _NOT_RESULTS}
+    if isinstance(out.get("overrides"), dict):
+        out["overrides"] = {k: v for k, v in out["overrides"].items() if k != "data_root"}
+        if not out["overrides"]:
+            del out["overrides"]
+    return out
 
 
-def incomplete_reason(executed: Path, parameters: dict, run_dir: Path | None = None) -> str | None:
+def code_version() -> str:
+    """A hash of the rcl package's source files, the code every chapter imports (16 hex digits)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def notebook_version(notebook: Path) -> str:
+    """A hash of a chapter's cells as written (type and source; not outputs, ids or metadata; 16 hex digits)."""
+    digest = hashlib.sha256()
+    for cell in json.loads(Path(notebook).read_text()).get("cells", []):
+        source = cell.get("source", "")
+        digest.update(f"{cell.get('cell_type')}\0{''.join(source) if isinstance(source, list) else source}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_chapters(notebook: Path, run_dir: Path) -> dict[str, str | None]:
+    """When each chapter ``notebook`` reads (``CHAPTER_NEEDS``) last finished in ``run_dir`` (None: never)."""
+    stamps: dict[str, str | None] = {}
+    for number in CHAPTER_NEEDS.get(notebook.name[:2], ()):
+        stamps[number] = None
+        for path in (run_dir / "notebooks").glob(f"{number}_*.ipynb"):
+            if CHAPTER_NAME.match(path.name):
+                stamps[number] = str(path.stat().st_mtime_ns)
+    return stamps
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return [info.st_mtime_ns, info.st_size]
+
+
+def incomplete_reason(
+    executed: Path, parameters: dict, run_dir: Path | None = None, source: Path | None = None
+) -> str | None:
     """Why ``executed`` does not count as complete (None when it does).
 
-    Complete: it ran every cell without error, with ``parameters`` (``run_dir`` aside), and every file it wrote
-    under ``run_dir`` (default: the folder above ``executed``'s ``notebooks/``), as recorded when it finished,
-    still exists.
+    Complete: it ran every cell without error, with ``parameters`` (``run_dir`` aside), from the chapter ``source``
+    as it is now (default: the course's notebook of that name) and the rcl code as it is now; every file it wrote
+    under ``run_dir`` (default: the folder above ``executed``'s ``notebooks/``) is as it left it (size and
+    modification time; copy a run folder with ``cp -a`` or ``rsync -a`` to keep them); and the chapters it reads
+    (``CHAPTER_NEEDS``) have not run again since.
     """
     if not executed.exists():
         return "not run yet"
@@ -289,20 +356,34 @@ def incomplete_reason(executed: Path, parameters: dict, run_dir: Path | None = N
             return "its last run stopped before the end"
         if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
             return "its last run failed"
-    outputs = meta.get("rcl", {}).get("outputs")
-    if outputs is None:
+    record = meta.get("rcl", {})
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict) or "code" not in record or "notebook" not in record:
         return "its outputs were not recorded (run by an older rcl.reproduce)"
+    source = Path(source) if source is not None else NOTEBOOK_DIR / executed.name
+    if source.exists() and notebook_version(source) != record["notebook"]:
+        return f"its notebook {source.name} changed since it ran"
+    if record["code"] != code_version():
+        return "the rcl code changed since it ran"
     run_dir = Path(run_dir) if run_dir is not None else executed.parent.parent
     missing = [name for name in outputs if not (run_dir / name).exists()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         return f"its outputs are missing ({missing[0]}{more})"
+    changed = [name for name, stamp in outputs.items() if _stamp(run_dir / name) != list(stamp)]
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"its outputs changed since it ran ({changed[0]}{more})"
+    reads = record.get("reads", {})
+    for number, stamp in _read_chapters(executed, run_dir).items():
+        if reads.get(number) != stamp:
+            return f"chapter {number}, which it reads, ran again since"
     return None
 
 
-def is_complete(executed: Path, parameters: dict, run_dir: Path | None = None) -> bool:
+def is_complete(executed: Path, parameters: dict, run_dir: Path | None = None, source: Path | None = None) -> bool:
     """True when ``executed`` ran to the end with ``parameters`` and its outputs exist (see ``incomplete_reason``)."""
-    return incomplete_reason(executed, parameters, run_dir) is None
+    return incomplete_reason(executed, parameters, run_dir, source) is None
 
 
 def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
@@ -341,26 +422,28 @@ def _describe_holder(text: str) -> str:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
-    """Hold ``run_dir/.rcl-reproduce.lock`` (flock) while the body runs; it records pid, host and command.
+    """Hold the run folder (a flock on the folder itself) while the body runs; ``run_dir/.rcl-reproduce.lock``
+    records the holder's pid, host and command.
 
     Held by a live process: ``RunFolderBusy`` naming it, or with ``wait`` block until it is free. The kernel
-    releases a flock when its holder dies, so the lock of a killed run is taken over (with a note).
+    releases a flock when its holder dies, so the lock of a killed run is taken over (with a note). The lock is on
+    the folder, not on the file, so deleting the lock file does not let a second run in.
     """
     path = Path(run_dir) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    folder_fd = os.open(run_dir, os.O_RDONLY)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe_holder(path.read_text())
+            holder = _describe_holder(path.read_text() if path.exists() else "")
             if not wait:
                 raise RunFolderBusy(
                     f"run folder {run_dir} is in use by {holder}. Wait for it to finish, add --wait to start "
                     "when it has, or pick another folder with --out"
                 ) from None
             print(f"rcl.reproduce: waiting for {holder} to release {run_dir} ...", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        left = os.read(fd, 4096).decode(errors="replace").strip()
+            fcntl.flock(folder_fd, fcntl.LOCK_EX)
+        left = path.read_text(errors="replace").strip() if path.exists() else ""
         if left:
             print(f"rcl.reproduce: taking over the lock left by {_describe_holder(left)}, no longer running")
         me = {
@@ -369,14 +452,13 @@ def run_lock(run_dir: Path, wait: bool = False) -> Iterator[None]:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(["python -m rcl.reproduce", shlex.join(sys.argv[1:])]).strip(),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        path.write_text(json.dumps(me) + "\n")
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # a clean exit leaves an empty lock file: nothing to take over
+            path.write_text("")  # a clean exit leaves an empty lock file: nothing to take over
     finally:
-        os.close(fd)  # releases the flock
+        os.close(folder_fd)  # releases the flock
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,13 +502,14 @@ def settle_progress_bars(notebook: dict) -> int:
     return settled
 
 
-def _finish(running: Path, executed: Path, outputs: list[str]) -> None:
-    """Record the chapter's outputs and final progress bars in its executed copy, then move it into place."""
+def _finish(running: Path, executed: Path, record: dict) -> None:
+    """Record what decides the chapter's completeness (``incomplete_reason``) and its final progress bars in its
+    executed copy, then move it into place."""
     import nbformat
 
     notebook = nbformat.read(running, as_version=4)
     settle_progress_bars(notebook)
-    notebook.metadata["rcl"] = {"outputs": outputs}
+    notebook.metadata["rcl"] = record
     nbformat.write(notebook, running)
     os.replace(running, executed)
 
@@ -494,7 +577,8 @@ def _run_chapter(
     running = executed_dir / f"{notebook.stem}.running.ipynb"
     failed = executed_dir / f"{notebook.stem}.failed.ipynb"
     _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
-    reason = None if force else incomplete_reason(executed, parameters, run_dir)
+    reason = None if force else incomplete_reason(executed, parameters, run_dir, notebook)
+    version = notebook_version(notebook)  # as it is now, before it runs (an edit meanwhile makes it incomplete)
     if not force and reason is None:
         return {"notebook": notebook.name, "status": "skipped (complete)", "seconds": 0.0}
     if executed.exists() and reason:
@@ -533,7 +617,14 @@ def _run_chapter(
         ) from None
     after = _snapshot(run_dir)
     changed = [name for name, stamp in after.items() if before.get(name) != stamp]
-    _finish(running, executed, sorted(name for name in changed if not_mine is None or not not_mine(name)))
+    mine = sorted(name for name in changed if not_mine is None or not not_mine(name))
+    record = {
+        "outputs": {name: list(after[name]) for name in mine},
+        "notebook": version,
+        "code": code_version(),
+        "reads": _read_chapters(notebook, run_dir),
+    }
+    _finish(running, executed, record)
     failed.unlink(missing_ok=True)
     return {"notebook": notebook.name, "status": "ran", "seconds": round(time.perf_counter() - start, 1)}
 
@@ -583,11 +674,20 @@ def run(
     """
     extra = dict(extra or {})
     started, commit = time.time(), None
+    root = project_root(notebook_dir)  # the checkout whose chapters run, wherever the command was started
     if publish_to is not None:
-        commit = publish.check_clean(project_root())
+        commit = publish.check_clean(root)
         at_start = publish.machine()
-    # the chapters' kernels inherit this: their "reference run" cells then say they are it
-    with _environ(PUBLISHING_ENV, None if publish_to is None else str(Path(publish_to).resolve())):
+    forced = extra.get("precision") if extra.get("precision") != "auto" else None
+    # the chapters' kernels and the jobs inherit these: the "reference run" cells then say they are it, and every
+    # "auto" precision of theirs (training, attacks, evaluation) follows -p precision
+    here_rcl = str(Path(__file__).resolve().parent.parent)  # the kernels and jobs import this rcl, not another
+    python_path = os.pathsep.join(p for p in (here_rcl, os.environ.get("PYTHONPATH")) if p)
+    with (
+        _environ(PUBLISHING_ENV, None if publish_to is None else str(Path(publish_to).resolve())),
+        _environ(PRECISION_ENV, forced if isinstance(forced, str) else None),
+        _environ("PYTHONPATH", python_path),
+    ):
         every = find_notebooks(notebook_dir)
         notebooks = find_notebooks(notebook_dir, only)
         routed = route_params(extra, notebooks, every)
@@ -601,8 +701,14 @@ def run(
         here = _planning_device(device, profile, launcher, jobs_only)
         requested = resolve(profile, dataset=dataset, device=here, run_dir=out).dataset
         cfg = setup(profile, dataset, here, run_dir=out, overrides=settings)  # checks every setting first
+        data_root = str(Path(cfg.data_root).absolute())
+        routed = _with_data_root(routed, data_root)
+        precision, precision_why = precision_choice(cfg.device, cfg.precision)
         fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
         run_dir = cfg.run_dir.resolve()
+        _check_run_dir(run_dir, notebook_dir)
+        if publish_to is not None:  # before anything runs: a refused destination must not cost the run
+            publish_to = publish.check_destination(publish_to, run_dir, root)
         _writable(run_dir)
         base = {"profile": cfg.profile, "dataset": cfg.dataset, "device": device, "run_dir": str(run_dir)}
         unused = sorted(
@@ -611,6 +717,7 @@ def run(
         scale_out = make_launcher(launcher, cfg, **(launch or {})) if launcher != "none" else None
         with run_lock(run_dir, wait=wait):
             print(f"rcl.reproduce: profile={cfg.profile} dataset={cfg.dataset} device={cfg.device} -> {run_dir}")
+            print(f"rcl.reproduce: precision {precision} ({precision_why}; -p precision=fp32|bf16 chooses)")
             if unused:
                 print(f"rcl.reproduce: note: -p {', '.join(unused)} is a parameter of none of the chapters run here")
             threads, threads_note = _cpu_threads(scale_out, (launch or {}).get("threads"))
@@ -634,11 +741,12 @@ def run(
                     debug=debug,
                 )
             wall = time.perf_counter() - t0 if scale_out is not None else None
-            _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records), wall)
+            _write_summary(run_dir, status, fell_back, cfg.dataset, jobs.summary_rows(job_records), wall, root)
         failed = jobs.failed_jobs(job_records)
         if failures:  # chapters that ran beside the jobs: the others ran on, the summary has them all
             raise ChapterFailed("\n".join(failures) + _jobs_failed(failed, job_records, status, run_dir))
         if publish_to is not None and not failed and not jobs_only:
+            _check_publishable(every, _with_data_root(route_params(extra, every, every), data_root), base, run_dir)
             dest = publish.publish(
                 run_dir,
                 publish_to,
@@ -648,6 +756,7 @@ def run(
                 started=started,
                 machine_at_start=at_start,
                 note=note,
+                root=root,
             )
             print(f"published to {dest} (commit {commit[:12]}; see {dest / publish.PROVENANCE})")
         if failed:
@@ -656,6 +765,46 @@ def run(
 
 
 LAUNCHERS = ("none", "local", "slurm")
+
+
+def _with_data_root(routed: dict[Path, dict], data_root: str) -> dict[Path, dict]:
+    """Every location is resolved once, in the runner, and handed to the chapters (whose kernels start in
+    ``notebooks/``, not where the command was typed): each chapter with an ``overrides`` parameter gets the data
+    folder the runner found, unless ``-p data_root=...`` already gave it one."""
+    out = {}
+    for notebook, given in routed.items():
+        given = dict(given)
+        if "overrides" in notebook_parameters(notebook):
+            given["overrides"] = {"data_root": data_root, **given.get("overrides", {})}
+        out[notebook] = given
+    return out
+
+
+def _check_run_dir(run_dir: Path, notebook_dir: Path) -> None:
+    """Refuse a run folder whose ``notebooks/`` would be the course's own (``--out .`` from the checkout would
+    overwrite the chapters with executed copies) or that holds the checkout."""
+    root = project_root(notebook_dir)
+    if (run_dir / "notebooks").resolve() == notebook_dir.resolve() or run_dir == root or run_dir in root.parents:
+        raise ReproduceError(
+            f"--out {run_dir} would write executed chapters over the course's own notebooks in {notebook_dir}: "
+            "give a folder of its own, e.g. runs/<name> (the default is runs/<profile>-<dataset>)"
+        )
+
+
+def _check_publishable(every: list[Path], routed: dict, base: dict, run_dir: Path) -> None:
+    """A publication is one run: every chapter of the course complete in ``run_dir`` with this run's settings."""
+    stale = []
+    for notebook in every:
+        reason = incomplete_reason(
+            run_dir / "notebooks" / notebook.name, {**base, **routed[notebook]}, run_dir, notebook
+        )
+        if reason is not None:
+            stale.append(f"{notebook.name} ({reason})")
+    if stale:
+        raise publish.NotPublishable(
+            f"cannot publish {run_dir}: a publication is the whole course run with one set of settings, and "
+            f"{', '.join(stale)}. Run the same command without --only to run them with these settings"
+        )
 
 
 def _jobs_failed(failed: list, records: list, status: list[dict], run_dir: Path) -> str:
@@ -822,7 +971,7 @@ def _chapters_beside_jobs(
 
     rows: dict[Path, dict] = {}
     failures: dict[Path, str] = {}
-    waiting, running = list(notebooks), {}
+    waiting, running, shown = list(notebooks), {}, ""
     trainer = threading.Thread(target=train, name="rcl-jobs", daemon=True)
     trainer.start()
     try:
@@ -858,7 +1007,7 @@ def _chapters_beside_jobs(
                 if any(states[j.name] not in ("done", "skipped") for j in needed[notebook]):
                     continue
                 executed = run_dir / "notebooks" / notebook.name
-                if not force and is_complete(executed, parameters[notebook], run_dir):
+                if not force and is_complete(executed, parameters[notebook], run_dir, notebook):
                     rows[notebook] = {"status": "skipped (complete)", "seconds": 0.0}
                     waiting.remove(notebook)
                     bar.update()
@@ -889,8 +1038,9 @@ def _chapters_beside_jobs(
                 chapter.start()
                 say(f"chapter {notebook.stem} started on {where}")
             names = ", ".join(nb.stem for nb in running)
-            if names != bar.postfix:  # a refresh only when it changed: a log file gets one line per refresh
+            if names != shown:  # a refresh only when it changed: a log file gets one line per refresh
                 bar.set_postfix_str(names)
+                shown = names
             time.sleep(0.2)
     except KeyboardInterrupt:
         stop.set()
@@ -1059,8 +1209,10 @@ def _write_summary(
     dataset: str,
     job_rows: list[dict] | None = None,
     wall: float | None = None,
+    root: Path | None = None,
 ) -> None:
-    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back, jobs=job_rows, wall=wall)
+    commit = git_commit(root) if root is not None else None  # the checkout that ran, not the current folder's
+    text = summary(run_dir, status, dataset=dataset, fell_back=fell_back, jobs=job_rows, wall=wall, commit=commit)
     print(text)
     print(f"summary written to {run_dir / 'summary.md'} and {run_dir / 'summary.csv'}")
 
@@ -1133,6 +1285,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     ref.add_argument("--note", default=None, help="with --publish: a line for DIR/README.md, e.g. about the data")
     args = parser.parse_args(argv)
+    for option in ("out", "publish", "dataset"):
+        value = getattr(args, option)
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError:
+            parser.error(
+                f"--{option} {value.encode('utf-8', 'surrogateescape')!r} is not valid UTF-8: the run's files, "
+                "notebooks and summary name it in text; rename the folder with UTF-8 characters only"
+            )
     if args.note is not None and args.publish is None:
         parser.error("--note is a line for the published README: use it with --publish DIR")
     try:
@@ -1141,7 +1302,7 @@ def main(argv: list[str] | None = None) -> None:
             dataset=args.dataset,
             device=args.device,
             out=args.out,
-            only=args.only.split(",") if args.only else None,
+            only=args.only.split(",") if args.only is not None else None,
             force=args.force,
             extra=parse_params(args.param),
             wait=args.wait,

@@ -75,10 +75,27 @@ def save_robustness(records: list[dict] | pd.DataFrame, chapter_dir: str | Path)
     return frame
 
 
+def _damaged(path: Path, err: Exception) -> ValueError:
+    chapter = path.parent.name[:2]
+    return ValueError(
+        f"{path} is damaged ({type(err).__name__}: {err}); it is written by chapter {chapter}: delete it and run that "
+        f"chapter again (python -m rcl.reproduce --only {chapter}, with the run's other options)"
+    )
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV a chapter wrote; a damaged or emptied one is a ``ValueError`` naming the file and the fix."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise _damaged(path, err) from None
+
+
 def collect(run_dir: str | Path) -> pd.DataFrame:
     """All robustness records under ``run_dir`` (every ``*/robustness.csv``), one DataFrame."""
     run_dir = Path(run_dir)
-    frames = [pd.read_csv(path) for path in sorted(run_dir.glob(f"*/{ROBUSTNESS_FILE}"))]
+    frames = [read_table(path) for path in sorted(run_dir.glob(f"*/{ROBUSTNESS_FILE}"))]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
@@ -290,9 +307,12 @@ def collect_claims(run_dir: str | Path) -> pd.DataFrame:
     items = []
     for path in sorted(Path(run_dir).glob(f"*/{CLAIMS_FILE}")):
         try:
-            items += json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+            loaded = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise _damaged(path, err) from None
+        if not isinstance(loaded, list) or not all(isinstance(item, dict) for item in loaded):
+            raise _damaged(path, TypeError("not a list of claims"))
+        items += loaded
     return claims_frame(items)
 
 
@@ -375,10 +395,8 @@ CKA_SUMMARY_FILE = "cka_summary.csv"
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path)
-    except (OSError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
+    """A chapter's table, or an empty one when the chapter has not written it (yet)."""
+    return read_table(path) if path.exists() else pd.DataFrame()
 
 
 def _sizes(frame: pd.DataFrame, common: bool = False) -> str:
@@ -532,13 +550,15 @@ def _run_settings(run_dir: Path) -> dict:
                 text = "".join(text) if isinstance(text, list) else text
                 match = re.search(r"profile=(\S+) dataset=(\S+) device=(\S+) seed=(\d+)", text)
                 if match:
-                    return dict(zip(("profile", "dataset", "device", "seed"), match.groups()))
+                    found = dict(zip(("profile", "dataset", "device", "seed"), match.groups()))
+                    precision = re.search(r" precision=(\S+)", text)
+                    return found | ({"precision": precision.group(1)} if precision else {})
         params = notebook.get("metadata", {}).get("papermill", {}).get("parameters", {})
         found = found or {k: str(v) for k, v in params.items() if k in ("profile", "dataset", "device", "seed")}
     return found
 
 
-def _commit(root: Path | None = None) -> str:
+def git_commit(root: Path | None = None) -> str:
     """The git commit the code ran from (short hash, ``+ local changes`` when tracked files differ)."""
     from rcl.runtime import project_root
 
@@ -598,7 +618,7 @@ def summary(
     profile = profile or found.get("profile", "unknown")
     dataset = dataset or found.get("dataset", "unknown")
     seed = seed if seed is not None else found.get("seed", "unknown")
-    commit = commit or _commit()
+    commit = commit or git_commit()
     records = collect(run_dir)
     save_table(records, run_dir / SUMMARY_CSV)
     claims = collect_claims(run_dir)
@@ -607,7 +627,8 @@ def summary(
     ran = [s for s in (status or []) if s.get("status") == "ran"]
     chapters_time = sum(float(s.get("seconds") or 0) for s in ran)
     wall = chapters_time if wall is None else wall
-    head = f"**profile {profile} · dataset {dataset} · seed {seed} · commit {commit}"
+    head = f"**profile {profile} · dataset {dataset} · seed {seed} · precision {found.get('precision', 'unknown')} · "
+    head += f"commit {commit}"
     if status is not None:
         skipped = len(status) - len(ran)
         head += f" · wall time {_duration(wall)}** ({len(ran)} chapter{'s' * (len(ran) != 1)} ran, {skipped} skipped)"

@@ -91,7 +91,7 @@ def attack(cfg: Config, kind: str = "train") -> AttackConfig:
     if kind not in settings:
         raise ValueError(f"unknown attack kind {kind!r}; choose one of {', '.join(settings)}")
     eps, alpha, steps = settings[kind]
-    return AttackConfig(eps=eps, alpha=alpha, steps=steps, random_start=kind == "std")
+    return AttackConfig(eps=eps, alpha=alpha, steps=steps, random_start=kind == "std", precision=cfg.precision)
 
 
 def train_config(cfg: Config, epochs: int, lr: float | None = None, progress: bool = True) -> TrainConfig:
@@ -104,6 +104,7 @@ def train_config(cfg: Config, epochs: int, lr: float | None = None, progress: bo
         seed=cfg.seed,
         device=cfg.device,
         compile=cfg.torch_compile,
+        precision=cfg.precision,
         progress=progress,
     )
 

@@ -71,8 +71,9 @@ class TrainConfig:
     schedule: None (constant), "cosine" (to 0 at the last step) or "multistep" (times ``gamma`` at each epoch in
     ``milestones``); both with ``warmup_epochs`` of linear warm-up; the schedule advances every step.
     seed: run seed (shuffling, augmentation, attacks). device: "cpu", "cuda", "auto".
-    precision: "auto" (bf16 autocast + channels_last on CUDA, fp32 on CPU), "bf16" or "fp32" (forced on any device;
-    see rcl.runtime.autocast). It applies to the training steps; attacks and evaluation keep their own defaults.
+    precision: "auto" (bf16 autocast + channels_last on CUDA and on a CPU with native bf16, else fp32; see
+    rcl.runtime.precision_choice), "bf16" or "fp32" (forced on any device). It applies to the training steps and
+    the attacks inside them (unless an AttackConfig names its own precision) and to validation.
     compile: run the training steps' forward/backward passes (attacks inside them included) and the SimCLR pixel
     work through ``torch.compile``: a one-off cost (about a minute for ResNet-18 on a 2-core CPU) for faster steps
     (``python -m rcl.bench`` measures both); worth it for long runs, not for the smoke chapters. On CPU it needs a
@@ -500,12 +501,20 @@ def _check_unit(name: str, value: float) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- supervised
+def _in_precision(attack: AttackConfig | None, cfg: TrainConfig) -> AttackConfig | None:
+    """The attack as a training run uses it: in the run's precision unless the attack names its own."""
+    if attack is None or attack.precision != "auto":
+        return attack
+    return dataclasses.replace(attack, precision=cfg.precision)
+
+
 def _classification_validator(model, val: Split | None, attack: AttackConfig | None, cfg: TrainConfig):
     if val is None:
         return None, None
+    attack = _in_precision(attack, cfg)
 
     def validate(epoch: int) -> dict[str, float]:
-        out = {"val_acc": accuracy(model, val, batch_size=max(cfg.batch_size, 256))}
+        out = {"val_acc": accuracy(model, val, batch_size=max(cfg.batch_size, 256), precision=cfg.precision)}
         if attack is not None:  # same random starts every epoch: epochs are compared on equal terms
             out["val_robust_acc"] = robust_accuracy(
                 model, val, attack, batch_size=max(cfg.batch_size, 256), seed=cfg.seed
@@ -539,6 +548,7 @@ def train_supervised(
     if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be an int >= 0 (pixels of zero padding before the crop), got {padding!r}")
     device, net = _prepare(model, cfg)
+    step_attack = _in_precision(attack, cfg)
 
     def step(x: Tensor, y: Tensor, gen: torch.Generator):
         if callable(augment):
@@ -549,7 +559,7 @@ def train_supervised(
             view = x
         loss, metrics = 0.0, {}
         if attack is not None:
-            x_adv = attack.run(net, x, y, generator=gen, check_range=False)
+            x_adv = step_attack.run(net, x, y, generator=gen, check_range=False)
             model.train()
             logits_adv = net(x_adv).float()
             loss = F.cross_entropy(logits_adv, y)
@@ -621,6 +631,7 @@ def pretrain_contrastive(
         raise ValueError("false_negatives applies to SimCLR: SupCon already treats same-class pairs as positives")
     _check_unit("temperature", temperature)
     device, net = _prepare(model, cfg)
+    step_attack = _in_precision(attack, cfg)
     augment = augment if augment is not None else SimCLRAugment()
     view = _view_maker(augment, cfg, device)
     num_classes = int(train.labels.max()) + 1 if len(train) else 0
@@ -656,7 +667,7 @@ def pretrain_contrastive(
             def attack_loss(z_adv: Tensor, z_ref: Tensor) -> Tensor:
                 return contrastive(z_ref, z_adv.float(), labels, fn_labels)
 
-            x_adv = attack.run(net, x, ref, loss_fn=attack_loss, generator=gen, check_range=False)
+            x_adv = step_attack.run(net, x, ref, loss_fn=attack_loss, generator=gen, check_range=False)
             model.train()
             z0 = net(x).float()
             z0_adv = net(x_adv).float()
@@ -736,6 +747,7 @@ def pretrain_acl(
     augment = augment if augment is not None else SimCLRAugment(scale=(0.1, 1.0))
     view = _view_maker(augment, cfg, device)
     mode = attack.model_mode
+    step_attack = _in_precision(attack, cfg)
 
     def nt(z: Tensor) -> Tensor:
         half = len(z) // 2
@@ -743,7 +755,7 @@ def pretrain_acl(
 
     def joint_attack(v1: Tensor, v2: Tensor, gen: torch.Generator) -> Tensor:
         both = torch.cat([v1, v2])
-        return attack.run(net, both, both, loss_fn=lambda z, _: nt(z), generator=gen, check_range=False)
+        return step_attack.run(net, both, both, loss_fn=lambda z, _: nt(z), generator=gen, check_range=False)
 
     def step(x: Tensor, y: Tensor, gen: torch.Generator):
         v1, v2 = view(x, gen), view(x, gen)
@@ -757,7 +769,7 @@ def pretrain_acl(
             with bn_route(model, "clean"):
                 ref = _reference(net, v1, mode)
             with bn_route(model, "adv"):
-                adv2 = attack.run(
+                adv2 = step_attack.run(
                     net,
                     v2,
                     ref,
@@ -845,6 +857,7 @@ def finetune(
             f"updating them, ACL's released default), got {frozen_bn!r}"
         )
     device, net = _prepare(model, cfg)
+    step_attack = _in_precision(attack, cfg)
     encoder = model.encoder
     if mode == "partial" and not hasattr(encoder, "layer4"):
         raise ValueError("mode='partial' trains encoder.layer4 + fc, but this encoder has no layer4")
@@ -881,11 +894,11 @@ def finetune(
             return F.cross_entropy(logits, y), {"acc": _correct(logits, y)}
         if loss == "trades":
             ref = _reference(net, x, "eval")
-            x_adv = attack.run(
+            x_adv = step_attack.run(
                 net, x, ref, loss_fn=lambda out, r: trades_kl(out.float(), r), generator=gen, check_range=False
             )
         else:
-            x_adv = attack.run(net, x, y, generator=gen, check_range=False)
+            x_adv = step_attack.run(net, x, y, generator=gen, check_range=False)
         set_mode()  # the attack restores only its own view of the flags
         logits = net(x).float()
         logits_adv = net(x_adv).float()

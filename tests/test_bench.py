@@ -20,7 +20,7 @@ from rcl.data import synthetic_dataset
 from rcl.evaluate import accuracy
 from rcl.losses import nt_xent
 from rcl.models import Classifier, resnet18
-from rcl.runtime import autocast, memory_format, resolve_precision
+from rcl.runtime import autocast, memory_format
 from rcl.train import TrainConfig, train_supervised
 
 WORK = {"model": {"config": {"arch": "resnet18", "width": 8}, "parameters": 10}, "batch_size": 64, "images": 192}
@@ -173,12 +173,11 @@ def test_format_report_prints_withheld_reason(tiny_report):
 
 
 # --------------------------------------------------------------------------------------------------- precision
-def test_precision_switch_defaults_unchanged_and_forceable():
-    assert resolve_precision("cpu") == "fp32" and resolve_precision("cuda") == "bf16"
-    assert memory_format("cpu") == torch.contiguous_format
+def test_precision_can_be_forced_either_way_on_any_machine():
+    assert memory_format("cpu", "fp32") == torch.contiguous_format
     assert memory_format("cpu", "bf16") == torch.channels_last
     a, b = torch.randn(4, 4), torch.randn(4, 4)
-    with autocast("cpu"):
+    with autocast("cpu", "fp32"):
         assert (a @ b).dtype == torch.float32
     with autocast("cpu", "bf16"):
         assert (a @ b).dtype == torch.bfloat16
@@ -188,6 +187,19 @@ def test_precision_switch_defaults_unchanged_and_forceable():
         TrainConfig(epochs=1, batch_size=4, lr=0.1, precision="half")
     assert "precision" not in TrainConfig(epochs=1, batch_size=4, lr=0.1).identity()  # old checkpoints still match
     assert TrainConfig(epochs=1, batch_size=4, lr=0.1, precision="bf16").identity()["precision"] == "bf16"
+
+
+def test_cpu_precision_section_reports_both_sides_on_the_same_work(tiny_report):
+    cpu = tiny_report["figures"]["cpu_precision"]
+    assert cpu["precision"] in ("fp32", "bf16") and cpu["why"]
+    assert cpu["matmul_gflops"]["fp32"] > 0 and cpu["matmul_gflops"]["bf16"] > 0
+    (row,) = cpu["widths"]
+    assert row["width"] == TINY.cpu_widths[0]
+    assert row["withheld"] is None and row["ratio"] > 0  # same network, batch, images and calls on both sides
+    assert row["ours"]["work"]["images"] == row["baseline"]["work"]["images"] == 4 * TINY.cpu_batch
+    assert row["baseline"]["precision"] == "fp32" and row["ours"]["precision"] == cpu["precision"]
+    assert row["ours"]["gflops"] == pytest.approx(row["ours"]["images_per_s"] * row["flops_per_image"] / 1e9)
+    assert "CPU training step" in bench.format_report(tiny_report)
 
 
 @pytest.mark.slow

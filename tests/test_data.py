@@ -227,8 +227,12 @@ def test_imagefolder_loads_pngs_and_uses_its_cache(tmp_path: Path):
     cache = tmp_path / "tree" / ".rcl-cache.pt"
     assert cache.is_file()
     # the second load reads the cache: poison a decoded image inside it and see it come back
+    from rcl.data import _content_digest
+
     payload = torch.load(cache, weights_only=True)
     payload["train_images"][0].zero_()
+    tensors = [payload[k] for k in ("train_images", "train_labels", "test_images", "test_labels")]
+    payload["content"] = _content_digest(payload["classes"], *tensors)  # poisoned, with a matching hash
     torch.save(payload, cache)
     again = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
     assert int(again.train.images[0].sum()) == 0

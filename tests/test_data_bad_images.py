@@ -43,3 +43,99 @@ def test_the_good_files_still_load_once_the_bad_ones_are_gone(tmp_path):
     data = load_dataset(f"imagefolder:{root}")
     assert (len(data.train), len(data.test)) == (16, 15)
     assert data.train.images[data.train.labels == 0].float().mean(dim=(0, 2, 3))[0] > 150  # the cats stay red
+
+
+# --------------------------------------------------------------------------------------------- odd trees
+def test_16_bit_images_are_scaled_not_cut_to_their_low_byte(tmp_path):
+    import numpy as np
+
+    root = _folder(tmp_path / "pets", per_class=1)
+    grey = np.full((32, 32), 40000, dtype=np.uint16)  # 40000/65535 of full scale: 156 in 8 bits, not 40000 % 256
+    Image.fromarray(grey).save(root / "train" / "cat" / "deep.png")
+    Image.fromarray(grey).save(root / "train" / "cat" / "deep.tif")
+    data = load_dataset(f"imagefolder:{root}")
+    expected = round(40000 * 255 / 65535)
+    values = {int(v) for v in data.train.images.reshape(len(data.train), -1).max(dim=1).values}
+    assert expected in values and 40000 % 256 not in values
+
+
+def test_nested_subfolders_and_tiff_images_count_for_their_class(tmp_path):
+    root = _folder(tmp_path / "pets", per_class=1)
+    (root / "train" / "cat" / "more").mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "train" / "cat" / "more" / "x.png")
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "train" / "cat" / "y.tif")
+    data = load_dataset(f"imagefolder:{root}")
+    assert int((data.train.labels == 0).sum()) == 4 and int((data.train.labels == 1).sum()) == 2
+
+
+def test_macos_zip_leftovers_are_not_a_class(tmp_path):
+    root = _folder(tmp_path / "pets", per_class=1)
+    junk = root / "train" / "__MACOSX" / "cat"
+    junk.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(junk / "._0.png")
+    assert load_dataset(f"imagefolder:{root}").classes == ["cat", "dog"]
+
+
+def test_a_one_class_tree_is_refused(tmp_path):
+    root = tmp_path / "one"
+    for split in ("train", "test"):
+        (root / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (32, 32)).save(root / split / "cat" / "0.png")
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) \(cat\).*at least two"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_a_class_folder_without_images_is_refused_by_name(tmp_path):
+    root = _folder(tmp_path / "pets", per_class=1)
+    (root / "train" / "bird").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*train/bird has no images \(it is empty\)"):
+        load_dataset(f"imagefolder:{root}")
+    (root / "train" / "bird" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"train/bird has no images \(it holds notes.txt\)"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_an_animated_gif_is_refused_by_name(tmp_path):
+    root = _folder(tmp_path / "pets", per_class=1)
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    frames[0].save(root / "train" / "dog" / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"train/dog/anim.gif \(ValueError: an animated image \(2 frames\)"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_an_edit_that_keeps_size_and_time_is_seen(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "pets", per_class=1)
+    load_dataset(f"imagefolder:{root}")
+    path = root / "train" / "cat" / "0.png"
+    info = path.stat()
+    Image.new("RGB", (32, 32), (30, 200, 30)).save(path)  # same size as the red square's PNG
+    assert path.stat().st_size == info.st_size
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    data = load_dataset(f"imagefolder:{root}")
+    assert data.train.images[data.train.labels == 0].float().mean(dim=(0, 2, 3))[1] > 100  # the green one
+
+
+def test_an_altered_cache_beside_a_copied_tree_is_not_trusted(tmp_path):
+    import shutil
+
+    import torch
+
+    root = _folder(tmp_path / "pets", per_class=1)
+    load_dataset(f"imagefolder:{root}")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, copy_function=shutil.copy2)  # cp -a: names, sizes and times kept
+    cache = copy / ".rcl-cache.pt"
+    payload = torch.load(cache, weights_only=True)
+    payload["train_labels"] = 1 - payload["train_labels"]  # shifted labels
+    torch.save(payload, cache)
+    with pytest.warns(UserWarning, match="changed after it was written"):
+        data = load_dataset(f"imagefolder:{copy}")
+    assert data.train.images[data.train.labels == 0].float().mean(dim=(0, 2, 3))[0] > 150  # cats are red again
+
+
+def test_asking_for_more_images_than_the_tree_holds_names_the_setting(tmp_path):
+    root = _folder(tmp_path / "pets", per_class=1)
+    with pytest.raises(ValueError, match=r"n_train = 100, but its train split holds 4 images.*-p n_train=4"):
+        load_dataset(f"imagefolder:{root}", n_train=100)

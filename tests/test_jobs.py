@@ -592,7 +592,7 @@ class _LockChecker(_Scripted):
         import fcntl
 
         lock = Path(self.log).parent / "run" / reproduce.LOCK_NAME
-        fd = os.open(lock, os.O_RDWR)
+        fd = os.open(lock.parent, os.O_RDONLY)  # the runner locks the run folder itself
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             holder = "nobody"
@@ -645,7 +645,7 @@ def test_reproduce_skips_only_the_chapters_of_a_failed_job_and_those_that_read_t
     )
     assert "Chapters not run: 02_b.ipynb." in message
     assert sorted(calls) == ["01_a.ipynb", "04_c.ipynb"]  # the chapters that needed no failed job still ran
-    assert asked["04"]["scenarios"] == ["ST", "AT"] and asked["04"]["overrides"] == {"width": 4}
+    assert asked["04"]["scenarios"] == ["ST", "AT"] and asked["04"]["overrides"]["width"] == 4
     assert (tmp_path / "holder.txt").read_text() == str(os.getpid())  # the runner held the lock over its jobs
     summary = (out / "summary.md").read_text()
     assert "## Training jobs" in summary and "| 02_b/broken | failed | 1 |" in summary
@@ -723,7 +723,7 @@ def test_each_chapter_starts_once_its_jobs_are_done_beside_the_jobs_and_chapters
     assert busiest == 2  # side by side, never more than the two workers' slots (jobs and chapters together)
     for name in names:  # what each chapter left, and only that, although others wrote beside it
         outputs = json.loads((out / "notebooks" / f"{name}.ipynb").read_text())["metadata"]["rcl"]["outputs"]
-        assert outputs == [f"{name}/early.txt", f"{name}/late.txt"], name
+        assert list(outputs) == [f"{name}/early.txt", f"{name}/late.txt"], name
     summary = (out / "summary.md").read_text()
     assert "for the jobs and the chapters, side by side; the chapters' own times add up to" in summary
     # a rerun finds every chapter complete
@@ -801,3 +801,25 @@ def test_a_chapter_kernel_runs_with_its_slots_environment_and_an_interrupt_reach
         assert len(chapter.kernels) == 1
     assert chapter.row is None and "KeyboardInterrupt" in chapter.failure
     assert (tmp_path / "run" / "notebooks" / "01_env.failed.ipynb").exists()
+
+
+def test_jobs_only_runs_the_jobs_and_no_chapter(tmp_path, monkeypatch):
+    """--launcher local --jobs-only (the README's SLURM recipe goes through the same loop): it used to crash on the
+    chapters' progress bar, created disabled when there are no chapters to run."""
+    import functools
+
+    from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    _notebook(folder / "01_a.ipynb", "x = 1", params=BASE_PARAMS + "\noverrides = {}")
+    log = tmp_path / "starts.txt"
+    monkeypatch.setattr(jobs, "chapter_jobs", lambda cfg, chapter, params=None: [jobs.Job("01_a/model", "none")])
+    monkeypatch.setattr(
+        jobs, "run_jobs", functools.partial(jobs.run_jobs, poll=0.1, make_call=lambda s, j: _Timed(j, 0.1, log))
+    )
+    calls = _fake_papermill(monkeypatch)
+    out = tmp_path / "run"
+    reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder, launcher="local", jobs_only=True)
+    assert calls == []
+    assert Path(f"{log}.times").read_text().split()[0] == "01_a/model"

@@ -65,8 +65,6 @@ def test_publish_copies_results_not_checkpoints_and_records_the_run(tmp_path):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text(text)
     dest = tmp_path / "results" / "ref"
-    dest.mkdir(parents=True)
-    (dest / "stale.csv").write_text("from an older run")
     settings = {"profile": "laptop", "dataset": "cifar10", "seed": 1, "run_dir": str(run), "width": 8}
     command = ["python", "-m", "rcl.reproduce", "--publish", str(dest), "--note", "Data: a JPEG copy."]
     publish.publish(
@@ -80,6 +78,7 @@ def test_publish_copies_results_not_checkpoints_and_records_the_run(tmp_path):
     )
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert files == [
+        publish.MARKER,
         "01_a/SL-ST/history.json",
         "01_a/figure.png",
         "01_a/robustness.csv",
@@ -89,6 +88,7 @@ def test_publish_copies_results_not_checkpoints_and_records_the_run(tmp_path):
         "run.json",
         "summary.md",
     ]
+    assert (dest / publish.MARKER).is_file()
     record = json.loads((dest / "run.json").read_text())
     assert record["commit"] == "c" * 40 and record["seed"] == 1 and record["settings"]["width"] == 8
     assert "run_dir" not in record["settings"]
@@ -110,7 +110,7 @@ def test_note_without_publish_is_an_error(capsys):
 
 def test_publish_refuses_a_checkout_with_local_changes_before_running(tmp_path, monkeypatch, checkout):
     (checkout / "a.py").write_text("changed\n")
-    monkeypatch.setattr(reproduce, "project_root", lambda: checkout)
+    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
     with pytest.raises(publish.NotPublishable, match="clean checkout"):
         reproduce.run("smoke", device="cpu", out=tmp_path / "run", publish_to=tmp_path / "pub")
     assert not (tmp_path / "run" / "notebooks").exists()
@@ -132,9 +132,121 @@ def test_the_chapters_of_a_run_being_published_know_it_and_the_variable_is_gone_
     _notebook(folder / "01_a.ipynb", "x = 1", params=BASE_PARAMS)
     seen = []
     _fake_papermill(monkeypatch, effect=lambda name, output, parameters: seen.append(os.environ.get(PUBLISHING_ENV)))
-    monkeypatch.setattr(reproduce, "project_root", lambda: checkout)
+    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
     monkeypatch.setattr(publish, "publish", lambda run_dir, dest, **kw: dest)
     monkeypatch.delenv(PUBLISHING_ENV, raising=False)
     reproduce.run("smoke", device="cpu", out=tmp_path / "run", notebook_dir=folder, publish_to=tmp_path / "pub")
     assert seen == [str((tmp_path / "pub").resolve())]
     assert PUBLISHING_ENV not in os.environ
+
+
+# --------------------------------------------------------------------------------------------------- safety
+def _publish(run, dest, **kw):
+    settings = {"profile": "laptop", "dataset": "cifar10", "seed": 0, "run_dir": str(run), "device": "cpu"}
+    return publish.publish(run, dest, commit="c" * 40, settings=settings, expected=["01_a.ipynb"], **kw)
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    run = tmp_path / "runs" / "laptop"
+    _executed(run / "notebooks" / "01_a.ipynb", 1.0)
+    (run / "01_a").mkdir()
+    (run / "01_a" / "table.csv").write_text("a\n1\n")
+    (run / "01_a" / "SL-ST").mkdir()
+    (run / "01_a" / "SL-ST" / "last.pt").write_text("weights")
+    return run
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["runs", "run", "inside", "checkout", "above"])
+def test_publish_refuses_folders_around_or_inside_the_run_or_the_checkout(tmp_path, run_folder, where):
+    """--publish into runs/ (every other run), into the run folder (its checkpoints), into the checkout or above
+    it (`--publish ..`): refused before anything is deleted, naming the folder."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)
+    (checkout / "README.md").write_text("mine")
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "last.pt").write_text("another run's checkpoint")
+    dest = {
+        "runs": tmp_path / "runs",
+        "run": run_folder,
+        "inside": run_folder / "published",
+        "checkout": checkout,
+        "above": tmp_path,
+    }[where]
+    before = _tree(tmp_path)
+    with pytest.raises(publish.NotPublishable, match="--publish"):
+        _publish(run_folder, dest, root=checkout)
+    assert _tree(tmp_path) == before
+
+
+def test_publish_refuses_a_folder_holding_anything_it_did_not_write(tmp_path, run_folder):
+    dest = tmp_path / "results" / "ref"
+    dest.mkdir(parents=True)
+    (dest / "notes.txt").write_text("a user's file")
+    with pytest.raises(publish.NotPublishable, match="notes.txt"):
+        _publish(run_folder, dest)
+    assert (dest / "notes.txt").read_text() == "a user's file"
+    (dest / "notes.txt").unlink()
+    _publish(run_folder, dest)  # an empty folder is fine
+    (dest / "01_a" / "extra.png").write_text("added by hand")  # beside a publication: still refused
+    with pytest.raises(publish.NotPublishable, match="extra.png"):
+        _publish(run_folder, dest)
+
+
+def test_a_publication_replaces_the_last_one_and_leaves_nothing_beside_it(tmp_path, run_folder):
+    dest = tmp_path / "results" / "ref"
+    _publish(run_folder, dest)
+    (run_folder / "01_a" / "table.csv").write_text("a\n2\n")
+    _publish(run_folder, dest)
+    assert (dest / "01_a" / "table.csv").read_text() == "a\n2\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ref"]  # no staging or old folder left
+
+
+def test_a_legacy_publication_without_marker_is_replaced(tmp_path, run_folder):
+    """results/laptop-cifar10 was published before the marker existed: its run.json lists its files."""
+    dest = tmp_path / "results" / "ref"
+    _publish(run_folder, dest)
+    (dest / publish.MARKER).unlink()
+    _publish(run_folder, dest)
+    assert (dest / publish.MARKER).is_file()
+
+
+def test_an_interrupt_during_the_swap_keeps_the_old_publication(tmp_path, run_folder, monkeypatch):
+    dest = tmp_path / "results" / "ref"
+    _publish(run_folder, dest)
+    old = (dest / "run.json").read_text()
+
+    def interrupted(staging, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(publish, "_swap_in", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _publish(run_folder, dest)
+    assert (dest / "run.json").read_text() == old
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ref"]  # the half-built one is gone
+
+
+def test_without_an_atomic_exchange_the_two_renames_recover_after_an_interrupt(tmp_path, run_folder, monkeypatch):
+    dest = tmp_path / "results" / "ref"
+    _publish(run_folder, dest)
+    monkeypatch.setattr(publish, "_exchange", lambda a, b: False)
+    _publish(run_folder, dest)  # the fallback: rename old away, new in, remove old
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ref"]
+    dest.rename(dest.parent / ".ref.old-x1")  # as an interrupt between the two renames leaves it
+    _publish(run_folder, dest)
+    assert (dest / "run.json").is_file() and sorted(p.name for p in dest.parent.iterdir()) == ["ref"]
+
+
+def test_a_symlink_in_the_run_folder_is_not_followed(tmp_path, run_folder):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("private\n")
+    secret.chmod(0o600)
+    (run_folder / "01_a" / "linked.csv").symlink_to(secret)
+    dest = _publish(run_folder, tmp_path / "results" / "ref")
+    assert not (dest / "01_a" / "linked.csv").exists()
+    assert "01_a/linked.csv" not in json.loads((dest / "run.json").read_text())["files"]

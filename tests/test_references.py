@@ -140,7 +140,7 @@ def test_run_settings_and_numbers_read_a_run_folder_or_a_published_one(tmp_path)
 
     settings = refs.run_settings(resolve("laptop", device="cpu").as_dict())
     assert set(settings) == set(refs.PAPERS)
-    main = {"profile": "laptop", "dataset": "cifar10", "arch": "resnet18 (width 8)", "epochs": 10}
+    main = {"profile": "laptop", "dataset": "cifar10", "arch": "resnet18 (width 16)", "epochs": 10}
     assert settings[refs.MAIN] == main
     assert refs.run_numbers(tmp_path).empty
     record = {"scheme": "SL", "scenario": "ST", "threat_model": "II", "attack": "pgd-ce", "eps": 8 / 255, "steps": 10}

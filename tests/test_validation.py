@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import pytest
+import torch
 
 from rcl import course
 from rcl.profiles import PROFILES, Config, resolve
@@ -114,3 +115,38 @@ def test_the_autoattack_suite_is_one_the_library_builds():
     with pytest.raises(ValueError, match="autoattack_steps"):
         resolve("smoke", device="cpu", autoattack_steps=0)
     assert resolve("smoke", device="cpu", autoattack_suite="standard").autoattack_suite == "standard"
+
+
+# ---------------------------------------------------------------- mistakes users made (issue: nothing silent)
+@pytest.mark.parametrize("eps", [8, 255, float("inf"), float("nan")])
+def test_linf_radii_in_0_255_units_or_infinite_are_refused(eps):
+    from rcl.attacks import AttackConfig, pgd
+    from rcl.models import Classifier, resnet18
+
+    with pytest.raises(ValueError, match="eps"):
+        AttackConfig(eps=eps, alpha=2 / 255, steps=1)
+    model = Classifier(resnet18(width=2), 3).eval()
+    with pytest.raises(ValueError, match="eps"):
+        pgd(model, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), eps, 2 / 255, 1)
+    AttackConfig(eps=2.0, alpha=0.5, steps=1, norm="l2")  # an L2 radius above 1 is a real budget
+
+
+def test_accuracy_refuses_labels_the_model_has_no_class_for():
+    from rcl.data import Split
+    from rcl.evaluate import accuracy
+    from rcl.models import Classifier, resnet18
+
+    split = Split(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 5, 7]))
+    with pytest.raises(ValueError, match="labels go up to 7 but the model gives 3 classes"):
+        accuracy(Classifier(resnet18(width=2), 3), split)
+
+
+def test_cka_of_a_constant_or_non_finite_layer_says_so():
+    from rcl.cka import linear_cka
+
+    with pytest.raises(ValueError, match="same for all 10 examples"):
+        linear_cka(torch.ones(10, 5), torch.randn(10, 5))
+    broken = torch.randn(10, 5)
+    broken[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="y holds NaN or inf"):
+        linear_cka(torch.randn(10, 5), broken)

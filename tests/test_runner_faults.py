@@ -1,0 +1,224 @@
+"""The runner under real mistakes (issue: nothing deleted, nothing mixed, nothing silently substituted).
+
+Each test is one case users and their machines produced: a chapter edited between runs, files changed from
+JupyterLab, a copy of a chapter beside it, chapters run out of order, damaged tables, a run started from another
+folder, `--out .`, odd `--only` values, and a run folder shared by two image trees of one name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
+
+from rcl import profiles, reproduce, results
+
+PARAMS = BASE_PARAMS + "\noverrides = {}"
+
+
+def _write_table(name, output, parameters):
+    folder = Path(parameters["run_dir"]) / name[:-6]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table.csv").write_text("a,b\n1,2\n")
+
+
+def _course(tmp_path, *names):
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    for name in names:
+        _notebook(folder / f"{name}.ipynb", "x = 1", params=PARAMS)
+    return folder
+
+
+def _run(folder, out, **kw):
+    return reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder, **kw)
+
+
+def test_a_chapter_whose_notebook_changed_runs_again(tmp_path, monkeypatch):
+    folder = _course(tmp_path, "00_a", "01_b")
+    calls = _fake_papermill(monkeypatch, effect=_write_table)
+    _run(folder, tmp_path / "run")
+    calls.clear()
+    _notebook(folder / "01_b.ipynb", "x = 1", "y = 2", params=PARAMS)  # a new cell
+    _run(folder, tmp_path / "run")
+    assert calls == ["01_b.ipynb"]
+
+
+def test_a_chapter_run_with_other_rcl_code_runs_again(tmp_path, monkeypatch):
+    folder = _course(tmp_path, "00_a")
+    calls = _fake_papermill(monkeypatch, effect=_write_table)
+    _run(folder, tmp_path / "run")
+    monkeypatch.setattr(reproduce, "code_version", lambda: "0" * 16)
+    calls.clear()
+    _run(folder, tmp_path / "run")
+    assert calls == ["00_a.ipynb"]
+
+
+def test_outputs_changed_from_outside_make_the_chapter_run_again(tmp_path, monkeypatch):
+    """A table rewritten from JupyterLab with other settings must not be kept as this run's result."""
+    folder = _course(tmp_path, "00_a", "01_b")
+    calls = _fake_papermill(monkeypatch, effect=_write_table)
+    out = tmp_path / "run"
+    _run(folder, out)
+    (out / "01_b" / "table.csv").write_text("a,b\n9,9\n9,9\n")
+    calls.clear()
+    _run(folder, out)
+    assert calls == ["01_b.ipynb"]
+    assert (out / "01_b" / "table.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_a_chapter_that_reads_another_runs_again_when_that_one_did(tmp_path, monkeypatch):
+    """Chapter 09 (it reads every chapter) run before 01 must not stay stale once 01 has run."""
+    folder = _course(tmp_path, "01_a", "09_summary")
+    calls = _fake_papermill(monkeypatch, effect=_write_table)
+    out = tmp_path / "run"
+    _run(folder, out, only=["09"])
+    calls.clear()
+    _run(folder, out, only=["01"])
+    _run(folder, out)
+    assert calls == ["01_a.ipynb", "09_summary.ipynb"]
+    calls.clear()
+    _run(folder, out)
+    assert calls == []  # and then both are complete
+
+
+def test_copies_of_a_chapter_are_not_chapters(tmp_path):
+    folder = _course(tmp_path, "01_a", "02_b")
+    _notebook(folder / "02_b-Copy1.ipynb", "x = 1", params=PARAMS)
+    (folder / ".ipynb_checkpoints").mkdir()
+    assert [p.name for p in reproduce.find_notebooks(folder)] == ["01_a.ipynb", "02_b.ipynb"]
+    _notebook(folder / "02_other.ipynb", "x = 1", params=PARAMS)
+    with pytest.raises(reproduce.ReproduceError, match="two notebooks for chapter 02"):
+        reproduce.find_notebooks(folder)
+
+
+@pytest.mark.parametrize("only", ["", "01,", ",", "01,,02"])
+def test_only_with_an_empty_entry_is_an_error_not_every_chapter(tmp_path, only, capsys):
+    folder = _course(tmp_path, "00_a", "01_b", "02_c")
+    with pytest.raises(reproduce.ReproduceError, match="--only needs chapter numbers"):
+        reproduce.find_notebooks(folder, only.split(","))
+
+
+def test_out_at_the_checkout_would_overwrite_the_chapters_and_is_refused(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    (root / "rcl").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    folder = root / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "00_a.ipynb", "x = 1", params=PARAMS)
+    before = (folder / "00_a.ipynb").read_text()
+    calls = _fake_papermill(monkeypatch)
+    for out in (root, tmp_path):
+        with pytest.raises(reproduce.ReproduceError, match="course's own notebooks"):
+            reproduce.run("smoke", device="cpu", out=out, notebook_dir=folder)
+    assert calls == [] and (folder / "00_a.ipynb").read_text() == before
+
+
+def test_damaged_tables_and_claims_name_the_file_and_the_fix(tmp_path):
+    (tmp_path / "04_scenarios").mkdir()
+    (tmp_path / "04_scenarios" / results.ROBUSTNESS_FILE).write_text("")
+    with pytest.raises(ValueError, match=r"04_scenarios/robustness.csv is damaged.*--only 04"):
+        results.collect(tmp_path)
+    (tmp_path / "04_scenarios" / results.ROBUSTNESS_FILE).unlink()
+    (tmp_path / "04_scenarios" / results.CLAIMS_FILE).write_text('[{"claim": "x"')
+    with pytest.raises(ValueError, match=r"04_scenarios/claims.json is damaged"):
+        results.collect_claims(tmp_path)
+
+
+def test_the_runner_hands_its_data_folder_to_every_chapter(tmp_path, monkeypatch):
+    """Started from another folder, the chapters (whose kernels start in notebooks/) read the data the runner found."""
+    folder = _course(tmp_path, "00_a")
+    seen = {}
+    _fake_papermill(monkeypatch, effect=lambda name, output, parameters: seen.update(parameters))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    _run(folder, tmp_path / "run", extra={"data_root": str(elsewhere / "data")})
+    assert seen["overrides"]["data_root"] == str(elsewhere / "data")
+    seen.clear()
+    monkeypatch.setattr(reproduce, "incomplete_reason", lambda *a, **k: "force")
+    _run(folder, tmp_path / "run")
+    assert Path(seen["overrides"]["data_root"]).is_absolute()
+
+
+def test_the_chapters_import_the_rcl_that_runs_them(tmp_path, monkeypatch):
+    """With rcl installed from another checkout, the kernels must import this one (PYTHONPATH leads with it)."""
+    folder = _course(tmp_path, "00_a")
+    seen = []
+    _fake_papermill(monkeypatch, effect=lambda *a: seen.append(os.environ.get("PYTHONPATH", "")))
+    _run(folder, tmp_path / "run")
+    here = str(Path(reproduce.__file__).resolve().parent.parent)
+    assert seen and seen[0].split(os.pathsep)[0] == here
+
+
+def test_imagefolder_paths_are_made_absolute_and_one_tree_is_one_dataset(tmp_path, monkeypatch):
+    for name in ("a/cifar", "b/cifar"):
+        (tmp_path / name / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    one = profiles.resolve("smoke", "imagefolder:a/cifar", "cpu")
+    again = profiles.resolve("smoke", "imagefolder:a/cifar/", "cpu")
+    other = profiles.resolve("smoke", "imagefolder:b/cifar", "cpu")
+    assert one.dataset == again.dataset == f"imagefolder:{tmp_path / 'a' / 'cifar'}"
+    assert one.run_dir == again.run_dir != other.run_dir  # same folder name, two trees: two run folders
+    with pytest.raises(FileNotFoundError, match=r"no folder 'c/cifar' \(looked at .*c/cifar"):
+        profiles.resolve("smoke", "imagefolder:c/cifar", "cpu")
+
+
+def test_an_executed_copy_records_what_decides_its_completeness(tmp_path, monkeypatch):
+    folder = _course(tmp_path, "00_a")
+    _fake_papermill(monkeypatch, effect=_write_table)
+    out = tmp_path / "run"
+    _run(folder, out)
+    record = nbformat.read(out / "notebooks" / "00_a.ipynb", as_version=4).metadata["rcl"]
+    assert set(record) == {"outputs", "notebook", "code", "reads"}
+    assert list(record["outputs"]) == ["00_a/table.csv"]
+    assert record["code"] == reproduce.code_version() and record["notebook"] == reproduce.notebook_version(
+        folder / "00_a.ipynb"
+    )
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_run_in(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with reproduce.run_lock(out):
+        (out / reproduce.LOCK_NAME).unlink()
+        with pytest.raises(reproduce.RunFolderBusy, match="in use"):
+            with reproduce.run_lock(out):
+                pass
+
+
+def test_a_run_folder_name_that_is_not_utf8_is_refused_up_front(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--profile", "smoke", "--out", "runs/caf\udce9"])  # b"caf\xe9" as Python passes it
+    assert "--out b'runs/caf\\xe9' is not valid UTF-8" in capsys.readouterr().err
+
+
+def test_a_publication_refuses_chapters_left_from_a_run_with_other_settings(tmp_path, monkeypatch):
+    """`--only 00,01`, then `--only 00 -p seed=1 --publish P`: chapter 01 ran at seed 0 and must not be published as
+    part of a seed-1 run."""
+    import subprocess
+
+    from rcl import publish
+
+    checkout = tmp_path / "repo"
+    checkout.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@e.org"], ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(checkout), *args], check=True)
+    (checkout / "a.py").write_text("x = 1\n")
+    subprocess.run(["git", "-C", str(checkout), "add", "a.py"], check=True)
+    subprocess.run(["git", "-C", str(checkout), "commit", "-q", "-m", "one"], check=True)
+    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
+    folder = _course(tmp_path, "00_a", "01_b")
+    _fake_papermill(monkeypatch, effect=_write_table)
+    out = tmp_path / "run"
+    _run(folder, out, only=["00", "01"])
+    with pytest.raises(publish.NotPublishable, match=r"01_b.ipynb \(its settings changed\)"):
+        _run(folder, out, only=["00"], extra={"seed": 1}, publish_to=tmp_path / "pub")
+    assert not (tmp_path / "pub").exists()
+    _run(folder, out, extra={"seed": 1}, publish_to=tmp_path / "pub")  # the whole course at seed 1: published
+    assert json.loads((tmp_path / "pub" / "run.json").read_text())["seed"] == 1
