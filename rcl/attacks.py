@@ -331,7 +331,7 @@ def _check_number(name: str, value: Any, *, minimum: float, strict: bool, hint: 
     bad = (value <= minimum) if strict else (value < minimum)
     if bad or value != value or value == float("inf"):  # value != value catches NaN
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {op} {minimum:g}, got {value!r}; {hint}")
+        raise ValueError(f"{name} must be {op} {minimum:g} and finite, got {value!r}; {hint}")
     return value
 
 

@@ -123,6 +123,33 @@ def robust_accuracy(
     return correct.item() / len(split)
 
 
+def correct(
+    model: nn.Module,
+    split: Split,
+    attack: AttackConfig | None = None,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    precision: str = "auto",
+) -> Tensor:
+    """Which examples ``model`` classifies correctly: bool ``[N]`` on the CPU, in split order; clean, or on
+    end-to-end adversarial inputs when ``attack`` is given (PGD on cross-entropy, random starts seeded by ``seed``).
+
+    Per-example outcomes are what paired comparisons need (two models on the same images: McNemar's discordant
+    pairs) and what a flip rate counts (correct when clean, wrong under attack).
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    gen = make_generator(device, seed)
+    out = []
+    with attack_mode(model, "eval"):
+        for x, y in _batches(split, batch_size, device):
+            if attack is not None:
+                x = attack.run(model, x, y, generator=gen)
+            out.append((_logits(model, x, device, attack.precision if attack else precision).argmax(1) == y).cpu())
+    return torch.cat(out)
+
+
 def threat_model_1(
     classifier: nn.Module,
     contrastive: nn.Module,

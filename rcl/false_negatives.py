@@ -4,8 +4,12 @@ Gupta, Akhtar, Mian, Shah, *Contrastive Self-Supervised Learning Leads to Higher
 (AAAI 2023, arXiv 2207.10862):
 
 - **The gap** (``gap_fraction``): a SimCLR encoder with a linear head is less robust than a supervised network
-  trained with the same network, augmentations and schedule. We train both here (``supervised``, ``simclr``) with
-  SimCLR's augmentation, Adam at the profile's rate and ``cfg.fn_epochs`` epochs, and measure clean and PGD accuracy.
+  trained with the same network, augmentations and schedule. We train three arms here (``supervised``, ``simclr``
+  and ``supcon``, the contrast of the paper's Figure 1) with SimCLR's augmentation, Adam at the profile's rate and
+  ``cfg.fn_epochs`` epochs, and measure clean accuracy and PGD-20 accuracy over a grid of radii (``eps_records``:
+  0.25 to 8/255, from delta = 0, model in eval mode), the robust/clean ratio and the flip rate among correctly
+  classified images; also at a quarter and half of the epochs (``budgets``), so the gap can be seen opening or
+  closing as training grows, and at matched clean accuracy (``matched_clean``).
 - **Why** (``hypersphere``, ``class_margins``): NT-Xent pushes every other image of the batch away, including the
   images of the *same class* ("false negatives"). Wang & Isola's (2020) alignment and uniformity, and the margin
   between an example's own class centroid and the nearest other one, show how the classes sit on the sphere.
@@ -27,18 +31,20 @@ Every model is loaded from ``run_dir/08_false_negatives/`` when it is there and 
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rcl import study
-from rcl.attacks import attack_mode
+from rcl.attacks import AttackConfig, attack_mode
 from rcl.augment import SimCLRAugment
 from rcl.data import Dataset, Split, balanced_subset
-from rcl.evaluate import accuracy, features, robust_accuracy
+from rcl.evaluate import accuracy, correct, features, robust_accuracy
 from rcl.losses import alignment, kmeans_pseudo_labels, uniformity
 from rcl.models import Classifier, ContrastiveNet
 from rcl.profiles import Config
@@ -48,6 +54,10 @@ from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervi
 CHAPTER = "08_false_negatives"
 REMOVALS = (None, "labels", "kmeans")  # no removal | oracle (true labels) | k-means pseudo-labels
 SUPERVISED = "supervised"
+SUPCON = "SupCon"
+ARMS = (SUPERVISED, "SimCLR", SUPCON)  # the matched comparison: one network, augmentation and schedule
+EPS_GRID = tuple(e / 255 for e in (0.25, 0.5, 1, 2, 4, 8))  # PGD-20 radii of the eps curve
+EVAL_STEPS = 20
 
 
 def scheme_name(false_negatives: str | None = None, adversarial: bool = False) -> str:
@@ -70,10 +80,11 @@ class Plan:
     adversarial: tuple[str | None, ...]
 
 
-# Profiles that run a slice; every other profile runs every removal, standard and adversarial, on the whole splits.
+# Profiles that run a slice; every other profile runs every removal, standard and adversarial, on the whole splits
+# (the laptop profile: its whole training set, 10,000 images, and every test image it loads).
 SLICES = {
     "smoke": dict(n_pretrain=128, n_eval=64, adversarial=(None, "kmeans")),
-    "laptop": dict(n_pretrain=1000, n_eval=None, adversarial=(None, "kmeans")),
+    "laptop": dict(adversarial=(None, "kmeans")),
 }
 
 
@@ -113,24 +124,55 @@ def train_split(cfg: Config, data: Dataset, pl: Plan) -> Split:
     return data.train if n is None or n >= len(data.train) else balanced_subset(data.train, n, seed=cfg.seed)
 
 
-def matched_config(cfg: Config, progress: bool = True) -> TrainConfig:
-    """The schedule both sides share: Adam at ``cfg.lr``, batch ``cfg.batch_size``, ``cfg.fn_epochs`` epochs."""
-    run = study.train_config(cfg, cfg.fn_epochs)
+def matched_config(cfg: Config, progress: bool = True, epochs: int | None = None) -> TrainConfig:
+    """The schedule every arm shares: Adam at ``cfg.lr`` (constant), batch ``cfg.batch_size``, ``epochs`` (default
+    ``cfg.fn_epochs``)."""
+    run = study.train_config(cfg, cfg.fn_epochs if epochs is None else epochs)
     run.progress = progress
     return run
 
 
+def budgets(cfg: Config) -> tuple[int, ...]:
+    """The training budgets the gap is measured at: a quarter, half and all of ``cfg.fn_epochs`` (distinct, >= 1)."""
+    total = cfg.fn_epochs
+    return tuple(sorted({max(1, round(total / 4)), max(1, round(total / 2)), total}))
+
+
+def _budget_dir(cfg: Config, name: str, epochs: int | None) -> Path:
+    """``<chapter>/<name>`` for the full budget, ``<chapter>/<name>@<epochs>ep`` for an earlier one."""
+    folder = chapter_dir(cfg) / _folder(name)
+    return folder if epochs is None or epochs == cfg.fn_epochs else folder.with_name(f"{folder.name}@{epochs}ep")
+
+
+def _start_from_earlier(cfg: Config, name: str, epochs: int) -> Path:
+    """The checkpoint folder of ``name`` at ``epochs``; when it is new, seeded with the latest earlier budget's
+    ``last.pt``. With a constant learning rate and per-epoch random streams, training on from epoch k is the same
+    run as training ``epochs`` epochs from the start, so the earlier budgets cost nothing extra."""
+    folder = _budget_dir(cfg, name, epochs)
+    if (folder / "last.pt").exists():
+        return folder
+    earlier = [b for b in budgets(cfg) if b < epochs and (_budget_dir(cfg, name, b) / "last.pt").exists()]
+    if earlier:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_budget_dir(cfg, name, max(earlier)) / "last.pt", folder / "last.pt")
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------------- training
-def supervised(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> Classifier:
-    """Load or train the supervised network at matched network, augmentation (SimCLR's) and schedule."""
+def supervised(
+    cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True, epochs: int | None = None
+) -> Classifier:
+    """Load or train the supervised network at matched network, augmentation (SimCLR's) and schedule, for
+    ``epochs`` (default ``cfg.fn_epochs``; an earlier budget of :func:`budgets` is the same run stopped early)."""
     pl = pl or plan(cfg)
-    ckpt_dir = chapter_dir(cfg) / SUPERVISED
-    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+    epochs = cfg.fn_epochs if epochs is None else epochs
+    ckpt_dir = _start_from_earlier(cfg, SUPERVISED, epochs)
+    with seeded_init(cfg.seed, study.model_name(cfg, _budget_dir(cfg, SUPERVISED, None))):
         model = Classifier(study.new_encoder(cfg), data.num_classes)
     train_supervised(
         model,
         train_split(cfg, data, pl),
-        matched_config(cfg, progress),
+        matched_config(cfg, progress, epochs),
         augment=SimCLRAugment(),
         ckpt_dir=ckpt_dir,
     )
@@ -144,19 +186,34 @@ def simclr(
     adversarial: bool = False,
     pl: Plan | None = None,
     progress: bool = True,
+    epochs: int | None = None,
 ) -> ContrastiveNet:
     """Load or train SimCLR (NT-Xent at ``cfg.temperature``), with false negatives removed by ``"labels"`` (oracle)
-    or ``"kmeans"`` (pseudo-labels, k = number of classes), standard or adversarial (the main study's attack)."""
+    or ``"kmeans"`` (pseudo-labels, k = number of classes), standard or adversarial (the main study's attack), for
+    ``epochs`` (default ``cfg.fn_epochs``)."""
+    return _contrastive(cfg, data, "simclr", false_negatives, adversarial, pl, progress, epochs)
+
+
+def supcon(
+    cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True, epochs: int | None = None
+) -> ContrastiveNet:
+    """Load or train SupCon (Khosla et al. 2020: the labels make same-class views positives) with the matched recipe:
+    the paper's contrast between a contrastive loss that uses labels and one that does not."""
+    return _contrastive(cfg, data, "supcon", None, False, pl, progress, epochs)
+
+
+def _contrastive(cfg, data, method, false_negatives, adversarial, pl, progress, epochs) -> ContrastiveNet:
     pl = pl or plan(cfg)
-    name = scheme_name(false_negatives, adversarial)
-    ckpt_dir = chapter_dir(cfg) / _folder(name)
-    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+    name = SUPCON if method == "supcon" else scheme_name(false_negatives, adversarial)
+    epochs = cfg.fn_epochs if epochs is None else epochs
+    ckpt_dir = _start_from_earlier(cfg, name, epochs)
+    with seeded_init(cfg.seed, study.model_name(cfg, _budget_dir(cfg, name, None))):
         model = study.new_contrastive(cfg)
     pretrain_contrastive(
         model,
         train_split(cfg, data, pl),
-        matched_config(cfg, progress),
-        method="simclr",
+        matched_config(cfg, progress, epochs),
+        method=method,
         temperature=cfg.temperature,
         attack=study.attack(cfg, "train") if adversarial else None,
         false_negatives=false_negatives,
@@ -167,11 +224,18 @@ def simclr(
 
 
 def linear_classifier(
-    cfg: Config, data: Dataset, net: nn.Module, name: str, pl: Plan | None = None, progress: bool = True
+    cfg: Config,
+    data: Dataset,
+    net: nn.Module,
+    name: str,
+    pl: Plan | None = None,
+    progress: bool = True,
+    epochs: int | None = None,
 ) -> Classifier:
-    """Load or train a standard linear head (``cfg.linear_epochs``, Adam) on the frozen encoder of ``net``."""
+    """Load or train a standard linear head (``cfg.linear_epochs``, Adam) on the frozen encoder of ``net`` (the
+    model ``name`` trained for ``epochs``, default ``cfg.fn_epochs``)."""
     pl = pl or plan(cfg)
-    ckpt_dir = chapter_dir(cfg) / f"linear-{_folder(name)}"
+    ckpt_dir = _budget_dir(cfg, f"linear-{_folder(name)}", epochs)
     with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
         model = Classifier(study.new_encoder(cfg), data.num_classes)
     model.encoder.load_state_dict(net.encoder.state_dict())
@@ -179,6 +243,43 @@ def linear_classifier(
     run.progress = progress
     finetune(model, train_split(cfg, data, pl), run, mode="linear", ckpt_dir=ckpt_dir)
     return model
+
+
+def models(cfg: Config, pl: Plan | None = None) -> list[tuple[str, int]]:
+    """Every model the chapter uses, as ``(name, epochs)``, each after the earlier budget it continues from: the three
+    matched arms at every budget, then the SimCLR runs with false negatives removed and the adversarial ones (full
+    budget). The chapter and the job graph (:mod:`rcl.jobs`) both read this list."""
+    pl = pl or plan(cfg)
+    out = [(arm, epochs) for arm in ARMS for epochs in budgets(cfg)]
+    out += [(scheme_name(r, False), cfg.fn_epochs) for r in pl.removals if r is not None]
+    out += [(scheme_name(r, True), cfg.fn_epochs) for r in pl.adversarial]
+    return out
+
+
+def network(
+    cfg: Config, data: Dataset, name: str, epochs: int | None = None, pl: Plan | None = None, progress: bool = True
+) -> nn.Module:
+    """Load or train the model ``name`` of :func:`models` (``"supervised"``, ``"SupCon"`` or a SimCLR scheme name
+    such as ``"SimCLR-FN(kmeans) +AT"``) for ``epochs``."""
+    if name == SUPERVISED:
+        return supervised(cfg, data, pl, progress, epochs)
+    if name == SUPCON:
+        return supcon(cfg, data, pl, progress, epochs)
+    adversarial = name.endswith(" +AT")
+    base = name.removesuffix(" +AT")
+    removal = base[len("SimCLR-FN(") : -1] if base.startswith("SimCLR-FN(") else None
+    if scheme_name(removal, adversarial) != name:
+        raise ValueError(f"unknown model {name!r}; the chapter's models are {sorted({n for n, _ in models(cfg)})}")
+    return simclr(cfg, data, removal, adversarial, pl, progress, epochs)
+
+
+def classifier(
+    cfg: Config, data: Dataset, name: str, epochs: int | None = None, pl: Plan | None = None, progress: bool = True
+) -> Classifier:
+    """The model ``name`` as an image classifier: the supervised network itself, or a linear head trained on the
+    frozen encoder of a contrastive one (:func:`linear_classifier`)."""
+    net = network(cfg, data, name, epochs, pl, progress)
+    return net if name == SUPERVISED else linear_classifier(cfg, data, net, name, pl, progress, epochs)
 
 
 def _folder(name: str) -> str:
@@ -196,6 +297,88 @@ def evaluate(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = No
         "clean_acc": accuracy(model, test, batch_size=batch),
         "robust_acc": robust_accuracy(model, test, study.attack(cfg, "std"), batch_size=batch, seed=cfg.seed),
     }
+
+
+def eps_attack(cfg: Config, eps: float) -> AttackConfig:
+    """PGD-20 on cross-entropy at L-inf ``eps``, step ``2.5 * eps / 20`` (Madry et al.'s rule), from delta = 0 (the
+    main study's start), model in eval mode: the attack of the eps curve."""
+    return AttackConfig(eps, 2.5 * eps / EVAL_STEPS, EVAL_STEPS, random_start=False, precision=cfg.precision)
+
+
+def eps_records(
+    cfg: Config, model: nn.Module, test: Split, scheme: str, epochs: int, eps_grid: tuple[float, ...] = EPS_GRID
+) -> tuple[list[dict], dict[float, Tensor]]:
+    """Clean and PGD-20 accuracy of ``model`` (images -> logits) on ``test`` at every eps of ``eps_grid``.
+
+    Returns the records (``scheme``, ``epochs``, attack settings, ``clean_acc``, ``robust_acc``, ``ratio`` =
+    robust/clean, ``flip_rate`` = share of the correctly classified images that the attack turns wrong, ``n``) and
+    the per-image outcomes ``{0.0: clean bool [N], eps: robust bool [N]}`` for paired comparisons.
+    """
+    batch = cfg.eval_batch_size
+    clean = correct(model, test, batch_size=batch, precision=cfg.precision)
+    outcomes, rows = {0.0: clean}, []
+    for eps in eps_grid:
+        atk = eps_attack(cfg, eps)
+        robust = correct(model, test, atk, batch_size=batch, seed=cfg.seed)
+        outcomes[eps] = robust
+        rows.append(
+            {
+                "scheme": scheme,
+                "epochs": epochs,
+                "attack": "pgd-ce",
+                **atk.record(),
+                "clean_acc": clean.float().mean().item(),
+                "robust_acc": robust.float().mean().item(),
+                "ratio": robust.float().mean().item() / max(clean.float().mean().item(), 1e-12),
+                "flip_rate": (clean & ~robust).sum().item() / max(int(clean.sum()), 1),
+                "n": len(test),
+            }
+        )
+    return rows, outcomes
+
+
+def matched_clean(curves: list[dict], weaker: str, stronger: str) -> dict:
+    """Compare at matched clean accuracy: the budget of ``stronger`` whose clean accuracy is closest to the
+    ``weaker`` arm's final one. ``curves``: :func:`eps_records` rows of every arm and budget. Returns
+    ``{"epochs", "clean_acc", "weaker_clean_acc"}`` of the chosen budget."""
+    final = max(r["epochs"] for r in curves if r["scheme"] == weaker)
+    target = next(r["clean_acc"] for r in curves if r["scheme"] == weaker and r["epochs"] == final)
+    candidates = {r["epochs"]: r["clean_acc"] for r in curves if r["scheme"] == stronger}
+    if not candidates:
+        raise ValueError(f"no eps-curve rows for {stronger!r}")
+    epochs = min(candidates, key=lambda e: (abs(candidates[e] - target), e))
+    return {"epochs": epochs, "clean_acc": candidates[epochs], "weaker_clean_acc": target}
+
+
+def with_budget(curves: pd.DataFrame, images: int, batch_size: int) -> pd.DataFrame:
+    """``curves`` with the training budget beside every number: ``images`` per epoch and optimiser ``steps``."""
+    steps_per_epoch = math.ceil(images / batch_size)
+    return curves.assign(images=images, steps=curves.epochs * steps_per_epoch)
+
+
+def mean_robust(curves: pd.DataFrame) -> pd.Series:
+    """Each scheme's robust accuracy averaged over its eps-curve rows (one budget): the area under the eps curve,
+    one number per model that no choice of radius favours."""
+    return curves.groupby("scheme", sort=False).robust_acc.mean()
+
+
+def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Per eps: the supervised - SimCLR gap, its noise band (``rcl.results.noise`` on ``n`` test images) and, for
+    every other SimCLR variant in ``curves``, the fraction of the gap it closes, where the gap is real (outside its
+    band; NaN elsewhere: a gap inside the noise cannot be closed or widened measurably)."""
+    from rcl.results import noise
+
+    rows = []
+    for eps, part in curves.groupby("eps"):
+        robust = part.set_index("scheme").robust_acc
+        gap = robust[SUPERVISED] - robust["SimCLR"]
+        band = noise(robust[SUPERVISED], robust["SimCLR"], n)
+        for scheme, value in robust.items():
+            if scheme in (SUPERVISED, SUPCON, "SimCLR"):
+                continue
+            closed = gap_fraction(robust[SUPERVISED], robust["SimCLR"], value) if abs(gap) > band else math.nan
+            rows.append({"eps": eps, "scheme": scheme, "gap": gap, "gap_band": band, "gap_closed": closed})
+    return pd.DataFrame(rows)
 
 
 def gap_fraction(supervised_acc: float, simclr_acc: float, new_acc: float) -> float:
@@ -304,22 +487,21 @@ def kmeans_quality(encoder: nn.Module, split: Split, k: int, seed: int = 0) -> d
 
 # ----------------------------------------------------------------------------------------------------- the study
 def run(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> tuple[list[dict], dict]:
-    """Load or train every model of ``pl`` and evaluate it; returns ``(records, models)``.
+    """Load or train every full-budget model of ``pl`` and evaluate it; returns ``(records, models)``.
 
-    Records (one per model): ``scheme`` (supervised, SimCLR, SimCLR-FN(labels|kmeans), with " +AT"), ``scenario``
-    ("ST" standard / "AT" adversarial pre-training, linear head), attack settings, ``clean_acc``, ``robust_acc``,
-    ``removal`` and ``adversarial``. ``models``: ``{"nets": {scheme: ContrastiveNet or Classifier},
+    Records (one per model): ``scheme`` (supervised, SupCon, SimCLR, SimCLR-FN(labels|kmeans), with " +AT"),
+    ``scenario`` ("ST" standard / "AT" adversarial pre-training, linear head), attack settings, ``clean_acc``,
+    ``robust_acc``, ``removal`` and ``adversarial``. ``models``: ``{"nets": {scheme: ContrastiveNet or Classifier},
     "classifiers": {scheme: Classifier}}``.
     """
     pl = pl or plan(cfg)
     atk = study.attack(cfg, "std")
-    nets: dict[str, nn.Module] = {SUPERVISED: supervised(cfg, data, pl, progress)}
-    classifiers: dict[str, Classifier] = {SUPERVISED: nets[SUPERVISED]}
-    runs = [(r, False) for r in pl.removals] + [(r, True) for r in pl.adversarial]
-    for removal, adversarial in runs:
-        name = scheme_name(removal, adversarial)
-        nets[name] = simclr(cfg, data, removal, adversarial, pl, progress)
-        classifiers[name] = linear_classifier(cfg, data, nets[name], name, pl, progress)
+    nets: dict[str, nn.Module] = {}
+    classifiers: dict[str, Classifier] = {}
+    for name, epochs in models(cfg, pl):
+        if epochs == cfg.fn_epochs:
+            nets[name] = network(cfg, data, name, epochs, pl, progress)
+            classifiers[name] = classifier(cfg, data, name, epochs, pl, progress)
     records = []
     for name, model in classifiers.items():
         adversarial = name.endswith("+AT")
@@ -350,7 +532,7 @@ def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
         raise ValueError("records need the supervised model to measure the gap")
     out = []
     for r in records:
-        if r["scheme"] == SUPERVISED:
+        if r["scheme"] in (SUPERVISED, SUPCON):  # SupCon is a matched arm, not a removal of false negatives
             continue
         base = by_name.get(scheme_name(None, bool(r["adversarial"])))
         if base is None:
@@ -369,7 +551,20 @@ def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
 
 
 __all__ = [
+    "ARMS",
     "CHAPTER",
+    "classifier",
+    "models",
+    "network",
+    "EPS_GRID",
+    "budgets",
+    "eps_attack",
+    "eps_records",
+    "gap_closed_by_eps",
+    "matched_clean",
+    "mean_robust",
+    "with_budget",
+    "supcon",
     "Plan",
     "REMOVALS",
     "SLICES",

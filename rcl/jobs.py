@@ -124,24 +124,22 @@ class _Graph:
         folder = acl.chapter_dir(self.cfg) / f"finetune-{source}-{mode}"
         return self._add(folder, "acl-finetune", (source, mode), (needs,))
 
-    # false negatives (rcl.false_negatives)
-    def fn_supervised(self) -> str:
+    # false negatives (rcl.false_negatives): a model at an earlier budget is trained first and continued
+    def fn_network(self, name: str, epochs: int) -> str:
         from rcl import false_negatives as fn
 
-        return self._add(fn.chapter_dir(self.cfg) / fn.SUPERVISED, "fn-supervised")
+        earlier = [e for n, e in fn.models(self.cfg) if n == name and e < epochs]
+        needs = (self.fn_network(name, max(earlier)),) if earlier else ()
+        return self._add(fn._budget_dir(self.cfg, name, epochs), "fn-network", (name, epochs), needs)
 
-    def fn_simclr(self, removal: str | None, adversarial: bool) -> str:
+    def fn_classifier(self, name: str, epochs: int) -> str:
         from rcl import false_negatives as fn
 
-        folder = fn.chapter_dir(self.cfg) / fn._folder(fn.scheme_name(removal, adversarial))
-        return self._add(folder, "fn-simclr", (removal, adversarial))
-
-    def fn_linear(self, removal: str | None, adversarial: bool) -> str:
-        from rcl import false_negatives as fn
-
-        net = self.fn_simclr(removal, adversarial)
-        folder = fn.chapter_dir(self.cfg) / f"linear-{fn._folder(fn.scheme_name(removal, adversarial))}"
-        return self._add(folder, "fn-linear", (removal, adversarial), (net,))
+        net = self.fn_network(name, epochs)
+        if name == fn.SUPERVISED:
+            return net
+        folder = fn._budget_dir(self.cfg, f"linear-{fn._folder(name)}", epochs)
+        return self._add(folder, "fn-classifier", (name, epochs), (net,))
 
 
 def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
@@ -183,11 +181,8 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
             for mode in plan.modes:
                 graph.acl_finetune(source, mode)
     elif number == "08":
-        plan = fn.plan(cfg)
-        graph.fn_supervised()
-        for removals, adversarial in ((plan.removals, False), (plan.adversarial, True)):
-            for removal in removals:
-                graph.fn_linear(removal, adversarial)
+        for name, epochs in fn.models(cfg):
+            graph.fn_classifier(name, epochs)
 
 
 def chapter_jobs(cfg: Config, chapter: str, params: Mapping[str, Any] | None = None) -> list[Job]:
@@ -261,24 +256,16 @@ def _acl_finetune(cfg, data, source: str, mode: str) -> None:
     acl.finetune(cfg, data, net, source, mode, plan)
 
 
-def _fn_supervised(cfg, data) -> None:
+def _fn_network(cfg, data, name: str, epochs: int) -> None:
     from rcl import false_negatives as fn
 
-    fn.supervised(cfg, data, fn.plan(cfg))
+    fn.network(cfg, data, name, epochs)
 
 
-def _fn_simclr(cfg, data, removal: str | None, adversarial: bool) -> None:
+def _fn_classifier(cfg, data, name: str, epochs: int) -> None:
     from rcl import false_negatives as fn
 
-    fn.simclr(cfg, data, removal, adversarial, fn.plan(cfg))
-
-
-def _fn_linear(cfg, data, removal: str | None, adversarial: bool) -> None:
-    from rcl import false_negatives as fn
-
-    plan = fn.plan(cfg)
-    net = fn.simclr(cfg, data, removal, adversarial, plan)
-    fn.linear_classifier(cfg, data, net, fn.scheme_name(removal, adversarial), plan)
+    fn.classifier(cfg, data, name, epochs)
 
 
 KINDS: dict[str, Callable[..., None]] = {
@@ -287,9 +274,8 @@ KINDS: dict[str, Callable[..., None]] = {
     "random-linear": _random_linear,
     "acl-pretrain": _acl_pretrain,
     "acl-finetune": _acl_finetune,
-    "fn-supervised": _fn_supervised,
-    "fn-simclr": _fn_simclr,
-    "fn-linear": _fn_linear,
+    "fn-network": _fn_network,
+    "fn-classifier": _fn_classifier,
 }
 
 

@@ -171,10 +171,82 @@ def test_run_trains_evaluates_and_reuses_checkpoints(tmp_path):
     pl = fn.plan(cfg, n_pretrain=64, n_eval=16, removals=[None], adversarial=["kmeans"])
     records, models = fn.run(cfg, data, pl, progress=False)
     names = [r["scheme"] for r in records]
-    assert names == ["supervised", "SimCLR", "SimCLR-FN(kmeans) +AT"]
+    assert names == ["supervised", "SimCLR", "SupCon", "SimCLR-FN(kmeans) +AT"]
     assert all(0 <= r["clean_acc"] <= 1 and 0 <= r["robust_acc"] <= 1 for r in records)
-    assert [r["scenario"] for r in records] == ["ST", "ST", "AT"]
-    assert [r["removal"] for r in records] == [None, None, "kmeans"]
+    assert [r["scenario"] for r in records] == ["ST", "ST", "ST", "AT"]
+    assert [r["removal"] for r in records] == [None, None, None, "kmeans"]
     assert (tmp_path / "08_false_negatives" / "SimCLR-FN-kmeans-AT" / "last.pt").exists()
     again, _ = fn.run(cfg, data, pl, progress=False)  # everything loaded: same numbers
     assert [r["robust_acc"] for r in again] == [r["robust_acc"] for r in records]
+
+
+# ----------------------------------------------------------------------------------------------- budgets, eps curve
+def _tiny(tmp_path, fn_epochs=4):
+    ds = synthetic_dataset(n_train=64, n_test=32, num_classes=4, seed=0)
+    shrink = lambda s: Split(F.avg_pool2d(s.images.float(), 2).round().to(torch.uint8), s.labels)  # noqa: E731
+    data = Dataset(ds.name, ds.classes, shrink(ds.train), shrink(ds.test))
+    cfg = profiles.resolve(
+        "smoke", device="cpu", run_dir=tmp_path, width=4, batch_size=32, fn_epochs=fn_epochs, linear_epochs=1
+    )
+    return cfg, data, fn.plan(cfg, n_pretrain=64, n_eval=16, removals=[None], adversarial=[])
+
+
+def test_budgets_are_a_quarter_half_and_all_of_the_epochs(tmp_path):
+    for epochs, expected in ((8, (2, 4, 8)), (2, (1, 2)), (1, (1,)), (10, (2, 5, 10))):
+        cfg = profiles.resolve("smoke", device="cpu", run_dir=tmp_path, fn_epochs=epochs)
+        assert fn.budgets(cfg) == expected
+
+
+def test_a_later_budget_continues_the_earlier_one_into_the_same_weights_as_one_run(tmp_path):
+    """Constant learning rate and per-epoch random streams: 2 epochs, then on to 4, equals 4 epochs at once."""
+    cfg, data, pl = _tiny(tmp_path / "budgets")
+    fn.supervised(cfg, data, pl, progress=False, epochs=2)
+    continued = fn.supervised(cfg, data, pl, progress=False, epochs=4)
+    assert (tmp_path / "budgets" / "08_false_negatives" / "supervised@2ep" / "last.pt").exists()
+    straight_cfg, _, _ = _tiny(tmp_path / "straight")
+    straight = fn.supervised(straight_cfg, data, pl, progress=False, epochs=4)
+    for (name, a), b in zip(continued.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [name for name, _ in fn.models(cfg, pl)][:3] == ["supervised"] * 3  # every budget of each arm, in order
+
+
+def test_eps_records_measure_ratio_and_flip_rate_from_per_image_outcomes(tmp_path):
+    cfg, data, pl = _tiny(tmp_path, fn_epochs=1)
+    model = fn.classifier(cfg, data, "supervised", 1, pl, progress=False)
+    rows, outcomes = fn.eps_records(cfg, model, data.test, "supervised", 1, eps_grid=(1 / 255, 8 / 255))
+    clean = outcomes[0.0]
+    assert [r["eps"] for r in rows] == [1 / 255, 8 / 255] and all(r["steps"] == fn.EVAL_STEPS for r in rows)
+    for row in rows:
+        robust = outcomes[row["eps"]]
+        assert row["clean_acc"] == pytest.approx(clean.float().mean().item())
+        assert row["robust_acc"] == pytest.approx(robust.float().mean().item())
+        assert row["flip_rate"] == pytest.approx((clean & ~robust).sum().item() / max(int(clean.sum()), 1))
+        assert row["random_start"] is False and row["n"] == len(data.test)
+
+
+def test_matched_clean_picks_the_closest_budget_and_gap_closed_only_where_the_gap_is_real():
+    curves = [
+        {"scheme": "SimCLR", "epochs": 8, "clean_acc": 0.40},
+        {"scheme": "supervised", "epochs": 2, "clean_acc": 0.35},
+        {"scheme": "supervised", "epochs": 4, "clean_acc": 0.42},
+        {"scheme": "supervised", "epochs": 8, "clean_acc": 0.60},
+    ]
+    assert fn.matched_clean(curves, weaker="SimCLR", stronger="supervised") == {
+        "epochs": 4,
+        "clean_acc": 0.42,
+        "weaker_clean_acc": 0.40,
+    }
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [
+            {"eps": 1 / 255, "scheme": "supervised", "robust_acc": 0.50},
+            {"eps": 1 / 255, "scheme": "SimCLR", "robust_acc": 0.20},
+            {"eps": 1 / 255, "scheme": "SimCLR-FN(labels)", "robust_acc": 0.30},
+            {"eps": 8 / 255, "scheme": "supervised", "robust_acc": 0.004},  # inside the band at n = 1000
+            {"eps": 8 / 255, "scheme": "SimCLR", "robust_acc": 0.00},
+            {"eps": 8 / 255, "scheme": "SimCLR-FN(labels)", "robust_acc": 0.00},
+        ]
+    )
+    closed = fn.gap_closed_by_eps(frame, n=1000).set_index("eps").gap_closed
+    assert closed[1 / 255] == pytest.approx(1 / 3) and math.isnan(closed[8 / 255])

