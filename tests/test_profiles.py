@@ -77,7 +77,7 @@ def test_laptop_profile_is_a_cpu_sized_run_on_real_cifar10():
 
     cfg = resolve("laptop", device="cpu")
     assert cfg.dataset == "cifar10" and cfg.run_dir.name == "laptop-cifar10"
-    assert (cfg.arch, cfg.width, cfg.n_train, cfg.n_test) == ("resnet18", 16, 10000, 500)
+    assert (cfg.arch, cfg.width, cfg.n_train, cfg.n_test) == ("resnet18", 16, 10000, 1000)
     # the attack reaches the training radius from delta = 0 in its steps
     assert cfg.train_steps * cfg.train_alpha >= cfg.train_eps
     assert cfg.eval_steps * cfg.eval_alpha >= cfg.eval_eps
@@ -91,5 +91,7 @@ def test_laptop_profile_is_a_cpu_sized_run_on_real_cifar10():
     assert (plan.n_pretrain, plan.n_finetune, plan.n_val) == (1000, 1000, 500) and plan.notes
     assert acl.plan(resolve("quick", device="cpu")).n_pretrain is None
     fn_plan = fn.plan(cfg)
-    assert fn_plan.n_pretrain == 1000 and fn_plan.removals == fn.REMOVALS and fn_plan.adversarial == (None, "kmeans")
+    # chapter 08: the whole training set and every test image (the matched comparison of issue 24)
+    assert fn_plan.n_pretrain is None and fn_plan.n_eval is None
+    assert fn_plan.removals == fn.REMOVALS and fn_plan.adversarial == (None, "kmeans")
     assert fn.plan(resolve("quick", device="cpu")).adversarial == fn.REMOVALS
