@@ -5,8 +5,8 @@ seeds), ``data`` (datasets and the device-resident loader), ``augment`` (batched
 augmentation), ``models``, ``checkpoint``, ``losses``, ``attacks``, ``cka``, ``train``,
 ``evaluate``, ``autoattack`` (the reference AutoAttack suites), ``course`` (a chapter's set-up),
 ``study`` (the main study's recipes), ``acl`` (Jiang et al.'s recipes), ``false_negatives`` (Gupta et
-al.'s), ``references`` (the papers' numbers), ``paper_claims`` (the register of the papers' claims), ``results``, ``plots``, ``widgets``, ``reproduce``
-(papermill runner) and ``bench``.
+al.'s), ``references`` (the papers' numbers), ``paper_claims`` (the register of the papers' claims),
+``results``, ``plots``, ``widgets``, ``reproduce`` (papermill runner) and ``bench``.
 """
 
 __version__ = "0.1.0"

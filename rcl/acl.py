@@ -15,8 +15,11 @@ their released code (VITA-Group/Adversarial-Contrastive-Learning):
   As the released ``train_trades.py``: the encoder keeps the *adversarial* BatchNorm branch of a dual-BN network,
   the linear layer starts at zero, the frozen layers' BatchNorm stays in train mode (no ``--fixbn``: its running
   statistics keep moving), pad-4 crop + flip, TRADES' attack starts at ``x + 0.001 * N(0, 1)``.
-- Evaluation (``results``): clean and PGD-20 (L-inf 8/255, step 2/255) accuracy per variant x mode, beside a
-  SimCLR encoder pre-trained *without* adversarial examples (the main study's ``CL`` scheme) fine-tuned the same way.
+- Evaluation (``results``): clean and PGD (L-inf 8/255, step 2/255; 20 steps from the ``laptop`` profile on) accuracy
+  per variant x mode, of the epoch picked on validation and of the last epoch, and the main study's setting (4/255,
+  from delta = 0) beside it; against the matched baseline: SimCLR pre-trained *through the same code, network,
+  augmentation and schedule* with no attack (the released ``train_simCLR.py`` without ``--ACL``), fine-tuned the
+  same way, so that the adversarial views are the only difference.
 
 Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise; its initial weights come from
 (run seed, checkpoint folder) (:func:`rcl.runtime.seeded_init`), so any process trains the same network (the jobs
@@ -62,7 +65,9 @@ from rcl.train import finetune as _finetune
 CHAPTER = "07_acl"
 VARIANTS = ("A2A", "A2S", "DS")
 MODES = ("linear", "partial", "full")
-BASELINE = "SimCLR"  # standard contrastive pre-training (the main study's CL scheme), fine-tuned the same way
+BASELINE = (
+    "SimCLR"  # ACL's pre-training without the attack (same network, recipe and schedule), fine-tuned the same way
+)
 
 DUAL_BN_VARIANTS = ("A2S", "DS")  # a clean and an adversarial branch: independent BatchNorm (the paper's Fig. 1)
 
@@ -151,13 +156,10 @@ SLICES = {
         note="smoke profile: a slice of the grid on a few dozen images; the numbers test the code, not the paper",
     ),
     "laptop": dict(
-        modes=("linear", "full"),
-        n_pretrain=1000,
-        n_finetune=1000,
-        n_eval=None,
         n_val=1000,
-        note="laptop profile: every variant, fine-tuned linear and full, on 1,000 pre-training images "
-        "and a few epochs: a CPU-sized look at the paper's grid, far from its 1,000 epochs",
+        note="laptop profile: every variant and the matched SimCLR baseline pre-trained on the profile's whole "
+        "training set and fine-tuned in every mode for a few epochs: a CPU-sized look at the paper's grid, far from "
+        "its 1,000 pre-training epochs",
     ),
 }
 
@@ -349,10 +351,40 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
     return model
 
 
-def baseline_encoder(cfg: Config, data: Dataset, progress: bool = True) -> nn.Module:
-    """The SimCLR encoder pre-trained *without* adversarial examples (``rcl.study.pretrain(cfg, data, "CL")``,
-    shared with chapter 02)."""
-    return study.pretrain(cfg, data, "CL", adversarial=False, progress=progress).encoder
+def baseline(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
+    """Load or train the matched baseline: SimCLR through ACL's code, network (single BatchNorm), augmentation,
+    temperature, optimiser and schedule, on the same images, without the attack (``run_dir/07_acl/pretrain-SimCLR``)."""
+    from rcl.train import pretrain_contrastive
+
+    pl = pl or plan(cfg)
+    train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
+    ckpt_dir = chapter_dir(cfg) / f"pretrain-{BASELINE}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+        model = new_acl_net(cfg, dual_bn=False)
+    pretrain_contrastive(
+        model,
+        train,
+        pretrain_config(cfg, progress),
+        method="simclr",
+        temperature=cfg.acl_temperature,
+        augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
+        ckpt_dir=ckpt_dir,
+    )
+    return model
+
+
+def pretrain_history(cfg: Config, source: str) -> list[dict]:
+    """The per-epoch history (loss, contrastive top-1 ``acc``, seconds) of the pre-training run ``source``."""
+    import json
+
+    return json.loads((chapter_dir(cfg) / f"pretrain-{source}" / "history.json").read_text())
+
+
+def pretrained(cfg: Config, data: Dataset, source: str, pl: Plan | None = None, progress: bool = True) -> nn.Module:
+    """The pre-trained network ``source`` names: an ACL variant (:func:`pretrain`) or ``BASELINE``."""
+    if source == BASELINE:
+        return baseline(cfg, data, pl, progress)
+    return pretrain(cfg, data, source, pl, progress)
 
 
 def single_bn_encoder(model: nn.Module, route: str = PROTOCOL.ds_finetune_route) -> nn.Module:
@@ -478,14 +510,27 @@ def bn_branch_gap(ds_model: nn.Module) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------------- evaluation
 def evaluate(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None) -> dict:
-    """``{"clean_acc", "robust_acc"}`` of ``model`` on the first ``n_eval`` class-balanced test examples under
-    :func:`eval_attack` (accuracies in [0, 1])."""
+    """``{"clean_acc", "robust_acc", "robust_acc_main"}`` of ``model`` on the first ``n_eval`` class-balanced test
+    examples: under :func:`eval_attack` (8/255) and under the main study's evaluation attack
+    (``rcl.study.attack(cfg, "eval")``: 4/255, from delta = 0). Accuracies in [0, 1]."""
     test = balanced_subset(test, _cap(n_eval, len(test)), seed=cfg.seed)
     batch = cfg.eval_batch_size
+    main = study.attack(cfg, "eval")
     return {
         "clean_acc": accuracy(model, test, batch_size=batch),
         "robust_acc": robust_accuracy(model, test, eval_attack(cfg), batch_size=batch, seed=cfg.seed),
+        "robust_acc_main": robust_accuracy(model, test, main, batch_size=batch, seed=cfg.seed),
     }
+
+
+def last_epoch(cfg: Config, classifier: Classifier, name: str, mode: str) -> Classifier:
+    """A copy of a fine-tuned ``classifier`` holding its *last* epoch's weights (the run keeps its best validation
+    epoch; ``finetune-<name>-<mode>/last.pt`` holds the last)."""
+    from rcl.checkpoint import load_checkpoint
+
+    out = copy.deepcopy(classifier)
+    load_checkpoint(chapter_dir(cfg) / f"finetune-{name}-{mode}" / "last.pt", out)
+    return out.eval()
 
 
 def record(cfg: Config, scheme: str, mode: str, scores: dict, **extra) -> dict:
@@ -512,24 +557,30 @@ def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: boo
     net}, "classifiers": {(scheme, mode): classifier}}``.
     """
     pl = pl or plan(cfg)
-    pretrained = {v: pretrain(cfg, data, v, pl, progress) for v in pl.variants}
-    sources: dict[str, nn.Module] = dict(pretrained)
+    nets = {v: pretrain(cfg, data, v, pl, progress) for v in pl.variants}
+    sources: dict[str, nn.Module] = dict(nets)
     if baseline:
-        sources[BASELINE] = baseline_encoder(cfg, data, progress)
+        sources[BASELINE] = pretrained(cfg, data, BASELINE, pl, progress)
     records, classifiers = [], {}
     for scheme, source in sources.items():
         for mode in pl.modes:
             model, history = finetune(cfg, data, source, scheme, mode, pl, progress)
             classifiers[(scheme, mode)] = model
             best = max(history, key=lambda r: (r.get("val_robust_acc", -1.0), -r["epoch"]))
-            extra = {"best_epoch": best["epoch"], "val_robust_acc": best.get("val_robust_acc")}
+            last = evaluate(cfg, last_epoch(cfg, model, scheme, mode), data.test, pl.n_eval)
+            extra = {
+                "best_epoch": best["epoch"],
+                "epochs": len(history),
+                "val_robust_acc": best.get("val_robust_acc"),
+                **{f"{key}_last": value for key, value in last.items()},
+            }
             records.append(record(cfg, scheme, mode, evaluate(cfg, model, data.test, pl.n_eval), **extra))
             if scheme == "DS" and mode == "linear":
-                wrong = with_bn_branch(model, pretrained["DS"], "clean")
+                wrong = with_bn_branch(model, nets["DS"], "clean")
                 records.append(
                     record(cfg, "DS (clean BN route)", mode, evaluate(cfg, wrong, data.test, pl.n_eval), **extra)
                 )
-    return records, {"pretrained": pretrained, "classifiers": classifiers}
+    return records, {"pretrained": nets, "classifiers": classifiers}
 
 
 def _cap(n: int | None, total: int) -> int | None:
@@ -546,7 +597,10 @@ __all__ = [
     "Protocol",
     "SLICES",
     "VARIANTS",
-    "baseline_encoder",
+    "baseline",
+    "last_epoch",
+    "pretrain_history",
+    "pretrained",
     "bn_branch_gap",
     "eval_attack",
     "evaluate",

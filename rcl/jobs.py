@@ -112,15 +112,15 @@ class _Graph:
         return self._add(self.cfg.run_dir / study.SCHEME_CHAPTER["CL"] / "random-encoder-linear", "random-linear")
 
     # ACL (rcl.acl)
-    def acl_pretrain(self, variant: str) -> str:
+    def acl_pretrain(self, source: str) -> str:
         from rcl import acl
 
-        return self._add(acl.chapter_dir(self.cfg) / f"pretrain-{variant}", "acl-pretrain", (variant,))
+        return self._add(acl.chapter_dir(self.cfg) / f"pretrain-{source}", "acl-pretrain", (source,))
 
     def acl_finetune(self, source: str, mode: str) -> str:
         from rcl import acl
 
-        needs = self.pretrain("CL", False) if source == acl.BASELINE else self.acl_pretrain(source)
+        needs = self.acl_pretrain(source)
         folder = acl.chapter_dir(self.cfg) / f"finetune-{source}-{mode}"
         return self._add(folder, "acl-finetune", (source, mode), (needs,))
 
@@ -242,18 +242,17 @@ def _random_linear(cfg, data) -> None:
     finetune(model, data.train, study.train_config(cfg, cfg.linear_epochs), mode="linear", ckpt_dir=folder)
 
 
-def _acl_pretrain(cfg, data, variant: str) -> None:
+def _acl_pretrain(cfg, data, source: str) -> None:
     from rcl import acl
 
-    acl.pretrain(cfg, data, variant, acl.plan(cfg))
+    acl.pretrained(cfg, data, source, acl.plan(cfg))
 
 
 def _acl_finetune(cfg, data, source: str, mode: str) -> None:
     from rcl import acl
 
     plan = acl.plan(cfg)  # the splits depend on the profile only, not on the variants or modes asked for
-    net = acl.baseline_encoder(cfg, data) if source == acl.BASELINE else acl.pretrain(cfg, data, source, plan)
-    acl.finetune(cfg, data, net, source, mode, plan)
+    acl.finetune(cfg, data, acl.pretrained(cfg, data, source, plan), source, mode, plan)
 
 
 def _fn_network(cfg, data, name: str, epochs: int) -> None:

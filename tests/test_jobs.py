@@ -110,10 +110,10 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
     assert {j.name for j in by_chapter["05"] if j.kind == "scenario"} == {
         f"04_scenarios/{s}-{c}" for s in study.SCHEMES for c in ("ST", "AT", "Full-AT")
     }  # the smoke profile's scenarios of chapter 05
-    acl = by_chapter["07"]  # smoke: 3 variants x 2 modes, and the SimCLR baseline (chapter 02's encoder)
-    assert sum(j.kind == "acl-pretrain" for j in acl) == 3 and sum(j.kind == "acl-finetune" for j in acl) == 8
+    acl = by_chapter["07"]  # smoke: 3 variants x 2 modes, and the matched SimCLR baseline (ACL's code, no attack)
+    assert sum(j.kind == "acl-pretrain" for j in acl) == 4 and sum(j.kind == "acl-finetune" for j in acl) == 8
     baseline = next(j for j in acl if j.name == "07_acl/finetune-SimCLR-full")
-    assert baseline.needs == ("02_simclr/CL-ST",)
+    assert baseline.needs == ("07_acl/pretrain-SimCLR",)
     fn = {j.name: j for j in by_chapter["08"]}  # smoke: fn_epochs 2, so the budgets are 1 and 2 epochs
     assert {name for name, j in fn.items() if j.kind == "fn-classifier"} == {
         "08_false_negatives/linear-SimCLR",
@@ -139,7 +139,7 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
     assert [j.name for j in ds] == [
         "07_acl/pretrain-DS",
         "07_acl/finetune-DS-linear",
-        "02_simclr/CL-ST",
+        "07_acl/pretrain-SimCLR",
         "07_acl/finetune-SimCLR-linear",
     ]
     with pytest.raises(ValueError, match="unknown chapter '10'"):
