@@ -229,17 +229,9 @@ def _scenario(cfg, data, scheme: str, scenario: str) -> None:
 
 
 def _random_linear(cfg, data) -> None:
-    """Chapter 02's baseline: a linear head on a frozen *random* encoder, as that chapter's cell builds it."""
-    import torch
-
     from rcl import study
-    from rcl.models import Classifier
-    from rcl.train import finetune
 
-    torch.manual_seed(cfg.seed)  # chapter 02: "the same random encoder every run, so its checkpoint folder matches"
-    model = Classifier(study.new_encoder(cfg), data.num_classes)
-    folder = cfg.run_dir / study.SCHEME_CHAPTER["CL"] / "random-encoder-linear"
-    finetune(model, data.train, study.train_config(cfg, cfg.linear_epochs), mode="linear", ckpt_dir=folder)
+    study.random_encoder_linear(cfg, data)
 
 
 def _acl_pretrain(cfg, data, source: str) -> None:

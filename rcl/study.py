@@ -200,6 +200,41 @@ def scenario_model(
     return classifier, representation
 
 
+def random_encoder_linear(cfg: Config, data: Dataset, progress: bool = True) -> Classifier:
+    """Load or train chapter 02's floor: a standard linear head (``cfg.linear_epochs``) on a frozen, *randomly
+    initialised* encoder (``run_dir/02_simclr/random-encoder-linear``): what any pre-training has to beat."""
+    ckpt_dir = cfg.run_dir / SCHEME_CHAPTER["CL"] / "random-encoder-linear"
+    with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):  # the same random encoder in any process, any order
+        model = Classifier(new_encoder(cfg), data.num_classes)
+    finetune(
+        model, data.train, train_config(cfg, cfg.linear_epochs, progress=progress), mode="linear", ckpt_dir=ckpt_dir
+    )
+    return model
+
+
+def scenario_budget(cfg: Config, data: Dataset, scheme: str, scenario: str) -> dict:
+    """What training the classifier of ``scheme`` under ``scenario`` costs, as :func:`scenario_model` runs it:
+    ``pretraining_epochs``, the head / fine-tuning ``mode``, its ``epochs``, ``images`` per epoch, optimiser
+    ``steps`` (batches) and ``passes``: forward+backward passes through the network per image and epoch (1 for a
+    standard head, the attack's steps + 2 for an adversarial one: PGD, then the clean and the adversarial batch)."""
+    _check(scheme, scenario)
+    adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
+    epochs = cfg.linear_epochs if mode == "linear" and not adversarial_finetuning else cfg.finetune_epochs
+    images = len(data.train)
+    return {
+        "scheme": scheme,
+        "scenario": scenario,
+        "pretraining_epochs": cfg.supervised_epochs if scheme == "SL" else cfg.pretrain_epochs,
+        "pretraining": "adversarial" if adversarial_pretraining else "standard",
+        "mode": mode,
+        "head": "adversarial" if adversarial_finetuning else "standard",
+        "epochs": epochs,
+        "images": images,
+        "steps": epochs * -(-images // cfg.batch_size),
+        "passes": cfg.train_steps + 2 if adversarial_finetuning else 1,
+    }
+
+
 # The scenarios chapters 05 and 06 evaluate unless told otherwise: a slice on the profiles sized for a CPU, so the
 # chapters stay short there (chapter 04 trains and tables all six on every profile); all six elsewhere.
 CHAPTER_SCENARIOS = {
@@ -358,6 +393,28 @@ def cka_maps(encoder: nn.Module, x: Tensor, x_adv: Tensor, batch_size: int = 256
         "adversarial": layer_cka(encoder, x_adv, batch_size=batch_size),
         "clean-vs-adversarial": layer_cka(encoder, x, inputs_b=lambda _: next(chunks), batch_size=batch_size),
     }
+
+
+def cross_cka(encoder_a: nn.Module, x_a: Tensor, encoder_b: nn.Module, x_b: Tensor, batch_size: int = 256) -> LayerCKA:
+    """Layer-by-layer CKA between two encoders (rows: ``encoder_a``'s taps on ``x_a``, columns: ``encoder_b``'s on
+    ``x_b``). ``x_a``, ``x_b``: float [N, 3, H, W] in [0, 1], row i of both from the same image: the clean images
+    twice, or each encoder's own adversarial version of them (the main study's cross-scheme maps on adversarial
+    representations)."""
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must hold the same examples, got shapes {tuple(x_a.shape)}, {tuple(x_b.shape)}")
+    chunks = iter(x_b.split(batch_size))
+    return layer_cka(encoder_a, x_a, model_b=encoder_b, inputs_b=lambda _: next(chunks), batch_size=batch_size)
+
+
+def redundancy(matrix: Tensor | Sequence[Sequence[float]]) -> float:
+    """How redundant a network's layers are: the mean off-diagonal entry of its layer-by-layer CKA matrix [L, L]
+    (0: every layer represents the images differently; 1: all layers alike). The main study shows the heatmaps;
+    this one number per model is our summary of their "block structure"."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        raise ValueError(f"matrix must be a square layer-by-layer CKA matrix [L, L] with L >= 2, got {tuple(m.shape)}")
+    off = ~torch.eye(m.shape[0], dtype=torch.bool)
+    return float(m[off].mean())
 
 
 def scheme_records(cfg: Config, data: Dataset, scheme: str, progress: bool = True) -> list[dict]:
