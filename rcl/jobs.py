@@ -106,6 +106,16 @@ class _Graph:
         encoder = self.pretrain(scheme, adversarial_pretraining)
         return self._add(study.scenario_dir(self.cfg, scheme, scenario), "scenario", (scheme, scenario), (encoder,))
 
+    def eps_scenario(self, scheme: str, eps: float) -> str:
+        """The AT classifier of ``scheme`` trained at radius ``eps`` (chapter 06's sweep); the profile's own radius
+        is chapter 04's AT model."""
+        from rcl import study
+
+        cfg = study.with_training_eps(self.cfg, eps)
+        if study.scenario_dir(cfg, scheme, "AT") == study.scenario_dir(self.cfg, scheme, "AT"):
+            return self.scenario(scheme, "AT")
+        return self._add(study.scenario_dir(cfg, scheme, "AT"), "eps-scenario", (scheme, eps))
+
     def random_encoder_linear(self) -> str:
         from rcl import study
 
@@ -173,6 +183,10 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
         for scheme in study.SCHEMES:
             for scenario in [scenarios] if isinstance(scenarios, str) else scenarios:
                 graph.scenario(scheme, scenario)
+        if number == "06":
+            for scheme in study.sweep_schemes(cfg):
+                for eps in study.EPS_SWEEP:
+                    graph.eps_scenario(scheme, eps)
     elif number == "07":
         plan = acl.plan(cfg, variants=params.get("variants"), modes=params.get("modes"))
         for variant in plan.variants:
@@ -228,6 +242,12 @@ def _scenario(cfg, data, scheme: str, scenario: str) -> None:
     study.scenario_model(cfg, data, scheme, scenario)
 
 
+def _eps_scenario(cfg, data, scheme: str, eps: float) -> None:
+    from rcl import study
+
+    study.scenario_model(study.with_training_eps(cfg, eps), data, scheme, "AT")
+
+
 def _random_linear(cfg, data) -> None:
     from rcl import study
 
@@ -263,6 +283,7 @@ KINDS: dict[str, Callable[..., None]] = {
     "pretrain": _pretrain,
     "scenario": _scenario,
     "random-linear": _random_linear,
+    "eps-scenario": _eps_scenario,
     "acl-pretrain": _acl_pretrain,
     "acl-finetune": _acl_finetune,
     "fn-network": _fn_network,

@@ -310,3 +310,86 @@ def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None =
 
 
 __all__ = ["ACL", "COLUMNS", "GUPTA", "MAIN", "PAPERS", "beside", "format_value", "gap_long", "table", "to_long"]
+
+
+# --------------------------------------------------------------------------------------- the authors' CKA matrices
+# The main study's released CKA matrices (ResNet-50, CIFAR-100), kept at rcl's taps (the stem, every residual block,
+# the pooled features) in ghofrani_cka.json by tools/derive_ghofrani_cka.py. Compare directions, not values.
+GHOFRANI_SCALE = "ResNet-50, CIFAR-100, the authors' training (released matrices)"
+_PAIRS = {"SL vs CL": ("SL", "CL"), "SL vs SCL": ("SL", "SCL"), "CL vs SCL": ("SCL", "CL")}  # their key order
+
+
+def _ghofrani() -> dict:
+    import json
+
+    return json.loads((Path(__file__).resolve().parent / "ghofrani_cka.json").read_text())
+
+
+def ghofrani_taps() -> list[str]:
+    """The authors' taps kept: ``stem``, ``layer1.0`` ... ``layer4.2`` (16 bottleneck blocks), ``pool``."""
+    return list(_ghofrani()["taps"])
+
+
+def ghofrani_matrix(key: str):
+    """One released CKA matrix at :func:`ghofrani_taps` (float64 tensor [18, 18]), e.g. ``"CL-CL-AT-ST-CIFAR100"``
+    (the AT encoder of CL, layer by layer on clean images) or ``"CL-CL-AT_adv-AT_clean-eps=2"``."""
+    import torch
+
+    matrices = _ghofrani()["matrices"]
+    if key not in matrices:
+        raise KeyError(f"no released matrix {key!r}; there are: {', '.join(sorted(matrices))}")
+    return torch.tensor(matrices[key]["matrix"], dtype=torch.float64)
+
+
+def ghofrani_redundancy() -> pd.DataFrame:
+    """The authors' mean off-diagonal clean CKA (``rcl.study.redundancy``) per scheme (rows) and scenario (ST, AT,
+    Full-AT), the table :func:`rcl.study.redundancy_claims` judges."""
+    from rcl.study import redundancy
+
+    keys = {"ST": "ST-ST", "AT": "AT-ST", "Full-AT": "AT-FAT"}
+    return pd.DataFrame(
+        {
+            c: {s: redundancy(ghofrani_matrix(f"{s}-{s}-{k}-CIFAR100")) for s in ("SL", "CL", "SCL")}
+            for c, k in keys.items()
+        }
+    ).rename_axis("scheme")
+
+
+def ghofrani_diagonals() -> pd.DataFrame:
+    """The authors' clean-vs-adversarial CKA per layer (the diagonal of ``<s>-<s>-<c>_adv-<c>_clean``): one row per
+    released (scheme, scenario), columns :func:`ghofrani_taps`."""
+    rows = []
+    for scheme in ("SL", "CL", "SCL"):
+        for scenario, tag in (("ST", "ST"), ("AT", "AT"), ("Full-AT", "FAT")):
+            key = f"{scheme}-{scheme}-{tag}_adv-{tag}_clean-CIFAR100"
+            if key in _ghofrani()["matrices"]:
+                values = ghofrani_matrix(key).diagonal().tolist()
+                rows.append({"scheme": scheme, "scenario": scenario, **dict(zip(ghofrani_taps(), values))})
+    return pd.DataFrame(rows)
+
+
+def ghofrani_cross() -> dict[tuple[str, str], float]:
+    """The authors' cross-scheme CKA on adversarial images: ``{(pair, scenario): mean of the diagonal}`` for the
+    pairs ``"SL vs CL"``, ``"SL vs SCL"``, ``"CL vs SCL"`` and the scenarios ST and AT
+    (:func:`rcl.study.convergence_claim`)."""
+    out = {}
+    for pair, (a, b) in _PAIRS.items():
+        out[pair, "ST"] = ghofrani_matrix(f"{a}-ST-{b}-ST-Adv-CIFAR100").diagonal().mean().item()
+        out[pair, "AT"] = ghofrani_matrix(f"{a}-AT-{b}-AT-CIFAR100").diagonal().mean().item()
+    return out
+
+
+def ghofrani_eps_sweep() -> pd.DataFrame:
+    """The authors' clean-vs-adversarial CKA of the AT encoders trained at eps 2, 8 and 16/255: rows ``scheme``,
+    ``train_eps``, ``stem``, ``layer4.2`` (their last block) and ``pool`` (:func:`rcl.study.eps_claim`)."""
+    rows = []
+    for scheme in ("SL", "CL", "SCL"):
+        for eps, suffix in ((2, "eps=2"), (8, "CIFAR100"), (16, "eps=16")):
+            diagonal = dict(
+                zip(ghofrani_taps(), ghofrani_matrix(f"{scheme}-{scheme}-AT_adv-AT_clean-{suffix}").diagonal())
+            )
+            rows.append(
+                {"scheme": scheme, "train_eps": eps / 255}
+                | {tap: float(diagonal[tap]) for tap in ("stem", "layer4.2", "pool")}
+            )
+    return pd.DataFrame(rows)

@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -48,7 +49,7 @@ from rcl.cka import LayerCKA, layer_cka
 from rcl.data import Dataset, Split, balanced_subset
 from rcl.evaluate import accuracy, threat_model_1, threat_model_2
 from rcl.models import Classifier, ContrastiveNet, ProjectionHead, encoder
-from rcl.profiles import Config
+from rcl.profiles import PROFILES, Config
 from rcl.runtime import make_generator, model_device, seeded_init
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
 
@@ -126,15 +127,32 @@ def model_name(cfg: Config, ckpt_dir: Path) -> str:
     return Path(ckpt_dir).relative_to(cfg.run_dir).as_posix()
 
 
+def with_training_eps(cfg: Config, eps: float) -> Config:
+    """``cfg`` with adversarial training at L-inf ``eps`` (pixel units), its step scaled with it (same number of
+    steps, so every radius is reached the same way). Models trained with it live in their own folders
+    (``-eps<k>`` after the name, k in /255 units) beside the profile's own."""
+    return cfg.replace(train_eps=eps, train_alpha=cfg.train_alpha * eps / cfg.train_eps)
+
+
+def _eps_suffix(cfg: Config) -> str:
+    """``""`` at the profile's training radius, else ``"-eps<k>"`` (k = eps x 255)."""
+    default = PROFILES.get(cfg.profile, {}).get("train_eps")
+    return "" if default is None or abs(cfg.train_eps - default) < 1e-9 else f"-eps{round(cfg.train_eps * 255, 2):g}"
+
+
 def pretrain_dir(cfg: Config, scheme: str, adversarial: bool) -> Path:
-    """``run_dir/<scheme's chapter>/<scheme>-ST`` or ``-AT``."""
-    return cfg.run_dir / SCHEME_CHAPTER[scheme] / f"{scheme}-{'AT' if adversarial else 'ST'}"
+    """``run_dir/<scheme's chapter>/<scheme>-ST`` or ``-AT`` (``-AT-eps16`` at another training radius)."""
+    name = f"{scheme}-AT{_eps_suffix(cfg)}" if adversarial else f"{scheme}-ST"
+    return cfg.run_dir / SCHEME_CHAPTER[scheme] / name
 
 
 def scenario_dir(cfg: Config, scheme: str, scenario: str) -> Path:
-    """``run_dir/04_scenarios/<scheme>-<scenario>`` (``->`` spelled ``-then-``: ``CL-ST-then-Full-AT``)."""
+    """``run_dir/04_scenarios/<scheme>-<scenario>`` (``->`` spelled ``-then-``: ``CL-ST-then-Full-AT``; a scenario
+    with adversarial training at another radius than the profile's gets ``-eps<k>``)."""
     _check(scheme, scenario)
-    return cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}"
+    adversarial = SCENARIO_RECIPE[scenario][0] or SCENARIO_RECIPE[scenario][2]
+    suffix = _eps_suffix(cfg) if adversarial else ""
+    return cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}{suffix}"
 
 
 def pretrain(cfg: Config, data: Dataset, scheme: str, adversarial: bool = False, progress: bool = True) -> nn.Module:
@@ -241,6 +259,17 @@ CHAPTER_SCENARIOS = {
     "smoke": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "Full-AT")},
     "laptop": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "AT", "Full-AT")},
 }
+
+
+EPS_SWEEP = (2 / 255, 8 / 255, 16 / 255)  # the training radii of chapter 06's sweep (the released eps=2 / eps=16 maps)
+# The schemes chapter 06 trains at every radius of the sweep: one on the CPU profiles (each radius costs an
+# adversarial pre-training and a head), all three elsewhere.
+SWEEP_SCHEMES = {"smoke": ("SL",), "laptop": ("SL",)}
+
+
+def sweep_schemes(cfg: Config) -> list[str]:
+    """The schemes chapter 06 trains at every radius of :data:`EPS_SWEEP` under ``cfg.profile``."""
+    return list(SWEEP_SCHEMES.get(cfg.profile, SCHEMES))
 
 
 def chapter_scenarios(cfg: Config, chapter: str) -> list[str]:
@@ -415,6 +444,104 @@ def redundancy(matrix: Tensor | Sequence[Sequence[float]]) -> float:
         raise ValueError(f"matrix must be a square layer-by-layer CKA matrix [L, L] with L >= 2, got {tuple(m.shape)}")
     off = ~torch.eye(m.shape[0], dtype=torch.bool)
     return float(m[off].mean())
+
+
+def _verdict(key: str, text: str, holds, evidence: str) -> dict:
+    return {"key": key, "claim": text, "holds": None if holds is None else bool(holds), "evidence": evidence}
+
+
+def redundancy_claims(table: pd.DataFrame) -> list[dict]:
+    """The main study's redundancy claims (``rcl.paper_claims``) decided on ``table``: mean off-diagonal clean CKA
+    (:func:`redundancy`), index the schemes SL/CL/SCL, one column per scenario (ST, AT, Full-AT). Each verdict is
+    ``{"key", "claim", "holds", "evidence"}``; ``holds`` is None, with the reason, when a needed column is missing.
+    The same function judges this run's encoders and the authors' released matrices."""
+    r = table
+
+    def need(*columns):
+        absent = [c for c in columns if c not in r.columns]
+        return f"untestable: {', '.join(absent)} not measured (scenarios: {', '.join(r.columns)})" if absent else None
+
+    out = []
+    why = need("ST", "AT")
+    out.append(
+        _verdict(
+            "ghofrani-at-layer-redundancy",
+            "adversarial training makes layers more redundant (mean off-diagonal CKA, AT above ST, every scheme)",
+            None if why else (r["AT"] > r["ST"]).all(),
+            why or "; ".join(f"{s}: ST {r.ST[s]:.3f}, AT {r.AT[s]:.3f}" for s in r.index),
+        )
+    )
+    why = need("AT", "Full-AT")
+    change = None if why else r["Full-AT"] - r["AT"]
+    out.append(
+        _verdict(
+            "ghofrani-ft-redundancy-cl",
+            "adversarial fine-tuning reduces CL's redundancy (Full-AT below AT)",
+            None if why else change["CL"] < 0,
+            why or f"CL: AT {r['AT']['CL']:.3f}, Full-AT {r['Full-AT']['CL']:.3f}",
+        )
+    )
+    out.append(
+        _verdict(
+            "ghofrani-ft-weak-scl-sl",
+            "adversarial fine-tuning changes SL's and SCL's redundancy less than CL's (|Full-AT - AT|)",
+            None if why else (change.abs()["SL"] < change.abs()["CL"] and change.abs()["SCL"] < change.abs()["CL"]),
+            why or "; ".join(f"{s}: {change[s]:+.3f}" for s in r.index),
+        )
+    )
+    why = need("ST")
+    out.append(
+        _verdict(
+            "ghofrani-cl-consistent-st",
+            "under standard training CL's layers are the most consistent (highest mean off-diagonal CKA)",
+            None if why else r["ST"].idxmax() == "CL",
+            why or "; ".join(f"{s}: {r.ST[s]:.3f}" for s in r.index),
+        )
+    )
+    return out
+
+
+def convergence_claim(cross: dict[tuple[str, str], float]) -> dict:
+    """The main study's "universal set" claim decided on ``cross``: ``{(pair, scenario): mean diagonal of the
+    cross-scheme CKA on adversarial images}`` with pairs like ``"SL vs CL"`` and scenarios ``"ST"``, ``"AT"``."""
+    pairs = sorted({p for p, _ in cross})
+    missing = [f"{p} ({c})" for p in pairs for c in ("ST", "AT") if (p, c) not in cross]
+    text = (
+        "adversarial training makes the schemes' adversarial representations converge (cross-scheme CKA, AT above ST)"
+    )
+    if missing or not pairs:
+        return _verdict("ghofrani-at-universal-set", text, None, f"untestable: {', '.join(missing) or 'no pair'}")
+    return _verdict(
+        "ghofrani-at-universal-set",
+        text,
+        all(cross[p, "AT"] > cross[p, "ST"] for p in pairs),
+        "; ".join(f"{p}: ST {cross[p, 'ST']:.2f}, AT {cross[p, 'AT']:.2f}" for p in pairs),
+    )
+
+
+def eps_claim(sweep: pd.DataFrame, block: str) -> dict:
+    """The main study's training-radius claim decided on ``sweep`` (rows: ``scheme``, ``train_eps`` and the
+    clean-vs-adversarial CKA at ``"stem"``, ``block`` (the last residual block) and ``"pool"``; ``robust_acc`` when
+    measured): for every scheme the CKA near the end rises with the radius, more than at the stem, and robust accuracy
+    with it (when the column is there)."""
+    verdicts, evidence = [], []
+    for scheme, part in sweep.sort_values("train_eps").groupby("scheme", sort=False):
+        rising = [list(part[block]), list(part["pool"])] + ([list(part.robust_acc)] if "robust_acc" in part else [])
+        late_gain = part[block].iloc[-1] - part[block].iloc[0]
+        stem_gain = part["stem"].iloc[-1] - part["stem"].iloc[0]
+        verdicts.append(all(_rises(v) for v in rising) and late_gain > stem_gain)
+        robust = " -> ".join(f"{100 * v:.1f} %" for v in part.robust_acc) if "robust_acc" in part else "not measured"
+        evidence.append(
+            f"{scheme}: {block} {' -> '.join(f'{v:.2f}' for v in part[block])}, pool "
+            f"{' -> '.join(f'{v:.2f}' for v in part['pool'])}, stem gain {stem_gain:+.2f}, robust {robust}"
+        )
+    eps = ", ".join(f"{e * 255:g}" for e in sorted(sweep.train_eps.unique()))
+    text = f"a larger training eps ({eps}/255) raises clean-vs-adversarial CKA near the network's end (and robustness)"
+    return _verdict("ghofrani-eps-late-similarity", text, all(verdicts) if verdicts else None, "; ".join(evidence))
+
+
+def _rises(values: Sequence[float]) -> bool:
+    return all(later > earlier for earlier, later in zip(values, values[1:]))
 
 
 def scheme_records(cfg: Config, data: Dataset, scheme: str, progress: bool = True) -> list[dict]:

@@ -234,6 +234,7 @@ OTHER_KINDS = (  # one job of every other kind: ACL pre-training and fine-tuning
     "08_false_negatives/SimCLR-FN-kmeans",
     "08_false_negatives/linear-SimCLR-FN-kmeans",
     "02_simclr/random-encoder-linear",
+    "04_scenarios/SL-AT-eps2",
 )
 
 
@@ -241,7 +242,7 @@ def test_every_kind_of_job_trains_the_same_weights_in_a_job_process(tmp_path):
     small = dict(acl_epochs=1, acl_batch_size=16, acl_finetune_epochs=1, fn_epochs=1, n_val=16)
     here, there = (course.setup("smoke", None, "cpu", run_dir=tmp_path / d, overrides={**SIZES, **small}) for d in "ab")
     params = {"07": {"variants": ["A2S"], "modes": ["linear"]}}
-    graph = [j for j in jobs.study_jobs(there, ["02", "07", "08"], params) if j.name in OTHER_KINDS]
+    graph = [j for j in jobs.study_jobs(there, ["02", "06", "07", "08"], params) if j.name in OTHER_KINDS]
     assert {j.kind for j in graph} == set(jobs.KINDS) - {"pretrain", "scenario"}
     data = course.load_data(here)
     with torch_threads(THREADS):

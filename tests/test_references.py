@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from rcl import references as refs
 
@@ -151,3 +152,51 @@ def test_run_settings_and_numbers_read_a_run_folder_or_a_published_one(tmp_path)
     numbers = refs.run_numbers(tmp_path)
     assert set(numbers.metric) == {"clean_acc", "robust_acc", "gap_closed"}
     assert numbers.loc[numbers.metric == "gap_closed", "value"].item() == 0.5
+
+
+# ---------------------------------------------------------------------------- the authors' released CKA matrices
+def test_the_released_matrices_keep_rcls_taps_and_are_cka_matrices():
+    taps = refs.ghofrani_taps()
+    assert len(taps) == 18 and taps[0] == "stem" and taps[-1] == "pool" and taps[1] == "layer1.0"
+    m = refs.ghofrani_matrix("CL-CL-ST-ST-CIFAR100")  # one encoder, layer by layer, clean images
+    assert m.shape == (18, 18)
+    assert torch.allclose(m, m.T, atol=1e-3) and torch.allclose(m.diagonal(), torch.ones(18, dtype=m.dtype), atol=1e-3)
+    assert float(m.min()) >= -1e-3 and float(m.max()) <= 1 + 1e-3
+    with pytest.raises(KeyError, match="no released matrix"):
+        refs.ghofrani_matrix("CL-CL-XX")
+
+
+def test_redundancy_is_the_mean_off_diagonal_cka():
+    from rcl import study
+
+    assert study.redundancy(torch.eye(4)) == 0.0
+    assert study.redundancy(torch.ones(3, 3)) == 1.0
+    assert study.redundancy([[1, 0.5], [0.3, 1]]) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="square"):
+        study.redundancy(torch.ones(2, 3))
+
+
+def test_the_same_checks_judge_our_tables_and_the_authors():
+    import pandas as pd
+
+    from rcl import study
+
+    ours = pd.DataFrame({"ST": {"SL": 0.3, "CL": 0.5, "SCL": 0.4}, "Full-AT": {"SL": 0.6, "CL": 0.4, "SCL": 0.5}})
+    verdicts = {v["key"]: v for v in study.redundancy_claims(ours)}
+    assert verdicts["ghofrani-at-layer-redundancy"]["holds"] is None  # no AT column measured
+    assert "AT not measured" in verdicts["ghofrani-at-layer-redundancy"]["evidence"]
+    assert verdicts["ghofrani-cl-consistent-st"]["holds"] is True
+    # the authors' own data (ResNet-50, CIFAR-100), as released: a regression check of the derived file too
+    theirs = {v["key"]: v["holds"] for v in study.redundancy_claims(refs.ghofrani_redundancy())}
+    assert theirs == dict.fromkeys(
+        [
+            "ghofrani-at-layer-redundancy",
+            "ghofrani-ft-redundancy-cl",
+            "ghofrani-ft-weak-scl-sl",
+            "ghofrani-cl-consistent-st",
+        ],
+        True,
+    )
+    assert study.convergence_claim(refs.ghofrani_cross())["holds"] is True
+    sweep = study.eps_claim(refs.ghofrani_eps_sweep(), "layer4.2")
+    assert sweep["holds"] is False and "SL: layer4.2 0.85 -> 0.95 -> 0.93" in sweep["evidence"]  # SL dips at 16/255

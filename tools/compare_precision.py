@@ -18,7 +18,6 @@ import torch
 
 from rcl.attacks import AttackConfig
 from rcl.data import load_dataset
-from rcl.evaluate import accuracy, robust_accuracy
 from rcl.models import Classifier, resnet18
 from rcl.runtime import precision_choice, seeded_init
 from rcl.train import TrainConfig, train_supervised
@@ -26,8 +25,8 @@ from rcl.train import TrainConfig, train_supervised
 
 def correct_mask(model, split, attack, precision):
     """Per-image correctness [N] (bool) of ``model`` on ``split``, clean (attack None) or under ``attack``."""
-    from rcl.evaluate import _batches, _logits
     from rcl.attacks import attack_mode
+    from rcl.evaluate import _batches, _logits
     from rcl.runtime import make_generator
 
     out = []
@@ -65,7 +64,11 @@ def main() -> None:
     }
     train_attack = AttackConfig(8 / 255, 0.02, 2, random_start=False)
     report = {
-        "machine": {"load_start": os.getloadavg()[0], "auto": precision_choice("cpu"), "threads": torch.get_num_threads()},
+        "machine": {
+            "load_start": os.getloadavg()[0],
+            "auto": precision_choice("cpu"),
+            "threads": torch.get_num_threads(),
+        },
         "settings": vars(args),
         "models": {},
     }
