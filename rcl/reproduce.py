@@ -68,7 +68,9 @@ _OPTIONS = {"profile": "--profile", "dataset": "--dataset", "device": "--device"
 # profile settings -p can change (each chapter takes them as its own parameter or through `overrides`)
 SETTINGS = tuple(sorted(f.name for f in dataclasses.fields(profiles.Config) if f.name not in _OPTIONS))
 # the kernel's start-up warning about unencrypted TCP would break the runner's progress bar
-_KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+# and after a Ctrl-C the kernel logs its replies to the closed client as ZMQ errors: errors of a cell still reach the
+# notebook (they are messages, not log lines), only the kernel's own plumbing is silenced
+_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class ReproduceError(Exception):
@@ -536,6 +538,19 @@ def _keep_failed(running: Path, failed: Path) -> Path | None:
 
 
 @contextlib.contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Ignore Ctrl-C while the body runs (in the main thread; elsewhere signals cannot be set and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@contextlib.contextmanager
 def _environ(name: str, value: str | None) -> Iterator[None]:
     """``os.environ[name] = value`` while the body runs (nothing when ``value`` is None), then as it was."""
     if value is None:
@@ -600,7 +615,8 @@ def _run_chapter(
         kept = _keep_failed(running, failed)
         raise ChapterFailed(_cell_failure(notebook, err, kept, debug)) from None
     except KeyboardInterrupt:
-        kept = _keep_failed(running, failed)
+        with _no_interrupts():  # a second Ctrl-C must not cut the clean-up short
+            kept = _keep_failed(running, failed)
         raise ChapterFailed(
             f"\nINTERRUPTED: {notebook.name}" + (f" (its partial run: {kept})" if kept else "") + ".\n"
             f"Finished chapters are kept. Rerun the same command to continue from {notebook.name}."
@@ -1043,13 +1059,14 @@ def _chapters_beside_jobs(
                 shown = names
             time.sleep(0.2)
     except KeyboardInterrupt:
-        stop.set()
-        for chapter in running.values():
-            chapter.interrupt()
-        for chapter in running.values():
-            chapter.join(timeout=60)
-        trainer.join(timeout=60)
-        bar.close()
+        with _no_interrupts():  # a second Ctrl-C must not cut the clean-up short
+            stop.set()
+            for chapter in running.values():
+                chapter.interrupt()
+            for chapter in running.values():
+                chapter.join(timeout=60)
+            trainer.join(timeout=60)
+            bar.close()
         names = ", ".join(nb.name for nb in running)
         raise ChapterFailed(
             "\nINTERRUPTED" + (f" while running {names}" if names else "") + ". Finished jobs and chapters are "

@@ -222,3 +222,40 @@ def test_a_publication_refuses_chapters_left_from_a_run_with_other_settings(tmp_
     assert not (tmp_path / "pub").exists()
     _run(folder, out, extra={"seed": 1}, publish_to=tmp_path / "pub")  # the whole course at seed 1: published
     assert json.loads((tmp_path / "pub" / "run.json").read_text())["seed"] == 1
+
+
+@pytest.mark.slow
+def test_a_double_ctrl_c_stops_promptly_and_quietly(tmp_path):
+    """Ctrl-C twice while a chapter's kernel runs a cell: the runner says INTERRUPTED and exits within seconds,
+    without the kernel's ZMQ traceback (it used to hang about 50 s and print one)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = _course(tmp_path, "00_a")
+    _notebook(folder / "00_a.ipynb", "import time\ntime.sleep(60)", params=PARAMS)
+    code = (
+        "from pathlib import Path; from rcl import reproduce; "
+        f"reproduce.main_run = reproduce.run('smoke', device='cpu', out={str(tmp_path / 'run')!r}, "
+        f"notebook_dir=Path({str(folder)!r}))"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, also under `&`
+    )
+    deadline = time.time() + 60
+    while not list((tmp_path / "run" / "notebooks").glob("*.running.ipynb")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # the kernel is in the sleeping cell
+    runner.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    runner.send_signal(signal.SIGINT)
+    start = time.time()
+    out, err = runner.communicate(timeout=60)
+    assert time.time() - start < 15, err
+    assert "INTERRUPTED" in out + err
+    assert "ZMQError" not in err and "Traceback" not in err, err
