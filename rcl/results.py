@@ -186,6 +186,8 @@ class Claim:
     ``holds``: True, False, or None when the run lacks the numbers to decide. ``evidence``: the numbers behind
     the verdict, in words. ``n``: the sample size behind them (test images, pairs, ...), None when not a sample.
     ``within_noise``: the effect is smaller than the noise of a sample of size ``n`` (see :func:`noise`).
+    ``paper``: the key of the papers' claim it tests (``rcl.paper_claims``, ``docs/claims.md``), "" for a check of
+    the code or an observation about the run.
     """
 
     text: str
@@ -194,6 +196,7 @@ class Claim:
     n: int | None = None
     within_noise: bool = False
     chapter: str = ""
+    paper: str = ""
 
     @property
     def verdict(self) -> str:
@@ -202,7 +205,10 @@ class Claim:
 
     def __str__(self) -> str:
         evidence = self.evidence + (f"; n = {self.n}" if self.n is not None else "")
-        lines = [f"[{self.verdict}] {self.text}", f"    {evidence}"]
+        lines = [
+            f"[{self.verdict}] {self.text}" + (f" (paper claim {self.paper})" if self.paper else ""),
+            f"    {evidence}",
+        ]
         if self.within_noise:
             lines.append("    within noise: a sample of this size cannot tell the difference from zero")
         return "\n".join(lines)
@@ -240,11 +246,31 @@ class Claims:
         return iter(self.items)
 
     def check(
-        self, text: str, holds: bool | None, evidence: str, n: int | None = None, *, within_noise: bool = False
+        self,
+        text: str,
+        holds: bool | None,
+        evidence: str,
+        n: int | None = None,
+        *,
+        within_noise: bool = False,
+        paper: str = "",
     ) -> None:
-        """Print the verdict of ``text`` given ``holds`` and the ``evidence`` (numbers, with ``n``), and save it."""
-        made = claim(text, holds, evidence, n, within_noise=within_noise)
-        made = Claim(**{**asdict(made), "chapter": self.out.name if self.out is not None else ""})
+        """Print the verdict of ``text`` given ``holds`` and the ``evidence`` (numbers, with ``n``), and save it.
+        ``paper``: the register key of the papers' claim it tests (``rcl.paper_claims``)."""
+        if paper:
+            from rcl.paper_claims import claim as registered
+
+            registered(paper)  # KeyError naming the valid keys
+        made = Claim(
+            str(text),
+            None if holds is None else bool(holds),
+            str(evidence),
+            None if n is None else int(n),
+            bool(within_noise),
+            chapter=self.out.name if self.out is not None else "",
+            paper=paper,
+        )
+        print(made)
         self.items = [c for c in self.items if c.text != made.text] + [made]
         self._save()
 
@@ -256,13 +282,14 @@ class Claims:
         *,
         n: int | Sequence[int],
         names: tuple[str, str] = ("a", "b"),
+        paper: str = "",
     ) -> None:
         """The claim ``text`` that accuracy ``a`` is above accuracy ``b`` (fractions in [0, 1], on ``n`` examples).
 
         The evidence gives both as percentages, the difference in points and its noise (:func:`noise`)."""
         if a is None or b is None or pd.isna(a) or pd.isna(b):
             missing = " and ".join(name for name, v in zip(names, (a, b)) if v is None or pd.isna(v))
-            self.check(text, None, f"no number for {missing} in this run")
+            self.check(text, None, f"no number for {missing} in this run", paper=paper)
             return
         a, b = float(a), float(b)
         band, diff = noise(a, b, n), a - b
@@ -273,7 +300,7 @@ class Claims:
         if not isinstance(n, (int, float)):  # two sample sizes: name them, keep the smaller as the claim's n
             evidence += f" (n = {int(n[0])} for {names[0]}, {int(n[1])} for {names[1]})"
             n = min(n)
-        self.check(text, diff > 0, evidence, n=int(n), within_noise=abs(diff) <= band)
+        self.check(text, diff > 0, evidence, n=int(n), within_noise=abs(diff) <= band, paper=paper)
 
     def frame(self) -> pd.DataFrame:
         """The claims as a table: chapter, claim, verdict, evidence, n, within_noise."""
@@ -297,6 +324,7 @@ def claims_frame(items: Iterable[Claim | dict]) -> pd.DataFrame:
                 "evidence": c.evidence,
                 "n": c.n,
                 "within_noise": c.within_noise,
+                "paper": c.paper,
             }
         )
     return pd.DataFrame(rows, columns=["chapter", "claim", "verdict", "evidence", "n", "within_noise"])

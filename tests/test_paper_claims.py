@@ -64,3 +64,22 @@ def test_claim_lookup_and_its_error_names_the_valid_keys():
     with pytest.raises(KeyError, match="ghofrani-ft-redundancy-cl") as err:
         pc.claim("no-such-claim")
     assert all(c.key in str(err.value) for c in pc.CLAIMS)
+
+
+def test_every_claim_of_the_register_is_checked_in_its_chapter():
+    """Each register key appears as ``paper="<key>"`` (or is produced by rcl.study for chapter 06) in the notebook of
+    its chapter: every claim has a check there whose verdict and evidence print."""
+    import inspect
+
+    from rcl import study
+
+    made_by_study = inspect.getsource(study)
+    for item in pc.CLAIMS:
+        (notebook,) = (REPO_ROOT / "notebooks").glob(f"{item.chapter}_*.ipynb")
+        text = notebook.read_text()
+        assert f'paper=\\"{item.key}\\"' in text or (
+            item.key in made_by_study and 'paper=verdict[\\"key\\"]' in text
+        ), (
+            item.key,
+            notebook.name,
+        )
