@@ -195,10 +195,10 @@ PROFILES: dict[str, dict] = {
         acl_batch_size=128,
         acl_lr=0.5,
         acl_temperature=0.5,
-        acl_finetune_epochs=2,
+        acl_finetune_epochs=4,  # TRADES from a weak encoder leaves chance only after a few epochs
         acl_finetune_lr=0.1,
         n_val=500,
-        fn_epochs=5,
+        fn_epochs=8,  # chapter 08: budgets 2, 4, 8 (learning curves: tools/pilot_budget.py)
         torch_compile=False,
     ),
     "quick": dict(
