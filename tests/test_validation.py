@@ -150,3 +150,21 @@ def test_cka_of_a_constant_or_non_finite_layer_says_so():
     broken[0, 0] = float("nan")
     with pytest.raises(ValueError, match="y holds NaN or inf"):
         linear_cka(torch.randn(10, 5), broken)
+
+
+def test_channels_last_and_empty_batches_give_results_not_torch_errors():
+    from rcl.attacks import pgd
+    from rcl.evaluate import accuracy
+    from rcl.models import Classifier, resnet18
+
+    model = Classifier(resnet18(width=2), 3).eval()
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    plain = pgd(model, x, y, 8 / 255, 2 / 255, 2, random_start=False, precision="fp32")
+    nhwc = pgd(model, x.contiguous(memory_format=torch.channels_last), y, 8 / 255, 2 / 255, 2, random_start=False)
+    assert nhwc.shape == plain.shape and (nhwc - x).abs().max() <= 8 / 255 + 1e-6
+    empty = pgd(model, torch.rand(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), 8 / 255, 2 / 255, 2)
+    assert empty.shape == (0, 3, 8, 8)
+    from rcl.data import Split
+
+    with pytest.raises(ValueError, match="the split is empty"):
+        accuracy(model, Split(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)))
