@@ -147,15 +147,21 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
 
 
 def test_the_graph_follows_the_chapters_own_choices():
-    """The chapters' defaults that the graph copies (their scenarios, chapter 02's random-encoder probe) are still
-    the notebooks' own: if a notebook changes them, this test says which job to change."""
+    """The chapters train what the graph lists because both call the same functions (their scenarios, chapter 02's
+    random-encoder probe, chapter 06's radius sweep, chapter 08's models): if a notebook stops calling them, this
+    test says which job to change."""
+    import inspect
+
     cells = {}
-    for number in ("02", "05", "06"):
+    for number in ("02", "05", "06", "08"):
         notebook = next(reproduce.NOTEBOOK_DIR.glob(f"{number}_*.ipynb"))
         cells[number] = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     assert 'scenarios or study.chapter_scenarios(cfg, "05")' in cells["05"]  # the graph reads the same function
     assert 'scenarios or study.chapter_scenarios(cfg, "06")' in cells["06"]
-    assert "torch.manual_seed(cfg.seed)" in cells["02"] and 'out / "random-encoder-linear"' in cells["02"]
+    assert "study.random_encoder_linear(cfg, data)" in cells["02"]
+    assert "study.random_encoder_linear(cfg, data)" in inspect.getsource(jobs._random_linear)
+    assert "study.sweep_schemes(cfg)" in cells["06"] and "study.EPS_SWEEP" in cells["06"]
+    assert "fn.classifier(cfg, data, arm, epochs, plan)" in cells["08"] and "fn.run(cfg, data, plan)" in cells["08"]
 
 
 # ----------------------------------------------------------------------------------------------- equal weights
