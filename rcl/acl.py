@@ -17,9 +17,9 @@ their released code (VITA-Group/Adversarial-Contrastive-Learning):
   statistics keep moving), pad-4 crop + flip, TRADES' attack starts at ``x + 0.001 * N(0, 1)``.
 - Evaluation (``results``): clean and PGD (L-inf 8/255, step 2/255, ``cfg.std_steps`` steps: 20 on quick and paper,
   10 on laptop, 5 on smoke) accuracy per variant x mode, of the epoch picked on validation and of the last epoch,
-  and the main study's setting (4/255, from delta = 0) beside it; against the matched baseline: SimCLR pre-trained *through the same code, network,
-  augmentation and schedule* with no attack (the released ``train_simCLR.py`` without ``--ACL``), fine-tuned the
-  same way, so that the adversarial views are the only difference.
+  and the main study's setting (4/255, from delta = 0) beside it; against the matched baseline: SimCLR pre-trained
+  *through the same code, network, augmentation and schedule* with no attack (the released ``train_simCLR.py``
+  without ``--ACL``), fine-tuned the same way, so that the adversarial views are the only difference.
 
 Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise; its initial weights come from
 (run seed, checkpoint folder) (:func:`rcl.runtime.seeded_init`), so any process trains the same network (the jobs
