@@ -146,8 +146,8 @@ def correct(
         for x, y in _batches(split, batch_size, device):
             if attack is not None:
                 x = attack.run(model, x, y, generator=gen)
-            out.append((_logits(model, x, device, attack.precision if attack else precision).argmax(1) == y).cpu())
-    return torch.cat(out)
+            out.append(_logits(model, x, device, attack.precision if attack else precision).argmax(1) == y)
+    return torch.cat(out).cpu()  # one transfer at the end, not one per batch
 
 
 def threat_model_1(

@@ -214,11 +214,20 @@ class Claim:
         return "\n".join(lines)
 
 
-def claim(text: str, holds: bool | None, evidence: str, n: int | None = None, *, within_noise: bool = False) -> Claim:
+def claim(
+    text: str,
+    holds: bool | None,
+    evidence: str,
+    n: int | None = None,
+    *,
+    within_noise: bool = False,
+    chapter: str = "",
+    paper: str = "",
+) -> Claim:
     """Build and print a :class:`Claim` (see :class:`Claims` to also save it with the chapter's results)."""
     if holds is not None:
         holds = bool(holds)
-    made = Claim(str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise))
+    made = Claim(str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise), chapter, paper)
     print(made)
     return made
 
@@ -261,16 +270,8 @@ class Claims:
             from rcl.paper_claims import claim as registered
 
             registered(paper)  # KeyError naming the valid keys
-        made = Claim(
-            str(text),
-            None if holds is None else bool(holds),
-            str(evidence),
-            None if n is None else int(n),
-            bool(within_noise),
-            chapter=self.out.name if self.out is not None else "",
-            paper=paper,
-        )
-        print(made)
+        chapter = self.out.name if self.out is not None else ""
+        made = claim(text, holds, evidence, n, within_noise=within_noise, chapter=chapter, paper=paper)
         self.items = [c for c in self.items if c.text != made.text] + [made]
         self._save()
 

@@ -415,12 +415,10 @@ def cka_maps(encoder: nn.Module, x: Tensor, x_adv: Tensor, batch_size: int = 256
     """
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv must hold the same examples, got shapes {tuple(x.shape)}, {tuple(x_adv.shape)}")
-    chunks = iter(x_adv.split(batch_size))  # layer_cka reads x in order, batch by batch
-
     return {
         "clean": layer_cka(encoder, x, batch_size=batch_size),
         "adversarial": layer_cka(encoder, x_adv, batch_size=batch_size),
-        "clean-vs-adversarial": layer_cka(encoder, x, inputs_b=lambda _: next(chunks), batch_size=batch_size),
+        "clean-vs-adversarial": cross_cka(encoder, x, encoder, x_adv, batch_size=batch_size),
     }
 
 

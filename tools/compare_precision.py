@@ -18,25 +18,10 @@ import torch
 
 from rcl.attacks import AttackConfig
 from rcl.data import load_dataset
+from rcl.evaluate import correct
 from rcl.models import Classifier, resnet18
 from rcl.runtime import precision_choice, seeded_init
 from rcl.train import TrainConfig, train_supervised
-
-
-def correct_mask(model, split, attack, precision):
-    """Per-image correctness [N] (bool) of ``model`` on ``split``, clean (attack None) or under ``attack``."""
-    from rcl.attacks import attack_mode
-    from rcl.evaluate import _batches, _logits
-    from rcl.runtime import make_generator
-
-    out = []
-    gen = make_generator("cpu", 0)
-    with attack_mode(model, "eval"):
-        for x, y in _batches(split, 500, torch.device("cpu")):
-            if attack is not None:
-                x = attack.run(model, x, y, generator=gen)
-            out.append(_logits(model, x, torch.device("cpu"), precision).argmax(1) == y)
-    return torch.cat(out)
 
 
 def band(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
@@ -93,8 +78,8 @@ def main() -> None:
             for attack_precision in ("fp32", "bf16"):
                 attack = AttackConfig(**{**attack_eval.__dict__, "precision": attack_precision})
                 t0 = time.perf_counter()
-                clean = correct_mask(model, data.test, None, attack_precision)
-                robust = correct_mask(model, data.test, attack, attack_precision)
+                clean = correct(model, data.test, batch_size=500, precision=attack_precision)
+                robust = correct(model, data.test, attack, batch_size=500)
                 row[f"attack_{attack_precision}"] = {
                     "clean_acc": clean.float().mean().item(),
                     "robust_acc": robust.float().mean().item(),
