@@ -15,8 +15,8 @@ their released code (VITA-Group/Adversarial-Contrastive-Learning):
   As the released ``train_trades.py``: the encoder keeps the *adversarial* BatchNorm branch of a dual-BN network,
   the linear layer starts at zero, the frozen layers' BatchNorm stays in train mode (no ``--fixbn``: its running
   statistics keep moving), pad-4 crop + flip, TRADES' attack starts at ``x + 0.001 * N(0, 1)``.
-- Evaluation (``results``): clean and PGD (L-inf 8/255, step 2/255, ``cfg.std_steps`` steps: 20 on quick and paper,
-  10 on laptop, 5 on smoke) accuracy per variant x mode, of the epoch picked on validation and of the last epoch,
+- Evaluation (``results``): clean and PGD-20 (L-inf 8/255, step 2/255; 5 steps on smoke) accuracy per variant x
+  mode, of the epoch picked on validation (PGD with the profile's ``cfg.std_steps``) and of the last epoch,
   and the main study's setting (4/255, from delta = 0) beside it; against the matched baseline: SimCLR pre-trained
   *through the same code, network, augmentation and schedule* with no attack (the released ``train_simCLR.py``
   without ``--ACL``), fine-tuned the same way, so that the adversarial views are the only difference.
@@ -36,7 +36,7 @@ setting beside the paper's and the released code's.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -153,6 +153,7 @@ SLICES = {
         n_finetune=32,
         n_eval=64,
         n_val=32,
+        eval_steps_of_profile=True,
         note="smoke profile: a slice of the grid on a few dozen images; the numbers test the code, not the paper",
     ),
     "laptop": dict(
@@ -233,9 +234,18 @@ def finetune_attack(cfg: Config) -> AttackConfig:
 
 
 def eval_attack(cfg: Config) -> AttackConfig:
-    """The evaluation (and validation) attack: the field's standard PGD (``cfg.std_*``: L-inf 8/255, step 2/255,
-    20 steps on quick/paper, fewer on smoke), uniform random start, model in eval mode (released ``pgd_attack``).
-    Spelled out here rather than taken from ``rcl.study``, whose main-study attacks follow another release."""
+    """The test attack: the field's standard PGD (``cfg.std_eps`` 8/255, step ``cfg.std_alpha`` 2/255), 20 steps
+    (released ``pgd_attack``; ``cfg.std_steps`` on smoke, whose numbers test the code), uniform random start, model
+    in eval mode. Spelled out here rather than taken from ``rcl.study``, whose main-study attacks follow another
+    release."""
+    steps = cfg.std_steps if SLICES.get(cfg.profile, {}).get("eval_steps_of_profile") else PROTOCOL.eval_steps
+    return replace(val_attack(cfg), steps=steps)
+
+
+def val_attack(cfg: Config) -> AttackConfig:
+    """The validation attack that picks the fine-tuning epoch (every epoch, on the held-out split): the test attack
+    with the profile's ``cfg.std_steps`` steps (20 on quick and paper; fewer on laptop and smoke, where it runs
+    once per epoch on a CPU)."""
     return AttackConfig(
         eps=cfg.std_eps,
         alpha=cfg.std_alpha,
@@ -457,7 +467,7 @@ def finetune(
         augment=PROTOCOL.finetune_augment,
         frozen_bn=frozen_bn,
         val=val,
-        val_attack=eval_attack(cfg),
+        val_attack=val_attack(cfg),
         ckpt_dir=ckpt_dir,
     )
     return model, history
@@ -603,6 +613,7 @@ __all__ = [
     "pretrained",
     "bn_branch_gap",
     "eval_attack",
+    "val_attack",
     "evaluate",
     "finetune",
     "finetune_attack",

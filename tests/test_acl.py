@@ -76,6 +76,11 @@ def test_settings_follow_the_profile(tmp_path):
     paper = profiles.resolve("paper", device="cpu", run_dir=tmp_path)
     assert acl.finetune_attack(paper).steps == 10 and acl.eval_attack(paper).steps == 20
     assert acl.eval_attack(paper).eps == pytest.approx(8 / 255)
+    # laptop: the test attack is PGD-20 as released; validation (every epoch) takes the profile's cheaper steps
+    laptop = profiles.resolve("laptop", device="cpu", run_dir=tmp_path)
+    assert acl.eval_attack(laptop).steps == 20 and acl.val_attack(laptop).steps == laptop.std_steps < 20
+    smoke = profiles.resolve("smoke", device="cpu", run_dir=tmp_path)
+    assert acl.eval_attack(smoke).steps == acl.val_attack(smoke).steps == smoke.std_steps
     run = acl.pretrain_config(paper, progress=False)
     # SGD stands in for LARS: LARS's lr 5.0 scales a per-layer trust ratio, a plain SGD step takes 0.5
     assert (run.optimizer, run.schedule, run.warmup_epochs, run.batch_size, run.lr) == ("sgd", "cosine", 10, 512, 0.5)
@@ -188,7 +193,7 @@ def test_finetune_selects_the_epoch_with_best_validation_robust_accuracy(tmp_pat
     assert history[-1]["best_epoch"] == best + 1
     _, val = acl.finetune_splits(cfg, data, pl)
     assert len(val) == pl.n_val
-    measured = robust_accuracy(model, val, acl.eval_attack(cfg), batch_size=max(128, 256), seed=cfg.seed)
+    measured = robust_accuracy(model, val, acl.val_attack(cfg), batch_size=max(128, 256), seed=cfg.seed)
     assert measured == pytest.approx(scores[best])
     # load or train: a second call reads the checkpoint and returns the same history
     _, again = acl.finetune(cfg, data, source, "test", "full", pl, progress=False)

@@ -16,6 +16,7 @@ from torch import nn
 from rcl import false_negatives as fn
 from rcl import profiles
 from rcl.data import Dataset, Split, synthetic_dataset
+from rcl.evaluate import correct
 from rcl.losses import uniformity
 from rcl.models import Classifier, resnet18
 from rcl.train import TrainConfig, train_supervised
@@ -222,6 +223,24 @@ def test_eps_records_measure_ratio_and_flip_rate_from_per_image_outcomes(tmp_pat
         assert row["robust_acc"] == pytest.approx(robust.float().mean().item())
         assert row["flip_rate"] == pytest.approx((clean & ~robust).sum().item() / max(int(clean.sum()), 1))
         assert row["random_start"] is False and row["n"] == len(data.test)
+
+
+def test_eps_records_count_an_image_robust_only_if_no_radius_up_to_eps_broke_it(tmp_path):
+    """The cascade (survivors of smaller radii attacked at the next) equals attacking every radius on every image
+    and taking the worst case, and the curve never rises."""
+    cfg, data, pl = _tiny(tmp_path, fn_epochs=1)
+    model = fn.classifier(cfg, data, "supervised", 1, pl, progress=False)
+    grid = (0.5 / 255, 2 / 255, 8 / 255)
+    rows, outcomes = fn.eps_records(cfg, model, data.test, "supervised", 1, eps_grid=grid)
+    survived = outcomes[0.0].clone()
+    for eps, row in zip(grid, rows):
+        alone = correct(model, data.test, fn.eps_attack(cfg, eps), batch_size=cfg.eval_batch_size, seed=cfg.seed)
+        survived &= alone
+        assert torch.equal(outcomes[eps], survived), eps
+        assert row["attacked"] <= len(data.test)
+    assert all(a["robust_acc"] >= b["robust_acc"] for a, b in zip(rows, rows[1:]))
+    with pytest.raises(ValueError, match="increasing"):
+        fn.eps_records(cfg, model, data.test, "supervised", 1, eps_grid=(8 / 255, 2 / 255))
 
 
 def test_matched_clean_picks_the_closest_budget_and_gap_closed_only_where_the_gap_is_real():
