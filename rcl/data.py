@@ -36,7 +36,7 @@ from torch import Tensor
 
 from rcl.runtime import pick_device, project_root
 
-CACHE_VERSION = 2  # 2: the fingerprint hashes the images' bytes; the cache holds a hash of its own tensors
+CACHE_VERSION = 3  # 2: the fingerprint hashes the images' bytes, the cache a hash of its tensors; 3: shuffled order
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 IGNORED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks: never a class (hidden folders are skipped too)
 VALID_NAMES = ("cifar10", "cifar100", "imagefolder:<path>", "synthetic")
@@ -494,7 +494,12 @@ def _load_imagefolder(spec: str, path: Path) -> Dataset:
             labels += [index[cls]] * len(found)
         if not files:
             raise FileNotFoundError(f"imagefolder {path}/{split} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        splits[split] = Split(_decode_files(files), torch.tensor(labels, dtype=torch.int64))
+        # a fixed shuffled order, as torchvision's CIFAR files have: the first images of a split then hold every
+        # class (a gallery, a CKA batch or a check on "the first 256 images" is not one class)
+        order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
+        splits[split] = Split(
+            _decode_files([files[i] for i in order]), torch.tensor([labels[i] for i in order], dtype=torch.int64)
+        )
     dataset = Dataset(name=name, classes=classes, train=splits["train"], test=splits["test"])
     _save_cache(cache, dataset, fingerprint)
     return dataset
@@ -647,6 +652,23 @@ def _resolve(path: Path | str) -> Path:
     return project_root() / path
 
 
+def class_count(name: str, num_classes: int = 10) -> int:
+    """How many classes ``name`` (a :func:`load_dataset` name) has, without loading its images: 10 for CIFAR-10,
+    100 for CIFAR-100, ``num_classes`` for ``synthetic``, the class folders of ``<path>/train`` for an imagefolder.
+    For a chapter that reads results but no data (the chance line of chapter 09's figures)."""
+    key = name.strip().lower()
+    if key in _CIFAR:
+        return 100 if key == "cifar100" else 10
+    if key == "synthetic":
+        return num_classes
+    if key.startswith("imagefolder:"):
+        train = _resolve(name.strip()[len("imagefolder:") :]) / "train"
+        if not train.is_dir():
+            raise FileNotFoundError(f"imagefolder {train.parent} has no train/ folder to count the classes of")
+        return sum(1 for d in train.iterdir() if d.is_dir() and not _skipped(d.name))
+    raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
+
+
 def load_dataset(
     name: str,
     root: Path | str = "data",
@@ -766,6 +788,7 @@ class DeviceLoader:
 
 __all__ = [
     "CACHE_VERSION",
+    "class_count",
     "DatasetUnavailable",
     "Dataset",
     "DeviceLoader",

@@ -177,7 +177,7 @@ def threat_model_1(
 
     def clean_embedding(x: Tensor, y: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         with attack_mode(contrastive, "eval"):
-            z = _logits(contrastive, x, device)
+            z = _logits(contrastive, x, device, attack.precision)  # the anchor in the attack's own precision
         return z if method == "simclr" else (z, y)
 
     if method == "simclr":

@@ -356,6 +356,18 @@ def eps_records(
     return rows, outcomes
 
 
+def robust_per_image(outcomes: dict[float, Tensor]) -> Tensor:
+    """Per test image, the share of the eps curve's radii at which it stays correct: float [N] in [0, 1].
+
+    ``outcomes``: :func:`eps_records`' per-image outcomes (``{0.0: clean, eps: robust}``; the clean entry is left
+    out). Its mean is the model's mean robust accuracy over the radii (:func:`mean_robust`), and two models'
+    scores on the same images are what a paired comparison resamples (``rcl.results.paired_interval``)."""
+    robust = [o for eps, o in outcomes.items() if eps > 0]
+    if not robust:
+        raise ValueError("outcomes holds no radius above 0: pass eps_records' per-image outcomes")
+    return torch.stack(robust).float().mean(dim=0)
+
+
 def matched_clean(curves: list[dict], weaker: str, stronger: str) -> dict:
     """Compare at matched clean accuracy: the budget of ``stronger`` whose clean accuracy is closest to the
     ``weaker`` arm's final one. ``curves``: :func:`eps_records` rows of every arm and budget. Returns
@@ -585,6 +597,7 @@ __all__ = [
     "gap_closed_by_eps",
     "matched_clean",
     "mean_robust",
+    "robust_per_image",
     "with_budget",
     "supcon",
     "Plan",

@@ -53,18 +53,44 @@ def image_grid(
     return _finish(fig, save)
 
 
-def training_curves(histories: dict[str, list[dict]], keys: Sequence[str] = ("loss",), save: str | Path | None = None):
-    """One panel per key in ``keys``; one line per run in ``histories`` (name -> per-epoch records)."""
+def _colours(names) -> dict:
+    """One fixed colour per name (tab10, in order), so a run keeps its colour in every panel of a figure."""
+    palette = plt.get_cmap("tab10").colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _chance_line(ax, chance: float | None, percent: bool = True) -> None:
+    """A dashed grey line at the accuracy of guessing (``chance``: a fraction, e.g. 1 / classes)."""
+    if chance is not None:
+        ax.axhline(100 * chance if percent else chance, color="0.4", ls="--", lw=0.9, label="chance", zorder=1)
+
+
+def training_curves(
+    histories: dict[str, list[dict]],
+    keys: Sequence[str] = ("loss",),
+    chance: float | None = None,
+    save: str | Path | None = None,
+):
+    """One panel per key in ``keys``; one line per run in ``histories`` (name -> per-epoch records), each run in
+    the same colour in every panel (a run without a key leaves its panel without its line, not a shifted colour).
+    ``chance``: draw the chance line on the panels of accuracies (keys containing ``acc``)."""
+    colours = _colours(histories)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for name, history in histories.items():
             points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
             if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+                ax.plot(*zip(*points), marker="o", color=colours[name], label=name)
+        if "acc" in key:
+            _chance_line(ax, chance, percent=False)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    axes.flat[0].legend(handles.values(), handles.keys(), fontsize=8)
     return _finish(fig, save)
 
 
@@ -117,8 +143,9 @@ def heatmap(
     else:
         fig = ax.figure
     image = ax.imshow(torch.as_tensor(matrix).cpu().numpy(), origin="lower", cmap="magma", vmin=vmin, vmax=vmax)
-    ax.set_xticks(range(len(col_labels)), col_labels, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=6)
+    size = 8 if max(len(row_labels), len(col_labels)) <= 12 else 7  # readable at the figure's printed size
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=90, fontsize=size)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=size)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return _finish(fig, save) if own else fig
@@ -150,13 +177,16 @@ def line_plot(
     ylabel: str,
     title: str = "",
     percent: bool = True,
+    chance: float | None = None,
     save: str | Path | None = None,
 ):
-    """One line per series over ``x`` (e.g. per-layer CKA or probe accuracy, accuracy vs eps)."""
+    """One line per series over ``x`` (e.g. per-layer CKA or probe accuracy, accuracy vs eps); ``chance``: the
+    accuracy of guessing (a fraction), drawn as a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, values in series.items():
         values = [100 * v for v in values] if percent else list(values)
         ax.plot(range(len(x)), values, marker="o", label=name)
+    _chance_line(ax, chance, percent)
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=45 if len(x) > 8 else 0, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (" (%)" if percent else ""))
@@ -166,17 +196,31 @@ def line_plot(
     return _finish(fig, save)
 
 
-def eps_curves(frame, group: Sequence[str] = ("scheme", "scenario"), save: str | Path | None = None):
-    """Robust accuracy vs eps, one line per group, from tidy records with ``eps`` and ``robust_acc``."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for key, part in frame.groupby(list(group)):
-        part = part.sort_values("eps")
-        name = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        ax.plot(part["eps"] * 255, 100 * part["robust_acc"], marker="o", label=name)
-    ax.set_xlabel("eps (x/255)")
-    ax.set_ylabel("robust accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+def eps_curves(
+    frame,
+    group: Sequence[str] = ("scheme", "scenario"),
+    chance: float | None = None,
+    save: str | Path | None = None,
+):
+    """Robust accuracy vs eps from tidy records with ``eps`` and ``robust_acc``: one panel per value of
+    ``group[0]`` (e.g. scheme), one line per value of the rest (e.g. scenario) in the same colour in every panel,
+    so no panel holds more than a handful of lines. ``chance``: a dashed line at the accuracy of guessing."""
+    first, rest = group[0], list(group[1:])
+    panels = list(dict.fromkeys(frame[first]))
+    colours = _colours(frame[rest].astype(str).agg(" / ".join, axis=1)) if rest else {}
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.6, 3.4), squeeze=False, sharey=True)
+    for ax, panel in zip(axes.flat, panels):
+        part = frame[frame[first] == panel]
+        for key, line in part.groupby(rest, sort=False) if rest else [(panel, part)]:
+            line = line.sort_values("eps")
+            name = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            ax.plot(line["eps"] * 255, 100 * line["robust_acc"], marker="o", color=colours.get(name), label=name)
+        _chance_line(ax, chance)
+        ax.set_title(str(panel))
+        ax.set_xlabel("eps (x/255)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("robust accuracy (%)")
+    axes.flat[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     return _finish(fig, save)
 
 
@@ -219,15 +263,26 @@ def accuracy_bars(
     columns: str,
     value: str = "robust_acc",
     title: str = "",
+    chance: float | None = None,
+    n: int | None = None,
     save: str | Path | None = None,
 ):
     """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value.
 
-    Long x labels are wrapped (and turned if they still collide); the legend sits outside the bars."""
-    table = frame.pivot_table(index=index, columns=columns, values=value, sort=False) * 100
+    Every bar is labelled with its value (a 0.0 bar still shows "0.0"); ``n`` (test images behind each accuracy)
+    adds error bars of two standard errors (``rcl.results.noise``), ``chance`` a dashed line at the accuracy of
+    guessing. Long x labels are wrapped (and turned if they still collide); the legend sits outside the bars."""
+    from rcl.results import noise
+
+    table = frame.pivot_table(index=index, columns=columns, values=value, sort=False)
     groups, bars = len(table), max(1, len(table.columns))
     fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 0.35 * groups * bars + 1.2 * groups)), 3.6))
-    table.plot.bar(ax=ax, rot=0)
+    errors = table.map(lambda p: 100 * noise(p, n=n)) if n else None
+    (100 * table).plot.bar(ax=ax, rot=0, yerr=errors, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
+    for container in ax.containers:
+        if hasattr(container, "datavalues"):
+            ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
+    _chance_line(ax, chance)
     ax.set_xlabel(index)
     ax.set_ylabel(value.replace("_", " ") + " (%)")
     ax.set_title(title)

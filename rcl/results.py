@@ -6,16 +6,20 @@ measurement) and JSON (anything else). Robustness records share the columns in `
 summary and chapter 09 both read them).
 
 **Claims.** A chapter never states in prose what its own run shows: every such statement is a
-:class:`Claim`, computed from the numbers by :meth:`Claims.check` (or :meth:`Claims.greater` for
-"accuracy a is above accuracy b"), printed with the numbers and the sample size behind it as
-``holds`` or ``does not hold on this run``, and written to ``run_dir/<chapter>/claims.json``.
-:func:`collect_claims` reads them all back; :func:`summary` puts them in ``summary.md``.
+:class:`Claim`, computed from the numbers by :meth:`Claims.check`, :meth:`Claims.greater` ("accuracy a
+is above accuracy b") or :meth:`Claims.paired` (the same, from per-image outcomes on the same images),
+printed with the numbers and the sample size behind it, and written to ``run_dir/<chapter>/claims.json``.
+Each claim declares its **kind**: ``paper`` (a claim of the papers' register, ``docs/claims.md``),
+``method`` (a property that checks the code) or ``observation`` (about this run). Its **verdict** is
+one of ``holds``, ``does not hold``, ``undecided`` (the difference is inside its noise band: the sign
+could flip on another sample of the same size) and ``untestable`` (a floor, a ceiling, a model at
+chance, or a number the run lacks). :func:`collect_claims` reads them all back; :func:`summary` puts
+them in ``summary.md``, paper claims counted first.
 
-**Noise.** An accuracy ``p`` measured on ``n`` test images has a standard error of about
-``sqrt(p (1 - p) / n)``; :func:`noise` gives two of them for the difference of two accuracies (a
-rough 95 % band, with Agresti and Coull's adjustment so that 0 % and 100 % get one too). A
-difference inside it is reported as *within noise*: the sign could flip on another sample of the
-same size.
+**Noise.** Two accuracies on different samples: :func:`noise`, two standard errors of the difference
+(with Agresti and Coull's adjustment, so that 0 % and 100 % get a band too). Two models on the same
+test images: :func:`paired_interval`, a paired bootstrap of the per-image difference, much narrower
+when the two models get the same images right.
 """
 
 from __future__ import annotations
@@ -27,15 +31,21 @@ import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from rcl.fileio import write_atomic
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 COLUMNS = ["chapter", "scheme", "scenario", "attack", "norm", "eps", "steps", "clean_acc", "robust_acc"]
 ROBUSTNESS_FILE = "robustness.csv"
 CLAIMS_FILE = "claims.json"
-VERDICTS = {True: "holds", False: "does not hold on this run", None: "cannot be checked on this run"}
+KINDS = ("paper", "method", "observation")
+VERDICTS = ("holds", "does not hold", "undecided", "untestable")
+CHANCE_MARGIN = 0.15  # a model within 15 points of chance (clean accuracy) has learned too little to test a claim
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -179,15 +189,61 @@ def noise(a: float, b: float | None = None, n: int | Sequence[int] = 1) -> float
     return 2 * math.sqrt(variance(a, n_a) + (0.0 if b is None else variance(b, n_b)))
 
 
+def paired_interval(
+    a: Sequence[float] | Tensor,
+    b: Sequence[float] | Tensor,
+    *,
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The mean per-example difference ``a - b`` and its paired bootstrap interval: ``(diff, low, high)``.
+
+    ``a``, ``b``: one score per test example for two models on the *same* examples, in the same order (bool or
+    0/1 outcomes, or fractions such as the share of radii an image survives): float [N]. The examples are
+    resampled with replacement ``resamples`` times (seeded) and the ``level`` percentile interval of the mean
+    difference returned. Images both models get right (or both wrong) add no noise, so the interval is
+    narrower than :func:`noise`'s, which treats the two accuracies as independent.
+    """
+    import torch
+
+    a = torch.as_tensor(a, dtype=torch.float64).flatten()
+    b = torch.as_tensor(b, dtype=torch.float64).flatten()
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(
+            f"a and b must hold one score per example of the same test images, got {a.numel()} and {b.numel()}"
+        )
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}")
+    diff = a - b
+    gen = torch.Generator().manual_seed(seed)
+    chunk = max(1, 2**22 // len(diff))  # resamples per draw: about 4M indices (32 MB) at a time
+    means = torch.cat(
+        [
+            diff[torch.randint(len(diff), (min(chunk, resamples - done), len(diff)), generator=gen)].mean(dim=1)
+            for done in range(0, resamples, chunk)
+        ]
+    )
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return diff.mean().item(), low, high
+
+
+def at_chance(clean_acc: float, chance: float) -> bool:
+    """Whether a model whose clean accuracy is ``clean_acc`` has learned too little to test a claim: within
+    :data:`CHANCE_MARGIN` (15 points) of ``chance`` (``1 / classes``)."""
+    return clean_acc < chance + CHANCE_MARGIN
+
+
 @dataclass(frozen=True)
 class Claim:
     """One statement about this run's results, and whether the numbers bear it out.
 
-    ``holds``: True, False, or None when the run lacks the numbers to decide. ``evidence``: the numbers behind
-    the verdict, in words. ``n``: the sample size behind them (test images, pairs, ...), None when not a sample.
-    ``within_noise``: the effect is smaller than the noise of a sample of size ``n`` (see :func:`noise`).
-    ``paper``: the key of the papers' claim it tests (``rcl.paper_claims``, ``docs/claims.md``), "" for a check of
-    the code or an observation about the run.
+    ``holds``: True, False, or None when the run cannot test it (``evidence`` says why). ``evidence``: the numbers
+    behind the verdict, in words. ``n``: the sample size behind them (test images, pairs, ...), None when not a
+    sample. ``within_noise``: the effect is inside its noise band, so the verdict is *undecided* whatever its sign.
+    ``kind``: ``paper``, ``method`` or ``observation`` (:data:`KINDS`). ``paper``: the key of the papers' claim it
+    tests (``rcl.paper_claims``, ``docs/claims.md``), "" otherwise.
     """
 
     text: str
@@ -197,21 +253,38 @@ class Claim:
     within_noise: bool = False
     chapter: str = ""
     paper: str = ""
+    kind: str = ""
 
     @property
     def verdict(self) -> str:
-        """``"holds"``, ``"does not hold on this run"`` or ``"cannot be checked on this run"``."""
-        return VERDICTS[self.holds]
+        """One of :data:`VERDICTS`: untestable, undecided (within noise), holds or does not hold."""
+        if self.holds is None:
+            return "untestable"
+        if self.within_noise:
+            return "undecided"
+        return "holds" if self.holds else "does not hold"
 
     def __str__(self) -> str:
         evidence = self.evidence + (f"; n = {self.n}" if self.n is not None else "")
-        lines = [
-            f"[{self.verdict}] {self.text}" + (f" (paper claim {self.paper})" if self.paper else ""),
-            f"    {evidence}",
-        ]
+        source = f"paper claim {self.paper}" if self.paper else self.kind
+        lines = [f"[{self.verdict}] {self.text}" + (f" ({source})" if source else ""), f"    {evidence}"]
         if self.within_noise:
-            lines.append("    within noise: a sample of this size cannot tell the difference from zero")
+            lines.append("    inside the noise band: a sample of this size cannot tell the difference from zero")
         return "\n".join(lines)
+
+
+def _kind_of(kind: str | None, paper: str) -> str:
+    """The claim's kind: ``"paper"`` when it names a register key, else ``kind`` (``method`` or ``observation``)."""
+    if paper:
+        if kind not in (None, "paper"):
+            raise ValueError(f"kind={kind!r} with paper={paper!r}: a check of a register claim is of kind 'paper'")
+        return "paper"
+    if kind not in ("method", "observation"):
+        raise ValueError(
+            f"kind must be 'method' (a property that checks the code) or 'observation' (about this run), got "
+            f"{kind!r}; a claim of the papers passes paper=<register key> instead"
+        )
+    return kind
 
 
 def claim(
@@ -220,6 +293,7 @@ def claim(
     evidence: str,
     n: int | None = None,
     *,
+    kind: str | None = None,
     within_noise: bool = False,
     chapter: str = "",
     paper: str = "",
@@ -227,7 +301,10 @@ def claim(
     """Build and print a :class:`Claim` (see :class:`Claims` to also save it with the chapter's results)."""
     if holds is not None:
         holds = bool(holds)
-    made = Claim(str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise), chapter, paper)
+    made = Claim(
+        str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise), chapter, paper,
+        _kind_of(kind, paper),
+    )  # fmt: skip
     print(made)
     return made
 
@@ -239,8 +316,10 @@ class Claims:
     text is already there replaces it (a re-run cell). Example::
 
         claims = results.Claims(out)
-        claims.greater("adversarial training raises robust accuracy", at, st, n=256, names=("AT", "ST"))
-        claims.check("the loss fell during training", last < first, f"first epoch {first:.3f}, last {last:.3f}")
+        claims.greater("adversarial training raises robust accuracy", at, st, n=256, names=("AT", "ST"),
+                       kind="observation")
+        claims.check("the loss fell during training", last < first, f"first {first:.3f}, last {last:.3f}",
+                     kind="observation")
     """
 
     def __init__(self, out: str | Path | None):
@@ -261,19 +340,41 @@ class Claims:
         evidence: str,
         n: int | None = None,
         *,
+        kind: str | None = None,
         within_noise: bool = False,
         paper: str = "",
     ) -> None:
-        """Print the verdict of ``text`` given ``holds`` and the ``evidence`` (numbers, with ``n``), and save it.
-        ``paper``: the register key of the papers' claim it tests (``rcl.paper_claims``)."""
+        """Print the verdict of ``text`` given ``holds`` (None: untestable, ``evidence`` says why) and the
+        ``evidence`` (numbers, with ``n``), and save it. ``kind``: ``method`` or ``observation``; ``paper``: the
+        register key of the papers' claim it tests instead (``rcl.paper_claims``)."""
         if paper:
             from rcl.paper_claims import claim as registered
 
             registered(paper)  # KeyError naming the valid keys
         chapter = self.out.name if self.out is not None else ""
-        made = claim(text, holds, evidence, n, within_noise=within_noise, chapter=chapter, paper=paper)
+        made = claim(text, holds, evidence, n, kind=kind, within_noise=within_noise, chapter=chapter, paper=paper)
         self.items = [c for c in self.items if c.text != made.text] + [made]
         self._save()
+
+    def _untestable(self, names, values, clean, chance) -> str | None:
+        """Why ``a > b`` cannot be tested: a missing number, a model at chance, both at 0 % or both at 100 %."""
+        missing = [name for name, v in zip(names, values) if v is None or pd.isna(v)]
+        if missing:
+            return f"untestable: no number for {' and '.join(missing)} in this run"
+        if clean is not None:
+            if chance is None:
+                raise ValueError("clean= needs chance= (1 / number of classes) to tell a model at chance")
+            weak = [f"{name} {100 * c:.1f} %" for name, c in zip(names, clean) if at_chance(c, chance)]
+            if weak:
+                return (
+                    f"untestable: {', '.join(weak)} clean, within {100 * CHANCE_MARGIN:.0f} points of chance "
+                    f"({100 * chance:.0f} %): a model at chance tests nothing"
+                )
+        a, b = values
+        if max(a, b) == 0 or min(a, b) == 1:
+            where = "0 % (the floor)" if max(a, b) == 0 else "100 % (the ceiling)"
+            return f"untestable: {names[0]} and {names[1]} both at {where}"
+        return None
 
     def greater(
         self,
@@ -283,14 +384,19 @@ class Claims:
         *,
         n: int | Sequence[int],
         names: tuple[str, str] = ("a", "b"),
+        kind: str | None = None,
         paper: str = "",
+        clean: tuple[float, float] | None = None,
+        chance: float | None = None,
     ) -> None:
-        """The claim ``text`` that accuracy ``a`` is above accuracy ``b`` (fractions in [0, 1], on ``n`` examples).
+        """The claim ``text`` that accuracy ``a`` is above accuracy ``b`` (fractions in [0, 1], on ``n`` examples
+        each, treated as independent samples: :func:`noise`).
 
-        The evidence gives both as percentages, the difference in points and its noise (:func:`noise`)."""
-        if a is None or b is None or pd.isna(a) or pd.isna(b):
-            missing = " and ".join(name for name, v in zip(names, (a, b)) if v is None or pd.isna(v))
-            self.check(text, None, f"no number for {missing} in this run", paper=paper)
+        Untestable when a number is missing, both sit at 0 % or at 100 %, or (given the two models' ``clean``
+        accuracies and ``chance``) a model is within 15 points of chance; undecided inside the noise band."""
+        why = self._untestable(names, (a, b), clean, chance)
+        if why:
+            self.check(text, None, why, n=None if not isinstance(n, (int, float)) else int(n), kind=kind, paper=paper)
             return
         a, b = float(a), float(b)
         band, diff = noise(a, b, n), a - b
@@ -301,7 +407,39 @@ class Claims:
         if not isinstance(n, (int, float)):  # two sample sizes: name them, keep the smaller as the claim's n
             evidence += f" (n = {int(n[0])} for {names[0]}, {int(n[1])} for {names[1]})"
             n = min(n)
-        self.check(text, diff > 0, evidence, n=int(n), within_noise=abs(diff) <= band, paper=paper)
+        self.check(text, diff > 0, evidence, n=int(n), kind=kind, within_noise=abs(diff) <= band, paper=paper)
+
+    def paired(
+        self,
+        text: str,
+        a: Sequence[float] | Tensor,
+        b: Sequence[float] | Tensor,
+        *,
+        names: tuple[str, str] = ("a", "b"),
+        kind: str | None = None,
+        paper: str = "",
+        clean: tuple[float, float] | None = None,
+        chance: float | None = None,
+        what: str = "accuracy",
+    ) -> None:
+        """The claim ``text`` that model a scores above model b on the same test images, from per-image scores
+        ``a``, ``b`` (float or bool [N], same images in the same order; e.g. robust outcomes, or the share of the
+        radii an image survives). The difference's interval is :func:`paired_interval`'s (95 %); undecided when it
+        holds 0. Untestable as in :meth:`greater`. ``what`` names the score in the evidence."""
+        import torch
+
+        a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+        mean_a, mean_b = a.mean().item(), b.mean().item()
+        why = self._untestable(names, (mean_a, mean_b), clean, chance)
+        if why:
+            self.check(text, None, why, n=len(a), kind=kind, paper=paper)
+            return
+        diff, low, high = paired_interval(a, b)
+        evidence = (
+            f"{what} {names[0]} {100 * mean_a:.1f} % vs {names[1]} {100 * mean_b:.1f} %: {100 * diff:+.1f} points, "
+            f"paired 95 % interval [{100 * low:+.1f}, {100 * high:+.1f}]"
+        )
+        self.check(text, diff > 0, evidence, n=len(a), kind=kind, within_noise=low <= 0 <= high, paper=paper)
 
     def frame(self) -> pd.DataFrame:
         """The claims as a table: chapter, claim, verdict, evidence, n, within_noise."""
@@ -313,22 +451,38 @@ class Claims:
 
 
 def claims_frame(items: Iterable[Claim | dict]) -> pd.DataFrame:
-    """Claims (objects or their dicts) as a DataFrame: chapter, claim, verdict, evidence, n, within_noise."""
+    """Claims (objects or their dicts) as a DataFrame: chapter, kind, paper, claim, verdict, evidence, n,
+    within_noise."""
     rows = []
     for item in items:
         c = item if isinstance(item, Claim) else Claim(**item)
         rows.append(
             {
                 "chapter": c.chapter,
+                "kind": c.kind,
+                "paper": c.paper,
                 "claim": c.text,
                 "verdict": c.verdict,
                 "evidence": c.evidence,
                 "n": c.n,
                 "within_noise": c.within_noise,
-                "paper": c.paper,
             }
         )
-    return pd.DataFrame(rows, columns=["chapter", "claim", "verdict", "evidence", "n", "within_noise"])
+    return pd.DataFrame(rows, columns=["chapter", "kind", "paper", "claim", "verdict", "evidence", "n", "within_noise"])
+
+
+def verdict_counts(claims: pd.DataFrame) -> str:
+    """The headline of a run's claims: paper claims by verdict first, then the method and observation checks, e.g.
+    ``"paper claims: 3 holds, 1 does not hold, 9 undecided, 4 untestable; other checks: ..."``."""
+    parts = []
+    for label, part in (
+        ("paper claims", claims[claims.kind == "paper"]),
+        ("other checks", claims[claims.kind != "paper"]),
+    ):
+        counts = part.verdict.value_counts()
+        tally = ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts) or "none"
+        parts.append(f"{label} ({len(part)}): {tally}")
+    return "; ".join(parts)
 
 
 def collect_claims(run_dir: str | Path) -> pd.DataFrame:
@@ -403,16 +557,14 @@ def reference_claims(chapter: str, reference: str | Path | None = None) -> str |
     record = json.loads((folder / "run.json").read_text())
     claims = collect_claims(folder)
     claims = claims[claims.chapter == chapter]
-    held = int((claims.verdict == "holds").sum())
     lines = [
         f"reference run {folder.name}: profile {record.get('profile')}, dataset {record.get('dataset')}, seed "
-        f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}: {held} of {len(claims)} checks of "
-        f"{chapter} hold"
+        f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}; {chapter}: {verdict_counts(claims)}"
     ]
     for c in claims.itertuples():
-        noise_note = " (within noise)" if c.within_noise else ""
+        source = f"paper claim {c.paper}" if c.paper else c.kind
         size = f"; n = {int(c.n)}" if pd.notna(c.n) and c.n else ""
-        lines.append(f"[{c.verdict}{noise_note}] {c.claim}\n    {c.evidence}{size}")
+        lines.append(f"[{c.verdict}] {c.claim}" + (f" ({source})" if source else "") + f"\n    {c.evidence}{size}")
     text = "\n".join(lines)
     print(text)
     return text
@@ -678,6 +830,8 @@ def summary(
             + "These numbers show that the code runs end to end; they cannot confirm or refute the papers.",
             "",
         ]
+    if not claims.empty:
+        lines += [f"**Claims:** {verdict_counts(claims)} (table at the end).", ""]
 
     def section(title: str, table: pd.DataFrame, caption: str) -> None:
         lines.extend([f"## {title}", ""])
@@ -715,15 +869,16 @@ def summary(
     if claims.empty:
         section("Claims checked on this run", pd.DataFrame(), "")
     else:
-        counts = claims.verdict.value_counts()
-        tally = ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS.values() if v in counts)
-        noisy = int(claims.within_noise.astype(bool).sum())
-        tally += f"; {noisy} of them within the noise of their sample" if noisy else ""
+        claims = claims.assign(order=(claims.kind != "paper").astype(int)).sort_values(["order"], kind="stable")
         shown = claims.assign(
-            verdict=[v + (" (within noise)" if w else "") for v, w in zip(claims.verdict, claims.within_noise)],
+            kind=[f"paper ({p})" if p else k for k, p in zip(claims.kind, claims.paper)],
             evidence=[e + (f"; n = {int(n)}" if not pd.isna(n) else "") for e, n in zip(claims.evidence, claims.n)],
-        )[["chapter", "claim", "verdict", "evidence"]]
-        section("Claims checked on this run", shown, f"{len(claims)} claim{'s' * (len(claims) != 1)}: {tally}.")
+        )[["chapter", "kind", "claim", "verdict", "evidence"]]
+        caption = (
+            f"{verdict_counts(claims)}. Undecided: the difference is inside its noise band; untestable: a floor, a "
+            "ceiling or a model at chance."
+        )
+        section("Claims checked on this run", shown, caption)
     if jobs:
         caption = "Run by the launcher (rcl.jobs); each chapter started once the jobs it needs were done."
         section("Training jobs", pd.DataFrame(jobs), caption)

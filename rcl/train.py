@@ -660,23 +660,16 @@ def pretrain_contrastive(
         else:
             labels, fn_labels = y, (y if false_negatives == "labels" else None)
         v1, v2 = view(x, gen), view(x, gen)
-        adversarial_term = None
-        if attack is not None:  # the released trainCLNet_Ro: attack the un-augmented x, then con(x, x_adv)
-            ref = _reference(net, x, attack.model_mode)
 
-            def attack_loss(z_adv: Tensor, z_ref: Tensor) -> Tensor:
-                return contrastive(z_ref, z_adv.float(), labels, fn_labels)
+        def loss_of(za: Tensor, zb: Tensor) -> Tensor:
+            return contrastive(za, zb, labels, fn_labels)
 
-            x_adv = step_attack.run(net, x, ref, loss_fn=attack_loss, generator=gen, check_range=False)
-            model.train()
-            z0 = net(x).float()
-            z0_adv = net(x_adv).float()
-            adversarial_term = contrastive(z0, z0_adv, labels, fn_labels)
-        z1 = net(v1).float()  # one forward pass per stream: BatchNorm normalises each view by its own statistics
-        z2 = net(v2).float()
-        loss = contrastive(z1, z2, labels, fn_labels)
-        if adversarial_term is not None:
-            loss = adversarial_term + loss
+        if attack is not None:
+            loss, (z1, z2) = adversarial_contrastive_loss(net, x, v1, v2, loss_of, step_attack, generator=gen)
+        else:
+            z1 = net(v1).float()  # one forward pass per stream: BatchNorm normalises each view by its own statistics
+            z2 = net(v2).float()
+            loss = loss_of(z1, z2)
         return loss, {"acc": _pair_top1(z1, z2)}
 
     recipe = _Recipe(
@@ -699,6 +692,38 @@ def pretrain_contrastive(
         before_epoch=before_epoch if false_negatives == "kmeans" else None,
     )
     return _fit(model, cfg, recipe, ckpt_dir)
+
+
+def adversarial_contrastive_loss(
+    net: nn.Module,
+    x: Tensor,
+    v1: Tensor,
+    v2: Tensor,
+    contrastive: Callable[[Tensor, Tensor], Tensor],
+    attack: AttackConfig,
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """The objective of one adversarial contrastive pre-training step (the released ``trainCLNet_Ro``).
+
+    ``x``: the un-augmented images [B, 3, H, W] in [0, 1]; ``v1``, ``v2``: two augmented views of them;
+    ``contrastive(za, zb)``: the loss of two embedding batches [B, D] (NT-Xent, or SupCon with the labels). PGD
+    (``attack``, in its model mode) perturbs x to maximise ``contrastive(z(x), z(x_adv))`` against the clean
+    embedding computed without gradient; then, in train mode, one forward pass per stream in the released order x,
+    x_adv, v1, v2 (BatchNorm normalises each by its own statistics), and the loss is
+    ``contrastive(z(x), z(x_adv)) + contrastive(z(v1), z(v2))``. Returns the loss and the views' embeddings.
+    """
+    ref = _reference(net, x, attack.model_mode)
+    x_adv = attack.run(
+        net, x, ref, loss_fn=lambda z_adv, z_ref: contrastive(z_ref, z_adv.float()), generator=generator,
+        check_range=False,
+    )  # fmt: skip
+    net.train()
+    z0 = net(x).float()
+    z0_adv = net(x_adv).float()
+    z1 = net(v1).float()
+    z2 = net(v2).float()
+    return contrastive(z0, z0_adv) + contrastive(z1, z2), (z1, z2)
 
 
 def pretrain_acl(
@@ -944,6 +969,7 @@ __all__ = [
     "History",
     "TrainConfig",
     "TrainingDiverged",
+    "adversarial_contrastive_loss",
     "build_optimizer",
     "build_scheduler",
     "finetune",

@@ -215,15 +215,27 @@ def _write_tree(root: Path, classes: list[str], per_class: int, seed: int = 0) -
     return written
 
 
+def _order(n: int) -> list[int]:
+    """The imagefolder loader's fixed shuffle: position k of a split holds file ``_order(n)[k]`` (class order)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+
+
+def _shuffled_position(n: int) -> dict[int, int]:
+    """File index (in class order) -> its position in the loaded split."""
+    return {file: position for position, file in enumerate(_order(n))}
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision 0.29's write_png
 def test_imagefolder_loads_pngs_and_uses_its_cache(tmp_path: Path):
     written = _write_tree(tmp_path / "tree", ["b_cat", "a_dog"], per_class=3)
     ds = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
     assert ds.classes == ["a_dog", "b_cat"]  # sorted like torchvision's ImageFolder
     assert len(ds.train) == 6 and len(ds.test) == 6
-    assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert torch.equal(ds.train.images[0], written["train/a_dog/0"])  # PNG is lossless
-    assert torch.equal(ds.test.images[5], written["test/b_cat/2"])
+    # files in class order (a_dog 0-2, b_cat 0-2), then one fixed shuffle, so the first images hold every class
+    at = _shuffled_position(6)
+    assert ds.train.labels.tolist() == [[0, 0, 0, 1, 1, 1][i] for i in _order(6)]
+    assert torch.equal(ds.train.images[at[0]], written["train/a_dog/0"])  # PNG is lossless
+    assert torch.equal(ds.test.images[at[5]], written["test/b_cat/2"])
     cache = tmp_path / "tree" / ".rcl-cache.pt"
     assert cache.is_file()
     # the second load reads the cache: poison a decoded image inside it and see it come back
@@ -235,14 +247,15 @@ def test_imagefolder_loads_pngs_and_uses_its_cache(tmp_path: Path):
     payload["content"] = _content_digest(payload["classes"], *tensors)  # poisoned, with a matching hash
     torch.save(payload, cache)
     again = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
-    assert int(again.train.images[0].sum()) == 0
+    assert int(again.train.images[0].sum()) == 0 and torch.equal(again.train.labels, ds.train.labels)
     # adding a file makes the cache stale: it is rebuilt from the images
     from torchvision.io import write_png
 
     write_png(torch.full((3, 40, 48), 200, dtype=torch.uint8), str(tmp_path / "tree" / "train" / "a_dog" / "x.png"))
     rebuilt = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
-    assert len(rebuilt.train) == 7 and torch.equal(rebuilt.train.images[0], written["train/a_dog/0"])
-    assert rebuilt.train.images[3].float().mean() == pytest.approx(200, abs=1)  # resized to 32x32
+    at = _shuffled_position(7)  # a_dog: 000, 001, 002, x; b_cat: 000, 001, 002
+    assert len(rebuilt.train) == 7 and torch.equal(rebuilt.train.images[at[0]], written["train/a_dog/0"])
+    assert rebuilt.train.images[at[3]].float().mean() == pytest.approx(200, abs=1)  # resized to 32x32
 
 
 def test_imagefolder_errors_say_what_is_expected(tmp_path: Path):
@@ -318,6 +331,8 @@ def test_cifar10_jpeg_imagefolder(cifar10_jpeg: Path):
     assert len(ds.train) == 50_000 and len(ds.test) == 10_000
     assert ds.classes == CIFAR10_CLASSES
     assert torch.bincount(ds.train.labels).tolist() == [5000] * 10
+    # shuffled like torchvision's CIFAR files: a chapter's "first 100 test images" hold every class
+    assert len(set(ds.test.labels[:100].tolist())) == 10 and len(set(ds.train.labels[:100].tolist())) == 10
     mean = ds.train.images.float().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(mean, torch.tensor([0.4913, 0.4821, 0.4465]), atol=2e-3)
     assert second < 5.0
@@ -357,5 +372,19 @@ def test_imagefolder_cache_notices_an_image_edited_in_place(tmp_path: Path):
     write_png(torch.full((3, 32, 32), 7, dtype=torch.uint8), str(target))  # same name, new content
     os.utime(target.parent, ns=folder_mtime)  # an in-place edit need not touch the folder's mtime
     edited = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
-    assert not torch.equal(first.train.images[3], edited.train.images[3])
-    assert torch.equal(edited.train.images[3], torch.full((3, 32, 32), 7, dtype=torch.uint8))
+    at = _shuffled_position(4)[3]  # b/001.png, the fourth file in class order
+    assert not torch.equal(first.train.images[at], edited.train.images[at])
+    assert torch.equal(edited.train.images[at], torch.full((3, 32, 32), 7, dtype=torch.uint8))
+
+
+def test_class_count_reads_the_name_or_the_folder_without_loading_images(tmp_path: Path):
+    from rcl.data import class_count
+
+    assert class_count("cifar10") == 10 and class_count("CIFAR100") == 100 and class_count("synthetic", 4) == 4
+    for name in ("b", "a", ".hidden", "__MACOSX"):
+        (tmp_path / "tree" / "train" / name).mkdir(parents=True)
+    assert class_count(f"imagefolder:{tmp_path / 'tree'}") == 2
+    with pytest.raises(FileNotFoundError, match="no train/ folder"):
+        class_count(f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        class_count("mnist")

@@ -103,3 +103,53 @@ def test_accuracy_bar_labels_do_not_overlap(tmp_path):
 def test_wrap_breaks_long_labels_only():
     assert plots._wrap("SL") == "SL"
     assert plots._wrap("SimCLR-FN(kmeans) +AT") == "SimCLR-FN\n(kmeans) +AT"
+
+
+def test_a_run_keeps_its_colour_in_every_panel_of_the_training_curves():
+    """Issue 25: the adversarial run's panel drew it in the standard run's colour (the cycle restarted)."""
+    histories = {
+        "standard (ST)": [{"epoch": 1, "loss": 2.0, "acc": 0.3}, {"epoch": 2, "loss": 1.5, "acc": 0.4}],
+        "adversarial (AT)": [{"epoch": 1, "loss": 2.2, "acc": 0.2, "adv_acc": 0.1}, {"epoch": 2, "loss": 2.0,
+                             "acc": 0.3, "adv_acc": 0.15}],
+    }  # fmt: skip
+    fig = plots.training_curves(histories, keys=("loss", "acc", "adv_acc"), chance=0.1)
+    colour = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_label() != "chance":
+                colour.setdefault(line.get_label(), set()).add(mcolors.to_hex(line.get_color()))
+    assert all(len(c) == 1 for c in colour.values()) and colour["standard (ST)"] != colour["adversarial (AT)"]
+    assert [line.get_label() for line in fig.axes[2].get_lines()] == ["adversarial (AT)", "chance"]
+    assert "chance" not in [line.get_label() for line in fig.axes[0].get_lines()]  # no chance line on a loss
+
+
+def test_accuracy_bars_label_every_bar_even_at_zero_and_draw_chance_and_noise():
+    frame = pd.DataFrame({"scheme": ["SL", "SL", "CL", "CL"], "kind": ["ST", "AT", "ST", "AT"],
+                          "robust_acc": [0.0, 0.3, 0.05, 0.25]})  # fmt: skip
+    fig = plots.accuracy_bars(frame, index="scheme", columns="kind", chance=0.1, n=1000)
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["0.0", "25.0", "30.0", "5.0"]  # the 0 % bar is labelled, not invisible
+    assert any(line.get_label() == "chance" and line.get_ydata()[0] == pytest.approx(10) for line in ax.get_lines())
+    errorbars = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
+    assert errorbars  # two standard errors on 1,000 images
+
+
+def test_eps_curves_give_each_scheme_its_own_panel_with_a_chance_line():
+    frame = pd.DataFrame(
+        [{"scheme": s, "scenario": c, "eps": e, "robust_acc": r}
+         for s in ("SL", "CL", "SCL") for c in ("ST", "AT", "Full-AT") for e, r in ((0.0, 0.5), (8 / 255, 0.1))]
+    )  # fmt: skip
+    fig = plots.eps_curves(frame, chance=0.1)
+    assert [ax.get_title() for ax in fig.axes] == ["SL", "CL", "SCL"]
+    for ax in fig.axes:
+        lines = [line.get_label() for line in ax.get_lines()]
+        assert lines == ["ST", "AT", "Full-AT", "chance"]
+    first = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    last = {line.get_label(): line.get_color() for line in fig.axes[2].get_lines()}
+    assert first == last  # a scenario has one colour across the panels
+
+
+def test_heatmap_tick_labels_are_readable():
+    fig = plots.heatmap(torch.eye(6), [f"layer{i}" for i in range(6)])
+    assert min(t.get_fontsize() for t in fig.axes[0].get_xticklabels()) >= 7

@@ -16,35 +16,86 @@ from rcl import profiles, results
 # ------------------------------------------------------------------------------------------------------ claims
 def test_a_claim_prints_its_verdict_numbers_and_sample_size(capsys, tmp_path):
     claims = results.Claims(tmp_path / "01_supervised")
-    claims.greater("adversarial training raises robust accuracy", 0.129, 0.133, n=256, names=("AT", "ST"))
+    claims.greater(
+        "adversarial training raises robust accuracy", 0.129, 0.133, n=256, names=("AT", "ST"), kind="observation"
+    )
     printed = capsys.readouterr().out
-    assert printed.startswith("[does not hold on this run] adversarial training raises robust accuracy")
+    # 0.4 points is nothing on 256 images: undecided, never "does not hold" (nor "holds" the other way round)
+    assert printed.startswith("[undecided] adversarial training raises robust accuracy (observation)")
     assert "AT 12.9 % vs ST 13.3 %: -0.4 points" in printed and "n = 256" in printed
-    assert "within noise" in printed  # 0.4 points is nothing on 256 images
-    claims.greater("a large gap", 0.60, 0.20, n=256, names=("A", "B"))
+    claims.greater("a large gap", 0.60, 0.20, n=256, names=("A", "B"), kind="observation")
+    claims.greater("the reverse", 0.20, 0.60, n=256, names=("B", "A"), kind="observation")
+    claims.greater("a small gain inside the band", 0.52, 0.50, n=256, names=("A", "B"), kind="observation")
     assert "[holds] a large gap" in capsys.readouterr().out
-    assert [c.verdict for c in claims] == ["does not hold on this run", "holds"]
-    assert not claims.items[-1].within_noise
+    assert [c.verdict for c in claims] == ["undecided", "holds", "does not hold", "undecided"]
+    assert claims.items[-1].holds and claims.items[-1].within_noise  # the sign alone never makes it hold
 
 
-def test_claims_are_saved_per_chapter_and_a_rerun_replaces_them(tmp_path):
-    chapter = tmp_path / "04_scenarios"
-    claims = results.Claims(chapter)
-    claims.check("x", True, "1 > 0", n=3)
-    claims.check("y", False, "0 > 1")
-    claims.check("x", False, "now 0 > 1", n=3)  # the same cell run again
-    saved = json.loads((chapter / results.CLAIMS_FILE).read_text())
-    assert [(c["text"], c["holds"]) for c in saved] == [("y", False), ("x", False)]
-    assert saved[0]["chapter"] == "04_scenarios"
-    results.Claims(chapter)  # the chapter runs again from the top: old verdicts go
-    assert json.loads((chapter / results.CLAIMS_FILE).read_text()) == []
-
-
-def test_a_claim_without_its_numbers_cannot_be_checked(capsys):
+def test_every_claim_declares_its_kind(tmp_path):
     claims = results.Claims(None)
-    claims.greater("SCL beats SL", float("nan"), 0.3, n=10, names=("SCL", "SL"))
+    with pytest.raises(ValueError, match="kind must be 'method'"):
+        claims.check("x", True, "1 > 0")
+    with pytest.raises(ValueError, match="kind must be"):
+        claims.check("x", True, "1 > 0", kind="paper")  # a paper claim names its register key
+    with pytest.raises(ValueError, match="with paper="):
+        claims.check("x", True, "1 > 0", kind="method", paper="gupta-csl-less-robust")
+    claims.check("x", True, "1 > 0", paper="gupta-csl-less-robust")
+    claims.check("y", True, "1 > 0", kind="method")
+    assert [c.kind for c in claims] == ["paper", "method"]
+
+
+def test_untestable_when_a_model_is_at_chance_or_both_sit_at_the_floor(capsys):
+    claims = results.Claims(None)
+    claims.greater("A beats B", 0.05, 0.02, n=1000, names=("A", "B"), kind="observation", clean=(0.2, 0.6), chance=0.1)
+    assert "A 20.0 % clean, within 15 points of chance" in claims.items[-1].evidence
+    claims.greater("C beats D", 0.0, 0.0, n=1000, names=("C", "D"), kind="observation")
+    assert "both at 0 % (the floor)" in claims.items[-1].evidence
+    claims.greater("E beats F", 1.0, 1.0, n=1000, names=("E", "F"), kind="observation")
+    claims.greater("G beats H", 0.4, 0.1, n=1000, names=("G", "H"), kind="observation", clean=(0.5, 0.6), chance=0.1)
+    assert [c.verdict for c in claims] == ["untestable", "untestable", "untestable", "holds"]
+    with pytest.raises(ValueError, match="chance="):
+        claims.greater("x", 0.4, 0.1, n=10, kind="observation", clean=(0.5, 0.6))
+
+
+def test_a_claim_without_its_numbers_is_untestable(capsys):
+    claims = results.Claims(None)
+    claims.greater("SCL beats SL", float("nan"), 0.3, n=10, names=("SCL", "SL"), kind="observation")
     assert claims.items[0].holds is None
-    assert "[cannot be checked on this run]" in capsys.readouterr().out
+    assert "[untestable] SCL beats SL" in capsys.readouterr().out
+    assert "no number for SCL" in claims.items[0].evidence
+
+
+def test_paired_interval_is_narrow_when_two_models_agree_on_most_images():
+    """On the same 1,000 images, two models that differ on 40 of them (30 vs 10) are 2 points apart: the paired
+    interval excludes 0, the independent band (about ±4.4 points at 50 %) does not."""
+    b = torch.zeros(1000)
+    b[:500] = 1
+    a = b.clone()
+    a[500:530] = 1  # a right where b is wrong
+    a[:10] = 0  # b right where a is wrong
+    diff, low, high = results.paired_interval(a, b)
+    assert diff == pytest.approx(0.02)
+    assert 0 < low < 0.02 < high < 0.04
+    assert results.noise(a.mean().item(), b.mean().item(), 1000) > 0.04
+    assert results.paired_interval(a, b) == (diff, low, high)  # seeded
+    same = results.paired_interval(b, b)
+    assert same == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same test images"):
+        results.paired_interval(a, b[:10])
+
+
+def test_paired_claim_is_undecided_when_its_interval_holds_zero(capsys):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(1000, generator=gen) < 0.5
+    b = torch.rand(1000, generator=gen) < 0.5  # independent coins: a difference of a point or two, inside noise
+    claims = results.Claims(None)
+    claims.paired("A beats B", a, b, names=("A", "B"), kind="observation")
+    assert claims.items[-1].verdict == "undecided" and "paired 95 % interval" in claims.items[-1].evidence
+    better = a | (torch.arange(1000) < 100)
+    claims.paired("A' beats A", better, a, names=("A'", "A"), kind="observation")
+    assert claims.items[-1].verdict == "holds"
+    claims.paired("A beats A'", a, better, names=("A", "A'"), kind="observation")
+    assert claims.items[-1].verdict == "does not hold"
 
 
 def test_noise_is_two_adjusted_standard_errors():
@@ -108,7 +159,10 @@ def _records(run):
         pd.DataFrame([dict(model="SL / ST", first=0.99, last=0.41, n=128)]), run / "06_cka" / results.CKA_SUMMARY_FILE
     )
     claims = results.Claims(run / "04_scenarios")
-    claims.greater("Full-AT is more robust than ST (SL)", 0.25, 0.05, n=64, names=("Full-AT", "ST"))
+    claims.greater("Full-AT is more robust than ST (SL)", 0.25, 0.05, n=64, names=("Full-AT", "ST"), kind="observation")
+    claims.greater(
+        "CL Full-AT beats AT", 0.30, 0.29, n=64, names=("Full-AT", "AT"), paper="ghofrani-cl-full-at-accuracy"
+    )
     nb = nbformat.v4.new_notebook()
     out = nbformat.v4.new_output("stream", name="stdout", text="profile=smoke dataset=synthetic device=cpu seed=3 x\n")
     nb.cells = [nbformat.v4.new_code_cell("setup()", outputs=[out])]
@@ -135,7 +189,16 @@ def test_summary_reads_like_a_report(tmp_path):
     assert "PGD-5 4/255" in main and "n = 64 test images" in main
     assert "autoattack-ce+t 8/255 (n = 32)" in text  # a column on another test size says so
     assert "gap closed" in text and "50 %" in text and "+5.0" in text
-    assert "[holds]" not in text and "| 04_scenarios | Full-AT is more robust than ST (SL) | holds |" in text
+    assert (
+        "[holds]" not in text and "| 04_scenarios | observation | Full-AT is more robust than ST (SL) | holds |" in text
+    )
+    # the headline counts the papers' claims by verdict first, then the rest; paper rows come first in the table
+    assert "**Claims:** paper claims (1): 1 undecided; other checks (1): 1 holds" in text
+    table = text.split("## Claims checked on this run")[1]
+    assert table.index("paper (ghofrani-cl-full-at-accuracy)") < table.index("| observation |")
+    saved = pd.read_csv(run / results.CLAIMS_CSV)
+    assert {"kind", "paper", "verdict"} <= set(saved.columns)
+    assert not ((saved.verdict == "holds") & saved.within_noise).any()
     # what issue 13 found in the old summary
     assert "0.0078" not in text and "0.0156" not in text and "256.0" not in text and "0.01568" not in text
     assert max(len(line.split("|")) for line in text.splitlines()) <= 12  # no 16-column table
@@ -186,9 +249,9 @@ def test_markdown_cells_keep_a_literal_bar():
 def test_claims_side_by_side_lines_up_two_runs_by_claim(tmp_path):
     for seed, robust in ((0, 0.30), (1, 0.01)):
         claims = results.Claims(tmp_path / f"seed{seed}" / "01_supervised")
-        claims.greater("AT beats ST", robust, 0.02, n=500, names=("AT", "ST"))
+        claims.greater("AT beats ST", robust, 0.02, n=500, names=("AT", "ST"), kind="observation")
         if seed == 0:
-            claims.check("only in seed 0", True, "x")
+            claims.check("only in seed 0", True, "x", kind="observation")
     table = results.claims_side_by_side({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"})
     row = table.set_index("claim").loc["AT beats ST"]
     assert row["seed 0: verdict"] == "holds" and "AT 30.0 %" in row["seed 0: evidence"]
@@ -201,14 +264,17 @@ def test_claims_side_by_side_lines_up_two_runs_by_claim(tmp_path):
 
 def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp_path, capsys):
     reference = tmp_path / "results" / "laptop-cifar10"
-    results.Claims(reference / "01_supervised").greater("AT beats ST", 0.27, 0.0, n=500, names=("AT", "ST"))
-    results.Claims(reference / "02_simclr").check("SimCLR reaches 40 %", False, "38.0 %", n=500)
+    results.Claims(reference / "01_supervised").greater(
+        "AT beats ST", 0.27, 0.0, n=500, names=("AT", "ST"), kind="observation"
+    )
+    results.Claims(reference / "02_simclr").check("SimCLR reaches 40 %", False, "38.0 %", n=500, kind="observation")
     (reference / "run.json").write_text(
         json.dumps({"profile": "laptop", "dataset": "cifar10", "seed": 0, "commit": "a" * 40})
     )
     text = results.reference_claims("01_supervised", reference=reference)
-    assert text.splitlines()[0].endswith("1 of 1 checks of 01_supervised hold") and "aaaaaaaaaaaa" in text
-    assert "[holds] AT beats ST" in text and "n = 500" in text and "SimCLR" not in text
+    assert text.splitlines()[0].endswith("01_supervised: paper claims (0): none; other checks (1): 1 holds")
+    assert "aaaaaaaaaaaa" in text
+    assert "[holds] AT beats ST (observation)" in text and "n = 500" in text and "SimCLR" not in text
     assert "does not hold" in results.reference_claims("02_simclr", reference=reference)
     assert capsys.readouterr().out.count("reference run laptop-cifar10") == 2
     assert results.reference_claims("01_supervised", reference=tmp_path / "none") is None
