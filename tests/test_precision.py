@@ -131,7 +131,7 @@ def test_bf16_training_on_real_cifar10_matches_fp32_within_noise(cifar10_jpeg: P
     for precision in ("fp32", "bf16"):
         with runtime.seeded_init(0, "precision-test"):
             model = Classifier(resnet18(width=8), num_classes=10)
-        cfg = TrainConfig(epochs=4, batch_size=128, lr=2e-3, precision=precision, progress=False)
+        cfg = TrainConfig(epochs=6, batch_size=128, lr=2e-3, precision=precision, progress=False)
         train_supervised(model, data.train, cfg)
         attack_p = AttackConfig(**{**attack.__dict__, "precision": precision})
         results[precision] = (
