@@ -150,4 +150,102 @@ def notebook_for(chapter: str, root: Path | None = None) -> str:
     return f"notebooks/{found[0].name}" if found else f"notebooks/{chapter}.ipynb"
 
 
-__all__ = ["setup", "load_data", "notebook_for"]
+# ------------------------------------------------------------------------------------------------ this run
+PROFILE_NOTES = {
+    "smoke": "smoke profile: a narrow network trained for a few epochs on a few hundred images; its numbers test "
+    "that the code runs, they cannot confirm or refute the papers",
+    "laptop": "laptop profile: a small network trained for a few epochs on 10,000 real CIFAR-10 images on a CPU; "
+    "differences of a few points are inside the noise of 1,000 test images, and the papers trained far longer",
+    "quick": "quick profile: the standard network on the whole training set for a few dozen epochs on one GPU, "
+    "shorter than the papers' schedules",
+    "paper": "paper profile: the papers' own settings, as far as their sources state them (docs/protocol.md)",
+}
+
+
+def describe_attack(attack) -> str:
+    """An attack's settings in words: ``"PGD-10, L-inf 4/255, step 2.55/255, from the clean image"``."""
+    from rcl.results import format_eps
+
+    start = {False: "from the clean image", True: "from a random point of the ball", "uniform": "from a random point "
+             "of the ball", "normal": "from x + 0.001 N(0, 1)"}[attack.random_start]  # fmt: skip
+    norm = "L-inf" if attack.norm == "linf" else "L2"
+    radius = format_eps(attack.eps) if attack.norm == "linf" else f"{attack.eps:g}"
+    return f"PGD-{attack.steps}, {norm} {radius}, step {attack.alpha * 255:.3g}/255, {start}"
+
+
+def this_run(cfg: profiles.Config, chapter: str, data=None):
+    """The settings this chapter's run uses, as a table to show before its results ("this run"): computed from
+    ``cfg`` and the chapter's own functions, so the prose never has to state a number the run may not use.
+
+    ``chapter``: its two-digit number (``"01"`` ... ``"09"``); ``data``: the chapter's ``Dataset`` (for the image
+    counts). Returns a DataFrame with one column, ``this run``, indexed by setting; it also prints the profile's
+    note (what its numbers can and cannot show)."""
+    import pandas as pd
+
+    from rcl import study
+    from rcl.runtime import precision_choice
+
+    rows: dict[str, object] = {
+        "profile": cfg.profile,
+        "dataset": cfg.dataset
+        + (f" ({len(data.train):,} training / {len(data.test):,} test images)" if data is not None else ""),
+        "network": f"{cfg.arch}, width {cfg.width}",
+        "precision": precision_choice(cfg.device, cfg.precision)[0],
+        "seed": cfg.seed,
+    }
+    attack = {kind: describe_attack(study.attack(cfg, kind)) for kind in ("train", "eval", "std")}
+    schedule = f"Adam, lr {cfg.lr:g}, batch {cfg.batch_size}"
+    if chapter in ("01", "02", "03", "04"):
+        rows["pre-training"] = (
+            f"{cfg.supervised_epochs} epochs (SL), {cfg.pretrain_epochs} epochs (CL, SCL); {schedule}"
+            if chapter == "04"
+            else f"{cfg.supervised_epochs if chapter == '01' else cfg.pretrain_epochs} epochs; {schedule}"
+        )
+        if chapter != "01":
+            rows["contrastive temperature"] = cfg.temperature
+            rows["linear head"] = f"{cfg.linear_epochs} epochs"
+        rows["adversarial training attack"] = attack["train"]
+    if chapter == "04":
+        rows["adversarial fine-tuning"] = f"{cfg.finetune_epochs} epochs"
+    if chapter in ("01", "02", "03", "04", "05", "06"):
+        rows["evaluation attack (the main study's)"] = attack["eval"]
+    if chapter in ("01", "05", "08"):
+        rows["the field's attack"] = attack["std"]
+    if chapter in ("01", "05"):
+        rows["eps curve"] = ", ".join(f"{e * 255:g}/255" for e in cfg.eps_grid)
+    if chapter == "05":
+        rows["AutoAttack"] = (
+            f"suite {cfg.autoattack_suite}, {cfg.autoattack_steps} iterations, {cfg.autoattack_n} test images"
+        )
+    if chapter == "06":
+        rows["CKA"] = f"{cfg.cka_examples} test images"
+        rows["layer probes"] = f"{cfg.probe_epochs} epochs"
+    if chapter == "07":
+        from rcl import acl
+
+        rows["ACL pre-training"] = (
+            f"{cfg.acl_epochs} epochs, batch {cfg.acl_batch_size}, SGD lr {cfg.acl_lr:g}, temperature "
+            f"{cfg.acl_temperature:g}; attack {describe_attack(acl.pretrain_attack(cfg))}"
+        )
+        rows["TRADES fine-tuning"] = (
+            f"{cfg.acl_finetune_epochs} epochs, lr {cfg.acl_finetune_lr:g}; attack "
+            f"{describe_attack(acl.finetune_attack(cfg))}"
+        )
+        rows["validation (picks the epoch)"] = describe_attack(acl.val_attack(cfg))
+        rows["test attack"] = describe_attack(acl.eval_attack(cfg))
+    if chapter == "08":
+        from rcl import false_negatives as fn
+
+        rows["training"] = (
+            f"{cfg.fn_epochs} epochs (budgets {', '.join(map(str, fn.budgets(cfg)))}); {schedule}; temperature "
+            f"{cfg.temperature:g}; linear heads {cfg.linear_epochs} epochs"
+        )
+        rows["eps curve"] = f"PGD-{fn.EVAL_STEPS} from the clean image at " + ", ".join(
+            f"{e * 255:g}/255" for e in fn.EPS_GRID
+        )
+        rows["adversarial pre-training attack"] = attack["train"]
+    print(PROFILE_NOTES.get(cfg.profile, f"profile {cfg.profile}"))
+    return pd.DataFrame({"this run": pd.Series(rows, dtype=object)}).rename_axis("setting")
+
+
+__all__ = ["setup", "load_data", "notebook_for", "this_run", "describe_attack", "PROFILE_NOTES"]

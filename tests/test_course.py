@@ -68,3 +68,31 @@ def test_setup_still_raises_for_an_unknown_dataset():
 def test_notebook_for_names_the_chapter_notebook():
     assert course.notebook_for("00_setup") == "notebooks/00_setup_and_data.ipynb"
     assert course.notebook_for("97_missing") == "notebooks/97_missing.ipynb"
+
+
+def test_this_run_states_the_settings_the_chapter_runs_with(capsys, tmp_path):
+    """Issue 25: the prose quoted PGD-40, 5 attack steps and tau 0.07 where the laptop run used PGD-10, 2 steps and
+    tau 0.2; the box is computed from the run's own settings instead."""
+    from rcl import acl, profiles
+
+    laptop = profiles.resolve("laptop", "synthetic", "cpu", run_dir=tmp_path)
+    box = course.this_run(laptop, "01")["this run"]
+    assert box["evaluation attack (the main study's)"] == (
+        f"PGD-{laptop.eval_steps}, L-inf 4/255, step {laptop.eval_alpha * 255:.3g}/255, from the clean image"
+    )
+    assert (
+        box["the field's attack"].startswith(f"PGD-{laptop.std_steps}, L-inf 8/255")
+        and "random point" in box["the field's attack"]
+    )
+    assert box["adversarial training attack"].startswith(f"PGD-{laptop.train_steps}, L-inf 8/255")
+    printed = capsys.readouterr().out
+    assert printed.startswith("laptop profile") and "smoke" not in printed
+    assert course.this_run(laptop, "02")["this run"]["contrastive temperature"] == laptop.temperature
+    acl_box = course.this_run(laptop, "07")["this run"]
+    assert acl_box["test attack"].startswith(f"PGD-{acl.eval_attack(laptop).steps}, L-inf 8/255")
+    assert acl_box["validation (picks the epoch)"].startswith(f"PGD-{laptop.std_steps},")
+    aa = course.this_run(laptop, "05")["this run"]["AutoAttack"]
+    assert f"{laptop.autoattack_steps} iterations" in aa and laptop.autoattack_suite in aa
+    capsys.readouterr()
+    course.this_run(profiles.resolve("smoke", "synthetic", "cpu", run_dir=tmp_path), "08")
+    assert capsys.readouterr().out.startswith("smoke profile")
