@@ -1,11 +1,13 @@
 """Profiles: one parameter that picks a coherent set of sizes for the whole study.
 
 - ``smoke``: CPU, seconds per notebook, a tiny-width ResNet-18 on a few hundred images (CI, nbval).
-- ``laptop``: CPU, real CIFAR-10, the whole course in about an hour on two cores: a ResNet-18 of width 16 on 10,000
-  images, large enough for the papers' main trends to show (the committed reference run ``results/laptop-cifar10``).
+- ``laptop``: CPU, real CIFAR-10, the whole course in at most two hours on two cores: a ResNet-18 of width 16 on
+  10,000 images, sized so that the models of every comparison leave chance (the committed reference run
+  ``results/laptop-cifar10`` records its wall time).
 - ``quick``: one GPU, the whole study in well under an hour, ResNet-18 on CIFAR-10.
 - ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
-- ``auto``: ``smoke`` on CPU, ``quick`` on CUDA.
+- ``auto``: ``smoke`` on CPU, ``quick`` on CUDA (in a notebook; ``python -m rcl.reproduce --profile auto`` picks
+  ``laptop`` on a CPU where real data is at hand, ``rcl.reproduce.auto_profile``).
 
 Every field can be overridden by keyword: ``resolve("smoke", pretrain_epochs=5)``, and is checked where it enters
 (``resolve``, ``Config.replace`` or ``Config(...)``): ``width=0`` is ``ValueError("width must be an integer >= 1,
@@ -159,9 +161,9 @@ PROFILES: dict[str, dict] = {
         fn_epochs=2,
         torch_compile=False,
     ),
-    # Sized by measurement on a 2-core CPU with real CIFAR-10 (README, "The laptop profile"): the whole course in
-    # about an hour there, large enough that the papers' main trends show (results/laptop-cifar10). Width 16: in bf16
-    # on a CPU with native bf16 its training step costs what width 8 costs in fp32 (python -m rcl.bench --device cpu).
+    # Sized by measurement on a 2-core CPU with real CIFAR-10 (tools/pilot_budget.py, README "The laptop profile"):
+    # the whole course in at most two hours there, with every model of a comparison clear of chance. Width 16: in
+    # bf16 on a CPU with native bf16 its training step costs what width 8 costs in fp32 (python -m rcl.bench).
     "laptop": dict(
         arch="resnet18",
         width=16,

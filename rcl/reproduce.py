@@ -715,6 +715,8 @@ def run(
                 "--jobs-only runs the training jobs without the notebooks: add --launcher local or slurm"
             )
         here = _planning_device(device, profile, launcher, jobs_only)
+        if profile == "auto":
+            profile = auto_profile(here, dataset, root)
         requested = resolve(profile, dataset=dataset, device=here, run_dir=out).dataset
         cfg = setup(profile, dataset, here, run_dir=out, overrides=settings)  # checks every setting first
         data_root = str(Path(cfg.data_root).absolute())
@@ -1107,6 +1109,54 @@ def _cpu_threads(launcher, threads: int | None) -> tuple[int | None, str | None]
     )
 
 
+def auto_profile(device: str, dataset: str | None, root: Path) -> str:
+    """``--profile auto``: the course's reproduction wherever it can run. ``quick`` on a GPU; on a CPU ``laptop``
+    when real data is at hand (``dataset``, default CIFAR-10: on disk or downloadable), saying up front how long the
+    committed laptop reference run took; ``smoke`` otherwise, loudly (synthetic images test the code only)."""
+    from rcl.course import _is_unavailable, _load, _warn
+    from rcl.runtime import pick_device
+
+    if pick_device(device).type == "cuda":
+        print("rcl.reproduce: --profile auto -> quick (a GPU is here)")
+        return "quick"
+    if dataset is not None and dataset.strip().lower() == "synthetic":
+        print("rcl.reproduce: --profile auto -> smoke (synthetic images: the test profile)")
+        return "smoke"
+    laptop = resolve("laptop", dataset=dataset, device="cpu")
+    try:
+        _load(laptop, n_train=10, n_test=10)
+    except Exception as err:  # only a missing dataset picks smoke; a wrong name or path still raises
+        if not _is_unavailable(err):
+            raise
+        _warn(
+            [
+                f"rcl.reproduce: --profile auto -> smoke: {laptop.dataset} is not here and cannot be downloaded",
+                f"  ({err})",
+                "  The smoke profile trains tiny networks on synthetic images: its numbers test the code, they cannot",
+                "  confirm or refute the papers. Give real images with --dataset (cifar10 online, or",
+                "  imagefolder:<path>) or choose --profile laptop once CIFAR-10 is in data/.",
+            ]
+        )
+        return "smoke"
+    took = ""
+    reference = root / "results" / "laptop-cifar10" / "run.json"
+    try:
+        record = json.loads(reference.read_text())
+        machine = record.get("machine_at_start", {})
+        hours = float(record["wall_seconds"]) / 3600
+        took = (
+            f"; the committed laptop reference run took {hours:.1f} h on a {machine.get('cpu_count', '?')}-core "
+            f"{machine.get('cpu', 'CPU')} (results/laptop-cifar10/run.json)"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    print(
+        f"rcl.reproduce: --profile auto -> laptop (real {laptop.dataset} is at hand): the course's reproduction on a "
+        f"CPU{took}. --profile smoke runs the quick test profile instead."
+    )
+    return "laptop"
+
+
 def _planning_device(device: str, profile: str, launcher: str, jobs_only: bool) -> str:
     """The device this process resolves the profile on. A login node without a GPU may submit CUDA jobs to SLURM
     (``--jobs-only``: the notebooks, which need the GPU, run elsewhere); everything else needs the device here."""
@@ -1237,7 +1287,9 @@ def _write_summary(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rcl.reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--profile", default="auto", help="smoke | laptop | quick | paper | auto (smoke on CPU, quick on GPU)"
+        "--profile",
+        default="auto",
+        help="smoke | laptop | quick | paper | auto (quick on a GPU; laptop on a CPU with real data, else smoke)",
     )
     parser.add_argument("--dataset", default=None, help="cifar10 | cifar100 | synthetic | imagefolder:<path>")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")

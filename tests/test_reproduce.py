@@ -460,3 +460,38 @@ def test_a_small_image_folder_runs_from_the_command_line(tmp_path):
         "".join(o.get("text", "")) for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]
     )
     assert "changed: n_test=20 n_train=60" in text and "train images per class: [30, 30]" in text
+
+
+def test_auto_profile_is_the_laptop_reproduction_where_real_data_is_at_hand(tmp_path, monkeypatch, capsys):
+    """Issue 25: `make reproduce` on a CPU runs the laptop profile when real images are there, says up front how long
+    the committed reference run took, and falls back to smoke loudly when they are not."""
+    from PIL import Image
+
+    import rcl.course
+    import rcl.data
+
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for c, colour in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+            (root / split / c).mkdir(parents=True)
+            for i in range(12):
+                Image.new("RGB", (32, 32), colour).save(root / split / c / f"{i}.png")
+    checkout = tmp_path / "checkout"
+    (checkout / "results" / "laptop-cifar10").mkdir(parents=True)
+    (checkout / "results" / "laptop-cifar10" / "run.json").write_text(
+        json.dumps({"wall_seconds": 5400, "machine_at_start": {"cpu_count": 2, "cpu": "Intel Xeon"}})
+    )
+    assert reproduce.auto_profile("cpu", f"imagefolder:{root}", checkout) == "laptop"
+    out = capsys.readouterr().out
+    assert "--profile auto -> laptop" in out and "took 1.5 h on a 2-core Intel Xeon" in out
+    assert reproduce.auto_profile("cpu", "synthetic", checkout) == "smoke"
+
+    def offline(name, *args, **kwargs):
+        raise rcl.data.DatasetUnavailable(f"{name} is not available: no files and no network (test)")
+
+    monkeypatch.setattr(rcl.data, "load_dataset", offline)
+    assert reproduce.auto_profile("cpu", None, checkout) == "smoke"
+    err = " ".join(line.strip("! ") for line in capsys.readouterr().err.splitlines())  # the banner's text, unwrapped
+    assert "--profile auto -> smoke: cifar10 is not here" in err and "cannot confirm or refute the papers" in err
+    with pytest.raises(ValueError, match="unknown dataset"):
+        reproduce.auto_profile("cpu", "bogus", checkout)
