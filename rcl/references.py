@@ -37,23 +37,23 @@ _ROWS = [
      "clean_acc", None, _NAN, 0.9382, _NAN, "SCL", "ST", "04_scenarios"),
     (MAIN, "solo-learn README", "SupCon, 1000 epochs, linear eval", "cifar100", "resnet18", "SupCon",
      "clean_acc", None, _NAN, 0.7038, _NAN, "SCL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy", "cifar10", "resnet50", "supervised",
-     "clean_acc", None, _NAN, 0.950, _NAN, "SL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy, end to end", "cifar10", "resnet50", "supervised",
+     "clean_acc", None, _NAN, 0.950, _NAN, "SL", "end-to-end ST", "01_supervised"),
     (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar10", "resnet50", "SupCon",
      "clean_acc", None, _NAN, 0.960, _NAN, "SCL", "ST", "04_scenarios"),
     (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar10", "resnet50", "SimCLR",
      "clean_acc", None, _NAN, 0.936, _NAN, "CL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy", "cifar100", "resnet50", "supervised",
-     "clean_acc", None, _NAN, 0.753, _NAN, "SL", "ST", "04_scenarios"),
+    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy, end to end", "cifar100", "resnet50", "supervised",
+     "clean_acc", None, _NAN, 0.753, _NAN, "SL", "end-to-end ST", "01_supervised"),
     (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar100", "resnet50", "SupCon",
      "clean_acc", None, _NAN, 0.765, _NAN, "SCL", "ST", "04_scenarios"),
     (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar100", "resnet50", "SimCLR",
      "clean_acc", None, _NAN, 0.707, _NAN, "CL", "ST", "04_scenarios"),
     # adversarial training: where robust accuracy should head
     (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
-     "supervised PGD-AT", "clean_acc", None, _NAN, 0.845, _NAN, "SL", "Full-AT", "05_robustness"),
+     "supervised PGD-AT", "clean_acc", None, _NAN, 0.845, _NAN, "SL", "end-to-end AT", "01_supervised"),
     (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
-     "supervised PGD-AT", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "SL", "Full-AT", "05_robustness"),
+     "supervised PGD-AT", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "SL", "end-to-end AT", "01_supervised"),
     (MAIN, "RobustBench (ResNet-18 entries)", "various adversarial training recipes", "cifar10", "resnet18",
      "adversarial training", "robust_acc", "autoattack", _E8, 0.43, 0.57, "SL", "Full-AT", "05_robustness"),
     # ACL and the adversarial contrastive method it compares with
@@ -243,7 +243,7 @@ def run_settings(settings: Mapping) -> dict[str, dict]:
         "arch": f"{settings['arch']} (width {settings['width']})",
     }
     return {
-        MAIN: {**base, "epochs": settings["pretrain_epochs"]},
+        MAIN: {**base, "epochs": f"{settings['supervised_epochs']} (SL), {settings['pretrain_epochs']} (CL, SCL)"},
         ACL: {**base, "epochs": f"{settings['acl_epochs']} + {settings['acl_finetune_epochs']} fine-tuning"},
         GUPTA: {**base, "epochs": settings["fn_epochs"]},
     }
@@ -309,7 +309,19 @@ def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None =
     return pd.DataFrame(rows)
 
 
-__all__ = ["ACL", "COLUMNS", "GUPTA", "MAIN", "PAPERS", "beside", "format_value", "gap_long", "table", "to_long"]
+__all__ = [
+    "ACL",
+    "COLUMNS",
+    "GUPTA",
+    "MAIN",
+    "PAPERS",
+    "beside",
+    "format_value",
+    "gap_long",
+    "ghofrani_probes",
+    "table",
+    "to_long",
+]
 
 
 # --------------------------------------------------------------------------------------- the authors' CKA matrices
@@ -393,3 +405,16 @@ def ghofrani_eps_sweep() -> pd.DataFrame:
                 | {tap: float(diagonal[tap]) for tap in ("stem", "layer4.2", "pool")}
             )
     return pd.DataFrame(rows)
+
+
+def ghofrani_probes() -> pd.DataFrame:
+    """The authors' own linear-probe accuracy at the last probed layer (the pooled features) of the eight released
+    models whose scheme and scenario their files name (ResNet-50, CIFAR-100, 30 probe epochs): rows ``scheme``,
+    ``scenario`` (AT, Partial-AT, Full-AT), ``clean_acc``, ``robust_acc`` (on their adversarial inputs), fractions."""
+    rows = [
+        {"scheme": key.split("/")[0], "scenario": key.split("/")[1], **values}
+        for key, values in _ghofrani()["probes_last_layer"].items()
+    ]
+    order = {"SL": 0, "CL": 1, "SCL": 2, "AT": 0, "Partial-AT": 1, "Full-AT": 2}
+    frame = pd.DataFrame(rows, columns=["scheme", "scenario", "clean_acc", "robust_acc"])
+    return frame.sort_values(["scheme", "scenario"], key=lambda c: c.map(order)).reset_index(drop=True)
