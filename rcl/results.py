@@ -243,7 +243,8 @@ class Claim:
     behind the verdict, in words. ``n``: the sample size behind them (test images, pairs, ...), None when not a
     sample. ``within_noise``: the effect is inside its noise band, so the verdict is *undecided* whatever its sign.
     ``kind``: ``paper``, ``method`` or ``observation`` (:data:`KINDS`). ``paper``: the key of the papers' claim it
-    tests (``rcl.paper_claims``, ``docs/claims.md``), "" otherwise.
+    tests (``rcl.paper_claims``, ``docs/claims.md``), "" otherwise. ``effect``: the difference it measured (a - b,
+    a fraction) when it compares two numbers, so that runs of several seeds can show its spread.
     """
 
     text: str
@@ -254,6 +255,7 @@ class Claim:
     chapter: str = ""
     paper: str = ""
     kind: str = ""
+    effect: float | None = None  # the measured difference (a - b, a fraction) where the claim compares two numbers
 
     @property
     def verdict(self) -> str:
@@ -297,13 +299,14 @@ def claim(
     within_noise: bool = False,
     chapter: str = "",
     paper: str = "",
+    effect: float | None = None,
 ) -> Claim:
     """Build and print a :class:`Claim` (see :class:`Claims` to also save it with the chapter's results)."""
     if holds is not None:
         holds = bool(holds)
     made = Claim(
         str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise), chapter, paper,
-        _kind_of(kind, paper),
+        _kind_of(kind, paper), None if effect is None else float(effect),
     )  # fmt: skip
     print(made)
     return made
@@ -343,16 +346,20 @@ class Claims:
         kind: str | None = None,
         within_noise: bool = False,
         paper: str = "",
+        effect: float | None = None,
     ) -> None:
         """Print the verdict of ``text`` given ``holds`` (None: untestable, ``evidence`` says why) and the
         ``evidence`` (numbers, with ``n``), and save it. ``kind``: ``method`` or ``observation``; ``paper``: the
-        register key of the papers' claim it tests instead (``rcl.paper_claims``)."""
+        register key of the papers' claim it tests instead (``rcl.paper_claims``); ``effect``: the difference
+        measured, when there is one (:meth:`greater` and :meth:`paired` pass it)."""
         if paper:
             from rcl.paper_claims import claim as registered
 
             registered(paper)  # KeyError naming the valid keys
         chapter = self.out.name if self.out is not None else ""
-        made = claim(text, holds, evidence, n, kind=kind, within_noise=within_noise, chapter=chapter, paper=paper)
+        made = claim(
+            text, holds, evidence, n, kind=kind, within_noise=within_noise, chapter=chapter, paper=paper, effect=effect
+        )
         self.items = [c for c in self.items if c.text != made.text] + [made]
         self._save()
 
@@ -407,7 +414,9 @@ class Claims:
         if not isinstance(n, (int, float)):  # two sample sizes: name them, keep the smaller as the claim's n
             evidence += f" (n = {int(n[0])} for {names[0]}, {int(n[1])} for {names[1]})"
             n = min(n)
-        self.check(text, diff > 0, evidence, n=int(n), kind=kind, within_noise=abs(diff) <= band, paper=paper)
+        self.check(
+            text, diff > 0, evidence, n=int(n), kind=kind, within_noise=abs(diff) <= band, paper=paper, effect=diff
+        )
 
     def paired(
         self,
@@ -439,7 +448,9 @@ class Claims:
             f"{what} {names[0]} {100 * mean_a:.1f} % vs {names[1]} {100 * mean_b:.1f} %: {100 * diff:+.1f} points, "
             f"paired 95 % interval [{100 * low:+.1f}, {100 * high:+.1f}]"
         )
-        self.check(text, diff > 0, evidence, n=len(a), kind=kind, within_noise=low <= 0 <= high, paper=paper)
+        self.check(
+            text, diff > 0, evidence, n=len(a), kind=kind, within_noise=low <= 0 <= high, paper=paper, effect=diff
+        )
 
     def frame(self) -> pd.DataFrame:
         """The claims as a table: chapter, claim, verdict, evidence, n, within_noise."""
@@ -466,9 +477,11 @@ def claims_frame(items: Iterable[Claim | dict]) -> pd.DataFrame:
                 "evidence": c.evidence,
                 "n": c.n,
                 "within_noise": c.within_noise,
+                "effect": c.effect,
             }
         )
-    return pd.DataFrame(rows, columns=["chapter", "kind", "paper", "claim", "verdict", "evidence", "n", "within_noise"])
+    columns = ["chapter", "kind", "paper", "claim", "verdict", "evidence", "n", "within_noise", "effect"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def verdict_counts(claims: pd.DataFrame) -> str:
@@ -518,6 +531,44 @@ def claims_side_by_side(runs: dict[str, str | Path], contains: str | None = None
     if contains is not None:
         table = table[table.claim.str.contains(contains, regex=False)]
     return table.reset_index(drop=True)
+
+
+def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
+    """One verdict per claim over runs of several seeds (``{label: run_dir}``): ``holds`` or ``does not hold``
+    only when every run says so (the same sign, outside the noise, in each), ``untestable`` when any run could not
+    test it, ``undecided`` otherwise (inside the noise somewhere, or the seeds disagree). Columns: chapter, kind,
+    paper, claim, one verdict column per run, ``verdict`` (the combined one) and ``spread`` (the effect in each
+    run, in points, where the claim measured one). A claim missing from a run is left out."""
+    frames = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
+    keys = ["chapter", "kind", "paper", "claim"]
+    table = None
+    for label, frame in frames.items():
+        part = frame[[*keys, "verdict", "effect"]].rename(columns={"verdict": label, "effect": f"{label} effect"})
+        table = part if table is None else table.merge(part, on=keys, how="inner")
+    if table is None or table.empty:
+        return pd.DataFrame(columns=[*keys, *runs, "verdict", "spread"])
+    labels = list(runs)
+
+    def combined(row) -> str:
+        verdicts = {row[label] for label in labels}
+        if "untestable" in verdicts:
+            return "untestable"
+        return verdicts.pop() if len(verdicts) == 1 and verdicts <= {"holds", "does not hold"} else "undecided"
+
+    def spread(row) -> str:
+        effects = [row[f"{label} effect"] for label in labels]
+        if any(e is None or pd.isna(e) for e in effects):
+            return ""
+        return " / ".join(f"{100 * e:+.1f}" for e in effects) + " points"
+
+    table["verdict"] = table.apply(combined, axis=1)
+    table["spread"] = table.apply(spread, axis=1)
+    order = table.kind.ne("paper").astype(int)
+    return (
+        table.assign(_o=order)
+        .sort_values("_o", kind="stable")[[*keys, *labels, "verdict", "spread"]]
+        .reset_index(drop=True)
+    )
 
 
 REFERENCE_RUN = Path("results") / "laptop-cifar10"  # the committed reference run, under the project root

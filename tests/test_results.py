@@ -290,3 +290,31 @@ def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading
     assert capsys.readouterr().out.count("this run is the reference run") == 2
     monkeypatch.delenv(results.PUBLISHING_ENV)
     assert results.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
+
+
+def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_path):
+    """Issue 25: where two seeds exist, a verdict needs the same sign in both, and the table shows the spread."""
+    cases = {  # claim: (seed 0 a, b), (seed 1 a, b) on 1,000 images each
+        "both hold": ((0.40, 0.20), (0.38, 0.21)),
+        "signs differ": ((0.40, 0.20), (0.20, 0.40)),
+        "inside the noise once": ((0.40, 0.20), (0.31, 0.30)),
+        "both do not hold": ((0.10, 0.40), (0.12, 0.38)),
+    }
+    for seed in (0, 1):
+        claims = results.Claims(tmp_path / f"seed{seed}" / "08_false_negatives")
+        for text, pairs in cases.items():
+            a, b = pairs[seed]
+            claims.greater(text, a, b, n=1000, names=("A", "B"), kind="observation")
+        claims.greater("at chance", 0.4, 0.1, n=1000, names=("A", "B"), paper="gupta-csl-less-robust",
+                       clean=(0.12 if seed else 0.5, 0.5), chance=0.1)  # fmt: skip
+    table = results.across_seeds({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}).set_index("claim")
+    assert table.verdict.to_dict() == {
+        "at chance": "untestable",
+        "both hold": "holds",
+        "signs differ": "undecided",
+        "inside the noise once": "undecided",
+        "both do not hold": "does not hold",
+    }
+    assert table.index[0] == "at chance"  # the papers' claims first
+    assert table.spread["both hold"] == "+20.0 / +17.0 points" and table.spread["at chance"] == ""
+    assert table.loc["inside the noise once", "seed 1"] == "undecided"
