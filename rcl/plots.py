@@ -327,10 +327,14 @@ def grouped_lines(
     ylabel: str = "",
     title: str = "",
     percent: bool = True,
+    panel_by: str | None = None,
+    chance: float | None = None,
     save: str | Path | None = None,
 ):
     """Lines from a tidy ``frame``: colour per ``color_by`` value, line style per entry of ``values``, marker per
-    ``marker_by`` value; the legend sits outside the axes, one entry per colour, style and marker.
+    ``marker_by`` value; the legend sits outside the axes, one entry per colour, style and marker. ``panel_by``: one
+    panel per value of that column (sharing the y axis), so no panel holds more than a handful of lines; a colour
+    means the same value in every panel. ``chance``: a dashed line at the accuracy of guessing.
 
     ``values``: label -> column, e.g. ``{"clean": "clean_acc", "robust": "robust_acc"}`` (first solid, then
     dashed, dotted, ...). ``x``: the column on the x axis (categorical, in ``x_order`` or first-seen order).
@@ -339,40 +343,47 @@ def grouped_lines(
 
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "D", "v", "P", "X"]
-    palette = plt.get_cmap("tab10").colors
     x_order = list(dict.fromkeys(frame[x])) if x_order is None else list(x_order)
-    colors = {key: palette[i % len(palette)] for i, key in enumerate(dict.fromkeys(frame[color_by]))}
+    colors = _colours(frame[color_by])
     marks = (
         {key: markers[i % len(markers)] for i, key in enumerate(dict.fromkeys(frame[marker_by]))} if marker_by else {}
     )
     line_style = {label: styles[i % len(styles)] for i, label in enumerate(values)}
-    fig, ax = plt.subplots(figsize=(7.2, 3.8))
+    panels = list(dict.fromkeys(frame[panel_by])) if panel_by else [None]
+    width = 7.2 if panel_by is None else 3.4 * len(panels) + 1.6
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.8), squeeze=False, sharey=True)
     keys = [color_by] + ([marker_by] if marker_by else [])
-    for key, part in frame.groupby(keys, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        part = part.set_index(x).reindex(x_order)
-        for label, column in values.items():
-            ys = part[column].astype(float) * (100 if percent else 1)
-            ax.plot(
-                range(len(x_order)),
-                ys.values,
-                color=colors[key[0]],
-                linestyle=line_style[label],
-                marker=marks.get(key[1]) if marker_by else "o",
-                markersize=4,
-                label=" / ".join(str(k) for k in key) + f" {label}",
-            )
-    ax.set_xticks(range(len(x_order)), [str(v) for v in x_order], rotation=45 if len(x_order) > 8 else 0, fontsize=7)
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
+    for ax, panel in zip(axes.flat, panels):
+        part_of_panel = frame if panel is None else frame[frame[panel_by] == panel]
+        for key, part in part_of_panel.groupby(keys, sort=False):
+            key = key if isinstance(key, tuple) else (key,)
+            part = part.set_index(x).reindex(x_order)
+            for label, column in values.items():
+                ys = part[column].astype(float) * (100 if percent else 1)
+                ax.plot(
+                    range(len(x_order)),
+                    ys.values,
+                    color=colors[key[0]],
+                    linestyle=line_style[label],
+                    marker=marks.get(key[1]) if marker_by else "o",
+                    markersize=4,
+                    label=" / ".join(str(k) for k in key) + f" {label}",
+                )
+        _chance_line(ax, chance, percent)
+        rotate = 45 if len(x_order) > 8 or panel_by else 0
+        ax.set_xticks(range(len(x_order)), [str(v) for v in x_order], rotation=rotate, fontsize=7)
+        ax.set_xlabel(xlabel or x)
+        ax.set_title(str(panel) if panel is not None else title, fontsize=9 if panel is not None else None)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(ylabel + (" (%)" if percent else ""))
+    if panel_by is not None and title:
+        fig.suptitle(title)
     handles = [Line2D([], [], color=c, lw=2, label=str(k)) for k, c in colors.items()]
     if len(values) > 1:
         handles += [Line2D([], [], color="0.3", linestyle=s, label=str(k)) for k, s in line_style.items()]
     if marker_by and len(marks) > 1:
         handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=str(k)) for k, m in marks.items()]
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    axes.flat[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _finish(fig, save)
 
 

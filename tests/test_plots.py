@@ -153,3 +153,17 @@ def test_eps_curves_give_each_scheme_its_own_panel_with_a_chance_line():
 def test_heatmap_tick_labels_are_readable():
     fig = plots.heatmap(torch.eye(6), [f"layer{i}" for i in range(6)])
     assert min(t.get_fontsize() for t in fig.axes[0].get_xticklabels()) >= 7
+
+
+def test_grouped_lines_in_panels_keep_a_handful_of_lines_each():
+    """Issue 25: chapter 06's probe plot put 18 lines in one panel."""
+    fig = plots.grouped_lines(
+        _probes(), x="layer", values={"clean": "clean_acc", "robust": "robust_acc"}, color_by="scenario",
+        marker_by=None, panel_by="scheme", chance=0.1,
+    )  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes] == ["SL", "CL", "SCL"]
+    for ax in fig.axes:
+        drawn = [line for line in ax.get_lines() if line.get_label() != "chance"]
+        assert len(drawn) == 4  # two scenarios, clean and robust
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
+    assert colours[0] == colours[1] == colours[2]  # a scenario keeps its colour across the panels
