@@ -65,6 +65,15 @@ def _chance_line(ax, chance: float | None, percent: bool = True) -> None:
         ax.axhline(100 * chance if percent else chance, color="0.4", ls="--", lw=0.9, label="chance", zorder=1)
 
 
+def _caption(fig, text: str) -> None:
+    """A one-line caption under the figure, in the saved PNG too, stating the numbers the figure shows."""
+    import textwrap
+
+    fig.text(
+        0.0, 0.0, textwrap.fill(text, 150), fontsize=7, ha="left", va="top", color="0.25", transform=fig.transFigure
+    )
+
+
 def training_curves(
     histories: dict[str, list[dict]],
     keys: Sequence[str] = ("loss",),
@@ -91,6 +100,12 @@ def training_curves(
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     axes.flat[0].legend(handles.values(), handles.keys(), fontsize=8)
+    last = []
+    for name, history in histories.items():
+        shown = [f"{key} {history[-1][key]:.3g}" for key in keys if history and history[-1].get(key) is not None]
+        if shown:
+            last.append(f"{name}: {', '.join(shown)}")
+    _caption(fig, f"After epoch {max((len(h) for h in histories.values()), default=0)}: " + "; ".join(last))
     return _finish(fig, save)
 
 
@@ -193,6 +208,15 @@ def line_plot(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    unit, scale = (" %", 100) if percent else ("", 1)
+    _caption(
+        fig,
+        "; ".join(
+            f"{name}: {scale * list(v)[0]:.3g}{unit} at {x[0]}, {scale * list(v)[-1]:.3g}{unit} at {x[-1]}"
+            for name, v in series.items()
+        )
+        + (f"; chance {100 * chance:.0f} %" if chance is not None else ""),
+    )
     return _finish(fig, save)
 
 
@@ -221,6 +245,15 @@ def eps_curves(
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("robust accuracy (%)")
     axes.flat[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    largest = frame.eps.max()
+    at_largest = frame[frame.eps == largest]
+    names = at_largest[list(group)].astype(str).agg(" / ".join, axis=1)
+    _caption(
+        fig,
+        f"Robust accuracy at {largest * 255:g}/255: "
+        + ", ".join(f"{n} {100 * v:.1f} %" for n, v in zip(names, at_largest.robust_acc))
+        + (f"; chance {100 * chance:.0f} %" if chance is not None else ""),
+    )
     return _finish(fig, save)
 
 
@@ -289,6 +322,16 @@ def accuracy_bars(
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, title=columns, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _fit_tick_labels(ax)
+    cells = table.stack().dropna()
+    if not cells.empty:
+        (hi_row, hi_col), (lo_row, lo_col) = cells.idxmax(), cells.idxmin()
+        text = (
+            f"{value.replace('_', ' ')}: highest {hi_row} / {hi_col} {100 * cells.max():.1f} %, lowest {lo_row} / "
+            f"{lo_col} {100 * cells.min():.1f} %"
+        )
+        text += f"; chance {100 * chance:.0f} %" if chance is not None else ""
+        text += f"; error bars: two standard errors on {n} test images" if n else ""
+        _caption(fig, text)
     return _finish(fig, save)
 
 
@@ -384,6 +427,15 @@ def grouped_lines(
     if marker_by and len(marks) > 1:
         handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=str(k)) for k, m in marks.items()]
     axes.flat[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    first_label, first_column = next(iter(values.items()))
+    end = frame[frame[x] == x_order[-1]]
+    group = [c for c in (panel_by, color_by, marker_by) if c]
+    scale = 100 if percent else 1
+    shown = []
+    for key, part in end.groupby(group, sort=False):
+        name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
+        shown.append(f"{name} {scale * part[first_column].iloc[0]:.3g}" + (" %" if percent else ""))
+    _caption(fig, f"{first_label} at {x_order[-1]}: " + ", ".join(shown))
     return _finish(fig, save)
 
 

@@ -167,3 +167,26 @@ def test_grouped_lines_in_panels_keep_a_handful_of_lines_each():
         assert len(drawn) == 4  # two scenarios, clean and robust
     colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
     assert colours[0] == colours[1] == colours[2]  # a scenario keeps its colour across the panels
+
+
+def test_every_figure_states_its_numbers_in_a_caption(tmp_path):
+    """Issue 25: each figure is followed by a line with this run's numbers (in the saved PNG too)."""
+
+    def caption(fig) -> str:
+        return " ".join(t.get_text() for t in fig.texts)
+
+    frame = pd.DataFrame({"scheme": ["SL", "SL", "CL", "CL"], "kind": ["ST", "AT", "ST", "AT"],
+                          "robust_acc": [0.0, 0.3, 0.05, 0.25]})  # fmt: skip
+    bars = plots.accuracy_bars(frame, index="scheme", columns="kind", chance=0.1, n=1000, save=tmp_path / "b.png")
+    assert "highest SL / AT 30.0 %, lowest SL / ST 0.0 %; chance 10 %; error bars" in caption(bars)
+    curves = plots.training_curves({"run": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.25}]})
+    assert caption(curves) == "After epoch 2: run: loss 1.25"
+    eps = pd.DataFrame(
+        [{"scheme": "SL", "scenario": "ST", "eps": e, "robust_acc": r} for e, r in ((0, 0.5), (8 / 255, 0.1))]
+    )
+    assert "Robust accuracy at 8/255: SL / ST 10.0 %" in caption(plots.eps_curves(eps))
+    lines = plots.grouped_lines(
+        _probes(), x="layer", values={"clean": "clean_acc"}, panel_by="scheme", color_by="scenario", marker_by=None
+    )
+    assert caption(lines).startswith("clean at pool: SL / ST 30 %")
+    assert "a: 10 % at 0, 50 % at 2" in caption(plots.line_plot({"a": [0.1, 0.3, 0.5]}, [0, 1, 2], "x", "y"))
