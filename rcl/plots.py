@@ -65,7 +65,7 @@ def _chance_line(ax, chance: float | None, percent: bool = True) -> None:
         ax.axhline(100 * chance if percent else chance, color="0.4", ls="--", lw=0.9, label="chance", zorder=1)
 
 
-def _caption(fig, text: str) -> None:
+def caption(fig, text: str) -> None:
     """A one-line caption under the figure, in the saved PNG too, stating the numbers the figure shows."""
     import textwrap
 
@@ -105,7 +105,7 @@ def training_curves(
         shown = [f"{key} {history[-1][key]:.3g}" for key in keys if history and history[-1].get(key) is not None]
         if shown:
             last.append(f"{name}: {', '.join(shown)}")
-    _caption(fig, f"After epoch {max((len(h) for h in histories.values()), default=0)}: " + "; ".join(last))
+    caption(fig, f"After epoch {max((len(h) for h in histories.values()), default=0)}: " + "; ".join(last))
     return _finish(fig, save)
 
 
@@ -209,7 +209,7 @@ def line_plot(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     unit, scale = (" %", 100) if percent else ("", 1)
-    _caption(
+    caption(
         fig,
         "; ".join(
             f"{name}: {scale * list(v)[0]:.3g}{unit} at {x[0]}, {scale * list(v)[-1]:.3g}{unit} at {x[-1]}"
@@ -248,7 +248,7 @@ def eps_curves(
     largest = frame.eps.max()
     at_largest = frame[frame.eps == largest]
     names = at_largest[list(group)].astype(str).agg(" / ".join, axis=1)
-    _caption(
+    caption(
         fig,
         f"Robust accuracy at {largest * 255:g}/255: "
         + ", ".join(f"{n} {100 * v:.1f} %" for n, v in zip(names, at_largest.robust_acc))
@@ -331,7 +331,7 @@ def accuracy_bars(
         )
         text += f"; chance {100 * chance:.0f} %" if chance is not None else ""
         text += f"; error bars: two standard errors on {n} test images" if n else ""
-        _caption(fig, text)
+        caption(fig, text)
     return _finish(fig, save)
 
 
@@ -435,7 +435,7 @@ def grouped_lines(
     for key, part in end.groupby(group, sort=False):
         name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
         shown.append(f"{name} {scale * part[first_column].iloc[0]:.3g}" + (" %" if percent else ""))
-    _caption(fig, f"{first_label} at {x_order[-1]}: " + ", ".join(shown))
+    caption(fig, f"{first_label} at {x_order[-1]}: " + ", ".join(shown))
     return _finish(fig, save)
 
 
