@@ -452,13 +452,36 @@ def hypersphere(
             z2.append(encoder(augment(x, gen)).float())
     z1, z2 = torch.cat(z1), torch.cat(z2)
     clean = features(encoder, split, batch_size=batch_size, normalize=True, device=device)
-    labels = split.labels.cpu()
-    within = [uniformity(clean[labels == c]) for c in labels.unique() if int((labels == c).sum()) >= 2]
     return {
         "alignment": float(alignment(z1, z2)),
         "uniformity": float(uniformity(clean)),
-        "uniformity_within": float(torch.stack(within).mean()) if within else math.nan,
+        "uniformity_within": uniformity_within(clean, split.labels.cpu()),
     }
+
+
+def uniformity_within(feats: Tensor, labels: Tensor) -> float:
+    """Wang & Isola's uniformity among the examples of each class, averaged over the classes with two or more:
+    ``feats`` [N, D] (normalised here), ``labels`` [N]. Lower: a class spread further over the sphere."""
+    u = F.normalize(feats.float(), dim=1)
+    within = [uniformity(u[labels == c]) for c in labels.unique() if int((labels == c).sum()) >= 2]
+    return float(torch.stack(within).mean()) if within else math.nan
+
+
+def paired_bootstrap(
+    measure, feats_a: Tensor, feats_b: Tensor, labels: Tensor, *, resamples: int = 200, seed: int = 0
+) -> tuple[float, float, float]:
+    """``measure(feats_a, labels) - measure(feats_b, labels)`` and its 95 % paired bootstrap interval over the test
+    examples (the same resampled examples for both models): ``(diff, low, high)``. For a geometry measure of two
+    encoders on the same images (``feats_*`` [N, D], ``labels`` [N]), e.g. :func:`uniformity_within`."""
+    if feats_a.shape[0] != feats_b.shape[0] or feats_a.shape[0] != labels.shape[0]:
+        raise ValueError("feats_a, feats_b and labels must hold the same test examples")
+    gen = torch.Generator().manual_seed(seed)
+    diffs = []
+    for _ in range(resamples):
+        index = torch.randint(len(labels), (len(labels),), generator=gen)
+        diffs.append(measure(feats_a[index], labels[index]) - measure(feats_b[index], labels[index]))
+    low, high = torch.tensor(diffs, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return measure(feats_a, labels) - measure(feats_b, labels), float(low), float(high)
 
 
 def class_margins(feats: Tensor, labels: Tensor) -> tuple[Tensor, dict]:
@@ -597,6 +620,8 @@ __all__ = [
     "gap_closed_by_eps",
     "matched_clean",
     "mean_robust",
+    "paired_bootstrap",
+    "uniformity_within",
     "robust_per_image",
     "with_budget",
     "supcon",

@@ -269,3 +269,17 @@ def test_matched_clean_picks_the_closest_budget_and_gap_closed_only_where_the_ga
     )
     closed = fn.gap_closed_by_eps(frame, n=1000).set_index("eps").gap_closed
     assert closed[1 / 255] == pytest.approx(1 / 3) and math.isnan(closed[8 / 255])
+
+
+def test_paired_bootstrap_of_a_geometry_measure_separates_a_spread_class_from_a_tight_one():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 4
+    centres = F.normalize(torch.randn(4, 16, generator=gen), dim=1)
+    tight = centres[labels] + 0.05 * torch.randn(200, 16, generator=gen)  # each class close to its centre
+    spread = centres[labels] + 1.0 * torch.randn(200, 16, generator=gen)  # each class all over the sphere
+    assert fn.uniformity_within(spread, labels) < fn.uniformity_within(tight, labels)
+    diff, low, high = fn.paired_bootstrap(fn.uniformity_within, spread, tight, labels, resamples=50)
+    assert diff < 0 and low < high < 0  # spread minus tight: lower, outside its noise
+    assert fn.paired_bootstrap(fn.uniformity_within, tight, tight, labels, resamples=20) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same test examples"):
+        fn.paired_bootstrap(fn.uniformity_within, tight, tight[:10], labels)
