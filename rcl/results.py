@@ -512,27 +512,6 @@ def collect_claims(run_dir: str | Path) -> pd.DataFrame:
     return claims_frame(items)
 
 
-def claims_side_by_side(runs: dict[str, str | Path], contains: str | None = None) -> pd.DataFrame:
-    """The claims of several runs (e.g. two seeds) in one table: one row per (chapter, claim), per run a verdict
-    column and an evidence column, both named after the run's label in ``runs`` (``{label: run_dir}``).
-    ``contains``: keep only claims whose text contains it. A claim a run did not make shows as empty."""
-    frames = []
-    for label, run_dir in runs.items():
-        claims = collect_claims(run_dir)
-        if claims.empty:
-            continue
-        claims = claims[["chapter", "claim", "verdict", "evidence"]].rename(
-            columns={"verdict": f"{label}: verdict", "evidence": f"{label}: evidence"}
-        )
-        frames.append(claims.set_index(["chapter", "claim"]))
-    if not frames:
-        return pd.DataFrame()
-    table = pd.concat(frames, axis=1).reset_index()
-    if contains is not None:
-        table = table[table.claim.str.contains(contains, regex=False)]
-    return table.reset_index(drop=True)
-
-
 def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
     """One verdict per claim over runs of several seeds (``{label: run_dir}``): ``holds`` or ``does not hold``
     only when every run says so (the same sign, outside the noise, in each), ``untestable`` when any run could not

@@ -246,22 +246,6 @@ def test_markdown_cells_keep_a_literal_bar():
     assert text.splitlines()[-1] == "| mean \\|x - y\\| = 0.1 |"
 
 
-def test_claims_side_by_side_lines_up_two_runs_by_claim(tmp_path):
-    for seed, robust in ((0, 0.30), (1, 0.01)):
-        claims = results.Claims(tmp_path / f"seed{seed}" / "01_supervised")
-        claims.greater("AT beats ST", robust, 0.02, n=500, names=("AT", "ST"), kind="observation")
-        if seed == 0:
-            claims.check("only in seed 0", True, "x", kind="observation")
-    table = results.claims_side_by_side({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"})
-    row = table.set_index("claim").loc["AT beats ST"]
-    assert row["seed 0: verdict"] == "holds" and "AT 30.0 %" in row["seed 0: evidence"]
-    assert row["seed 1: verdict"] != "holds" and "AT 1.0 %" in row["seed 1: evidence"]
-    assert table.set_index("claim").loc["only in seed 0"].isna()["seed 1: verdict"]
-    only = results.claims_side_by_side({"a": tmp_path / "seed0"}, contains="beats")
-    assert list(only.claim) == ["AT beats ST"]
-    assert results.claims_side_by_side({"a": tmp_path / "empty"}).empty
-
-
 def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp_path, capsys):
     reference = tmp_path / "results" / "laptop-cifar10"
     results.Claims(reference / "01_supervised").greater(
