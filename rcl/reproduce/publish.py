@@ -27,16 +27,15 @@ import ctypes
 import ctypes.util
 import json
 import os
-import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from rcl import fileio
+from rcl.reproduce import provenance
 from rcl.runtime import precision_choice
 
 PROVENANCE = "run.json"
@@ -49,28 +48,18 @@ class NotPublishable(RuntimeError):
     """The checkout or the run folder cannot give a reference run (local changes, chapters missing)."""
 
 
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 def check_clean(root: Path) -> str:
     """The full commit hash of the checkout at ``root``; ``NotPublishable`` when it is not a git checkout or when
     tracked files have local changes (a reference run must name the commit that produced it)."""
-    commit = (_git(root, "rev-parse", "HEAD") or "").strip()
-    if not commit:
+    state = provenance.git_state(root)
+    if state is None:
         raise NotPublishable(f"--publish needs a git checkout (none at {root}): a reference run names its commit")
-    changed = _git(root, "status", "--porcelain", "--untracked-files=no")
-    if changed and changed.strip():
-        files = ", ".join(line[3:] for line in changed.splitlines()[:5])
+    if state["changed"]:
         raise NotPublishable(
-            f"--publish needs a clean checkout; tracked files have local changes ({files}). Commit them (or run "
-            "from a fresh clone) so the reference run names the commit that produced it."
+            f"--publish needs a clean checkout; tracked files have local changes ({', '.join(state['changed'][:5])}). "
+            "Commit them (or run from a fresh clone) so the reference run names the commit that produced it."
         )
-    return commit
+    return state["commit"]
 
 
 def _published_files(folder: Path) -> set[str] | None:
@@ -165,32 +154,6 @@ def _swap_in(staging: Path, dest: Path) -> None:
     os.rename(dest, old)
     os.rename(staging, dest)  # an interrupt just before this is repaired by _recover_interrupted_swap
     shutil.rmtree(old)
-
-
-def machine() -> dict:
-    """Where this process runs: OS, CPU model and cores, torch's threads, Python and torch versions, load average."""
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15_min"] = [round(x, 2) for x in os.getloadavg()]
-    return info
 
 
 def chapter_times(notebook_dir: Path) -> list[dict]:
@@ -289,7 +252,7 @@ def _build(staging, run_dir, commit, settings, command, started, machine_at_star
             zip(("used", "why"), precision_choice(settings.get("device", "cpu"), settings.get("precision", "auto")))
         ),
         "machine_at_start": machine_at_start,
-        "machine_at_end": machine(),
+        "machine_at_end": provenance.machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)) if started else None,
         "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "chapters": times,

@@ -55,9 +55,10 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from rcl import jobs, profiles, publish
+from rcl import profiles
 from rcl.course import setup
 from rcl.profiles import resolve
+from rcl.reproduce import jobs, provenance, publish
 from rcl.results import PUBLISHING_ENV, git_commit, summary
 from rcl.runtime import PRECISION_ENV, precision_choice, project_root
 
@@ -294,7 +295,7 @@ def _defining(parameters: dict) -> dict:
 def code_version() -> str:
     """A hash of the rcl package's source files, the code every chapter imports (16 hex digits)."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # rcl/, the runner included
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -693,11 +694,11 @@ def run(
     root = project_root(notebook_dir)  # the checkout whose chapters run, wherever the command was started
     if publish_to is not None:
         commit = publish.check_clean(root)
-        at_start = publish.machine()
+        at_start = provenance.machine()
     forced = extra.get("precision") if extra.get("precision") != "auto" else None
     # the chapters' kernels and the jobs inherit these: the "reference run" cells then say they are it, and every
     # "auto" precision of theirs (training, attacks, evaluation) follows -p precision
-    here_rcl = str(Path(__file__).resolve().parent.parent)  # the kernels and jobs import this rcl, not another
+    here_rcl = str(Path(__file__).resolve().parents[2])  # the kernels and jobs import this rcl, not another
     python_path = os.pathsep.join(p for p in (here_rcl, os.environ.get("PYTHONPATH")) if p)
     with (
         _environ(PUBLISHING_ENV, None if publish_to is None else str(Path(publish_to).resolve())),
