@@ -361,7 +361,7 @@ def robust_per_image(outcomes: dict[float, Tensor]) -> Tensor:
 
     ``outcomes``: :func:`eps_records`' per-image outcomes (``{0.0: clean, eps: robust}``; the clean entry is left
     out). Its mean is the model's mean robust accuracy over the radii (:func:`mean_robust`), and two models'
-    scores on the same images are what a paired comparison resamples (``rcl.results.paired_interval``)."""
+    scores on the same images are what a paired comparison resamples (``rcl.verdicts.paired_interval``)."""
     robust = [o for eps, o in outcomes.items() if eps > 0]
     if not robust:
         raise ValueError("outcomes holds no radius above 0: pass eps_records' per-image outcomes")
@@ -394,10 +394,10 @@ def mean_robust(curves: pd.DataFrame) -> pd.Series:
 
 
 def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
-    """Per eps: the supervised - SimCLR gap, its noise band (``rcl.results.noise`` on ``n`` test images) and, for
+    """Per eps: the supervised - SimCLR gap, its noise band (``rcl.verdicts.noise`` on ``n`` test images) and, for
     every other SimCLR variant in ``curves``, the fraction of the gap it closes, where the gap is real (outside its
     band; NaN elsewhere: a gap inside the noise cannot be closed or widened measurably)."""
-    from rcl.results import noise
+    from rcl.verdicts import noise
 
     rows = []
     for eps, part in curves.groupby("eps"):

@@ -5,7 +5,7 @@ decides it, and what the source leaves open. A statement in double quotes is the
 offline (the arXiv abstract pages, a text copy of Gupta et al.'s introduction, the authors' released READMEs); a
 statement that starts with "Paraphrased" is not, and its ``source`` says where its content comes from. Nothing here
 is computed: :mod:`rcl.references` holds the papers' numbers, and the chapters check the claims on their own run
-with :class:`rcl.results.Claims`, citing the ``key``.
+with :class:`rcl.verdicts.Claims`, citing the ``key``.
 
 ``docs/claims.md`` is :func:`render_markdown`'s output; regenerate it after editing a claim::
 
@@ -66,7 +66,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "CL's Full-AT minus AT, clean accuracy and robust accuracy (threat model II at the evaluation setting); "
-            "holds if both are > 0 outside the noise band (rcl.results.noise)."
+            "holds if both are > 0 outside the noise band (rcl.verdicts.noise)."
         ),
         unknown=(
             "'Substantial' has no number in the README and the paper's accuracy tables are not reachable offline. The "
@@ -89,7 +89,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "robust accuracy under threat model I at the evaluation setting, CL Full-AT minus CL AT; holds if > 0 "
-            "outside the noise band (rcl.results.noise)."
+            "outside the noise band (rcl.verdicts.noise)."
         ),
         unknown=(
             "The abstract does not say with which attack 'more robust representations' is measured: threat model I is "
@@ -323,7 +323,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "robust accuracy (PGD-20, 8/255) of DS minus the SimCLR baseline's after the same fine-tuning mode, on "
-            "the same test images; holds if > 0 outside the noise band (rcl.results.noise) for every mode run."
+            "the same test images; holds if > 0 outside the noise band (rcl.verdicts.noise) for every mode run."
         ),
         unknown=(
             "The abstract's numbers (+2.99 % robust, +2.14 % standard accuracy on CIFAR-10) are against an earlier "
@@ -348,7 +348,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "robust accuracy (PGD-20, 8/255) after full fine-tuning, DS minus the better of A2A and A2S; holds if >= "
-            "0, a difference inside the noise band (rcl.results.noise) reported as a tie; clean accuracy beside it."
+            "0, a difference inside the noise band (rcl.verdicts.noise) reported as a tie; clean accuracy beside it."
         ),
         unknown=(
             "By which measure DS is 'best' (robust or standard accuracy, which fine-tuning mode) and by how much is "
@@ -372,7 +372,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "robust accuracy (PGD-20, 8/255) after linear fine-tuning, DS through the adversarial BatchNorm minus DS "
-            "through the clean BatchNorm; holds if > 0 outside the noise band (rcl.results.noise); supporting: the "
+            "through the clean BatchNorm; holds if > 0 outside the noise band (rcl.verdicts.noise); supporting: the "
             "two branches' statistics differ, more in the deep half of the network."
         ),
         unknown=(
@@ -425,7 +425,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         metric=(
             "PGD-20 robust accuracy averaged over eps 0.25-8/255 (one number per model, no radius chosen after the "
             "fact), supervised minus SimCLR, same network, augmentation and schedule, on the same test images; holds "
-            "if > 0 outside the noise band (rcl.results.noise); the per-eps gap is tabulated beside it."
+            "if > 0 outside the noise band (rcl.verdicts.noise); the per-eps gap is tabulated beside it."
         ),
         unknown=(
             "The networks, datasets, eps values and attacks of the paper's tables are not reachable offline (only the "
@@ -449,7 +449,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         metric=(
             "the same mean robust accuracy at matched clean accuracy: the earlier budget (a quarter, half or all of "
             "the epochs) of the arm with the higher clean accuracy whose clean accuracy is closest to the other arm's "
-            "final one; holds if supervised minus SimCLR > 0 outside the noise band (rcl.results.noise). The gap at "
+            "final one; holds if supervised minus SimCLR > 0 outside the noise band (rcl.verdicts.noise). The gap at "
             "each of the three budgets is tabulated beside it."
         ),
         unknown=(
@@ -471,7 +471,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
             "rate (the share of correctly classified clean test images whose prediction the attack turns wrong)."
         ),
         metric=(
-            "flip rate, SimCLR minus supervised, at each eps; holds if > 0 outside the noise band (rcl.results.noise) "
+            "flip rate, SimCLR minus supervised, at each eps; holds if > 0 outside the noise band (rcl.verdicts.noise) "
             "where the curves separate and SimCLR's robust/clean ratio is the lower one there (the ratio and the "
             "flip rate discount SimCLR's lower clean accuracy)."
         ),
@@ -544,7 +544,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         metric=(
             "SimCLR-FN(labels) minus SimCLR: within-class uniformity (should rise: classes less spread), mean class "
             "margin (should rise) and robust accuracy (PGD-20 on the same test images; should rise by more than the "
-            "noise band, rcl.results.noise); holds if all three move that way."
+            "noise band, rcl.verdicts.noise); holds if all three move that way."
         ),
         unknown="The experiments behind 'establish' (the paper's ablations and tables) are not reachable offline.",
     ),
@@ -565,7 +565,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         metric=(
             "fraction of the gap closed, (SimCLR-FN - SimCLR) / (supervised - SimCLR) in robust accuracy "
             "(rcl.false_negatives.gap_fraction), for each removal; holds if > 0 with the gain outside the noise band "
-            "(rcl.results.noise); the paper's best case is 0.68."
+            "(rcl.verdicts.noise); the paper's best case is 0.68."
         ),
         unknown=(
             "The paper's detection rule (k-means pseudo-labels are our reading of it), the setting in which 68 % was "
@@ -588,7 +588,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
         ),
         metric=(
             "robust accuracy (PGD-20, 8/255) of SimCLR-FN(kmeans) +AT minus SimCLR +AT on the same test images; holds "
-            "if > 0 outside the noise band (rcl.results.noise); the paper's figure is a gain of about 0.05, averaged "
+            "if > 0 outside the noise band (rcl.verdicts.noise); the paper's figure is a gain of about 0.05, averaged "
             "over two methods."
         ),
         unknown=(

@@ -303,9 +303,9 @@ def accuracy_bars(
     """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value.
 
     Every bar is labelled with its value (a 0.0 bar still shows "0.0"); ``n`` (test images behind each accuracy)
-    adds error bars of two standard errors (``rcl.results.noise``), ``chance`` a dashed line at the accuracy of
+    adds error bars of two standard errors (``rcl.verdicts.noise``), ``chance`` a dashed line at the accuracy of
     guessing. Long x labels are wrapped (and turned if they still collide); the legend sits outside the bars."""
-    from rcl.results import noise
+    from rcl.verdicts import noise
 
     table = frame.pivot_table(index=index, columns=columns, values=value, sort=False)
     groups, bars = len(table), max(1, len(table.columns))

@@ -1,4 +1,5 @@
-"""Tests of rcl.jobs: the study's training runs as a graph of jobs, run in parallel (issue 16).
+"""Tests of rcl.reproduce.jobs, .schedule and .launchers: the study's training runs as a graph of jobs, run in
+parallel (issue 16), and the chapters scheduled beside them.
 
 The real jobs train a width-4 ResNet-18 on 64 synthetic images for one or two epochs; the scheduler's own paths
 (a job that raises, a job that dies, SLURM) run jobs that do nothing but report, so the file stays near a minute.
@@ -8,6 +9,7 @@ the batch scripts, the fake runs them in the background once their ``afterok`` d
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -22,8 +24,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rcl import course, jobs, reproduce, study
+from rcl import course, reproduce, study
 from rcl.checkpoint import load_checkpoint
+from rcl.reproduce import chapters, cli, jobs, launchers, schedule
 
 SIZES = dict(
     width=4,
@@ -199,10 +202,10 @@ def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_
     assert [j.name for j in graph] == list(GRAPH)
     settings = jobs.JobSettings.of(cfg, device="cpu", threads=THREADS)
     victim, marker = "02_simclr/CL-ST", tmp_path / "killed-once"
-    first = jobs.run_jobs(
+    first = schedule.run_jobs(
         graph,
         settings,
-        jobs.LocalLauncher(workers=2),
+        launchers.LocalLauncher(workers=2),
         retries=0,
         poll=0.2,
         make_call=lambda s, j: _KilledAfterFirstEpoch(s, j, victim, marker),
@@ -216,7 +219,7 @@ def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_
     stopped = load_checkpoint(cfg.run_dir / victim / "last.pt")
     assert stopped["epoch"] == 1  # killed between its two epochs
 
-    second = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), poll=0.2)  # the same command again
+    second = schedule.run_jobs(graph, settings, launchers.LocalLauncher(workers=2), poll=0.2)  # the same command again
     assert _states(second) == {GRAPH[0]: "skipped", GRAPH[1]: "done", GRAPH[2]: "done"}
     resumed = load_checkpoint(cfg.run_dir / victim / "last.pt")
     assert resumed["epoch"] == 2 and resumed["extra"]["history"][0] == stopped["extra"]["history"][0]  # resumed
@@ -227,7 +230,7 @@ def test_local_workers_train_the_same_weights_as_the_sequential_run_even_when_a_
     with torch_threads(THREADS):
         assert _records(cfg) == _records(_cfg(sequential))  # the chapters would report the same numbers
 
-    third = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), poll=0.2)
+    third = schedule.run_jobs(graph, settings, launchers.LocalLauncher(workers=2), poll=0.2)
     assert _states(third) == dict.fromkeys(GRAPH, "skipped")  # done, files unchanged: nothing started
     summary = pd.read_csv(cfg.run_dir / "jobs" / "summary.csv")
     assert list(summary.job) == list(GRAPH) and set(summary.state) == {"skipped"}
@@ -256,7 +259,7 @@ def test_every_kind_of_job_trains_the_same_weights_in_a_job_process(tmp_path):
         for job in graph:  # in this process, one after the other
             jobs.KINDS[job.kind](here, data, *job.args)
     settings = jobs.JobSettings.of(there, device="cpu", threads=THREADS)
-    records = jobs.run_jobs(graph, settings, jobs.LocalLauncher(workers=2), retries=0, poll=0.2)
+    records = schedule.run_jobs(graph, settings, launchers.LocalLauncher(workers=2), retries=0, poll=0.2)
     assert _states(records) == dict.fromkeys(OTHER_KINDS, "done")
     for name in OTHER_KINDS:
         for file in ("last.pt", "best.pt"):
@@ -299,10 +302,10 @@ SCRIPTED = [
 def test_a_failing_job_blocks_only_its_dependants_and_a_dead_one_is_started_again(tmp_path, capsys):
     settings = jobs.JobSettings("smoke", "synthetic", "cpu", str(tmp_path))
     log, script = tmp_path / "starts.txt", {"a/broken": "raise", "b/dies-once": "die-once"}
-    records = jobs.run_jobs(
+    records = schedule.run_jobs(
         SCRIPTED,
         settings,
-        jobs.LocalLauncher(workers=2),
+        launchers.LocalLauncher(workers=2),
         retries=1,
         poll=0.2,
         make_call=lambda s, j: _Scripted(j, script, log),
@@ -325,7 +328,7 @@ def test_a_failing_job_blocks_only_its_dependants_and_a_dead_one_is_started_agai
     out = capsys.readouterr().out
     assert "blocked   a/needs-that  (needs a/broken, which failed)" in out
     assert "died, starting it again (attempt 2 of 2)" in out
-    rows = jobs.summary_rows(records)
+    rows = schedule.summary_rows(records)
     assert {r["job"]: r["state"] for r in rows} == _states(records)
 
 
@@ -343,17 +346,17 @@ class _RecordsGpu:
 def test_each_local_job_sees_only_its_gpu(tmp_path):
     graph = [jobs.Job(f"g/{i}", "none") for i in range(3)]
     settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(tmp_path))
-    records = jobs.run_jobs(
-        graph, settings, jobs.LocalLauncher(gpus=[3, 5]), poll=0.2, make_call=lambda s, j: _RecordsGpu(j, tmp_path)
+    records = schedule.run_jobs(
+        graph, settings, launchers.LocalLauncher(gpus=[3, 5]), poll=0.2, make_call=lambda s, j: _RecordsGpu(j, tmp_path)
     )
     where = {r.job.name: r.where for r in records}
     assert where["g/0"] == "gpu 3" and where["g/1"] == "gpu 5"  # the third takes the first GPU freed
     for r in records:  # each job saw only its GPU
         assert f"gpu {(tmp_path / r.job.slug).read_text()}" == r.where
-    cpu = jobs.run_jobs(
+    cpu = schedule.run_jobs(
         [jobs.Job("g/cpu", "none")],
         settings,
-        jobs.LocalLauncher(workers=1),
+        launchers.LocalLauncher(workers=1),
         make_call=lambda s, j: _RecordsGpu(j, tmp_path),
     )
     assert _states(cpu) == {"g/cpu": "done"} and (tmp_path / "g--cpu").read_text() == ""  # CPU workers: GPUs hidden
@@ -444,8 +447,8 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_slurm_jobs_are_submitted_with_their_dependencies_and_options(tmp_path, fake_slurm, capsys):
-    options = reproduce._launch_options(
-        reproduce.argparse.Namespace(
+    options = cli._launch_options(
+        argparse.Namespace(
             gpus=None,
             workers=None,
             time="1:30:00",
@@ -461,7 +464,9 @@ def test_slurm_jobs_are_submitted_with_their_dependencies_and_options(tmp_path, 
     launcher = reproduce.make_launcher("slurm", cfg, **options)
     settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(tmp_path / "run"))
     log, script = tmp_path / "starts.txt", {"a/broken": "raise"}
-    records = jobs.run_jobs(SCRIPTED, settings, launcher, poll=0.2, make_call=lambda s, j: _Scripted(j, script, log))
+    records = schedule.run_jobs(
+        SCRIPTED, settings, launcher, poll=0.2, make_call=lambda s, j: _Scripted(j, script, log)
+    )
     assert _states(records) == {
         "a/broken": "failed",
         "a/needs-broken": "blocked",
@@ -517,12 +522,12 @@ import sys
 from pathlib import Path
 import cloudpickle
 import test_jobs
-from rcl import jobs
+from rcl.reproduce import jobs, launchers, schedule
 from test_jobs import _WaitsForRelease
 cloudpickle.register_pickle_by_value(test_jobs)  # the job processes need not import the tests
 run_dir, release = sys.argv[1], Path(sys.argv[2])
 graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
-jobs.run_jobs(graph, jobs.JobSettings("smoke", "synthetic", "cuda", run_dir), jobs.SlurmLauncher(), poll=0.2,
+schedule.run_jobs(graph, jobs.JobSettings("smoke", "synthetic", "cuda", run_dir), launchers.SlurmLauncher(), poll=0.2,
               make_call=lambda s, j: _WaitsForRelease(release))
 """
 
@@ -549,7 +554,7 @@ def test_a_rerun_watches_the_slurm_jobs_a_dead_runner_left_in_the_queue(tmp_path
     release.touch()
     graph = [jobs.Job("s/slow", "none"), jobs.Job("s/after", "none", needs=("s/slow",))]
     settings = jobs.JobSettings("smoke", "synthetic", "cuda", str(run_dir))
-    records = jobs.run_jobs(graph, settings, jobs.SlurmLauncher(), poll=0.2)
+    records = schedule.run_jobs(graph, settings, launchers.SlurmLauncher(), poll=0.2)
     assert _states(records) == {"s/slow": "done", "s/after": "done"}
     assert sorted(p.name for p in fake_slurm.glob("*.sh")) == ["101.sh", "102.sh"]  # nothing submitted twice
     out = capsys.readouterr().out
@@ -574,7 +579,7 @@ def test_launcher_options_are_checked(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="--jobs-only runs the training jobs without the notebooks"):
         reproduce.main(["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path), "--jobs-only"])
     times = (240, "240", "4:00:00", "1-12", "1-00:30:00", "0:30")
-    assert [jobs._time_minutes(t) for t in times] == [240, 240, 240, 2160, 1470, 1]  # SLURM's --time formats
+    assert [launchers._time_minutes(t) for t in times] == [240, 240, 240, 2160, 1470, 1]  # SLURM's --time formats
 
 
 def test_cpu_workers_that_would_crowd_the_cores_get_a_fair_share_of_threads(monkeypatch):
@@ -583,16 +588,16 @@ def test_cpu_workers_that_would_crowd_the_cores_get_a_fair_share_of_threads(monk
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     with torch_threads(8):
-        threads, note = reproduce._cpu_threads(jobs.LocalLauncher(workers=4), None)
+        threads, note = launchers.cpu_threads(launchers.LocalLauncher(workers=4), None)
         assert threads == 2 and "OMP_NUM_THREADS=2" in note  # how to get the same weights from a sequential run
-        assert reproduce._cpu_threads(jobs.LocalLauncher(workers=4), 3) == (3, None)
-        assert reproduce._cpu_threads(jobs.LocalLauncher(workers=1), None) == (None, None)
-        assert reproduce._cpu_threads(jobs.LocalLauncher(gpus=[0, 1]), None) == (None, None)
+        assert launchers.cpu_threads(launchers.LocalLauncher(workers=4), 3) == (3, None)
+        assert launchers.cpu_threads(launchers.LocalLauncher(workers=1), None) == (None, None)
+        assert launchers.cpu_threads(launchers.LocalLauncher(gpus=[0, 1]), None) == (None, None)
         monkeypatch.setenv("OMP_NUM_THREADS", "8")
-        threads, note = reproduce._cpu_threads(jobs.LocalLauncher(workers=4), None)
+        threads, note = launchers.cpu_threads(launchers.LocalLauncher(workers=4), None)
         assert threads is None and "will fight over the cores" in note
     with torch_threads(2):
-        assert reproduce._cpu_threads(jobs.LocalLauncher(workers=4), None) == (None, None)  # 4 x 2 <= 8
+        assert launchers.cpu_threads(launchers.LocalLauncher(workers=4), None) == (None, None)  # 4 x 2 <= 8
 
 
 # ----------------------------------------------------------------------------------------------- rcl.reproduce
@@ -638,9 +643,9 @@ def test_reproduce_skips_only_the_chapters_of_a_failed_job_and_those_that_read_t
     log, script = tmp_path / "starts.txt", {"02_b/broken": "raise"}
     monkeypatch.setattr(jobs, "chapter_jobs", chapter_jobs)
     monkeypatch.setattr(
-        jobs,
-        "run_jobs",
-        functools.partial(jobs.run_jobs, poll=0.2, make_call=lambda s, j: _LockChecker(j, script, log)),
+        schedule,
+        "run_graph",
+        functools.partial(schedule.run_graph, poll=0.2, make_call=lambda s, j: _LockChecker(j, script, log)),
     )
     calls = _fake_papermill(monkeypatch)
     out = tmp_path / "run"
@@ -700,9 +705,9 @@ def test_each_chapter_starts_once_its_jobs_are_done_beside_the_jobs_and_chapters
     log = tmp_path / "starts.txt"
     monkeypatch.setattr(jobs, "chapter_jobs", lambda cfg, chapter, params=None: graph.get(chapter, []))
     monkeypatch.setattr(
-        jobs,
-        "run_jobs",
-        functools.partial(jobs.run_jobs, poll=0.1, make_call=lambda s, j: _Timed(j, seconds[j.name], log)),
+        schedule,
+        "run_graph",
+        functools.partial(schedule.run_graph, poll=0.1, make_call=lambda s, j: _Timed(j, seconds[j.name], log)),
     )
     chapter_times, lock = {}, threading.Lock()
 
@@ -791,7 +796,7 @@ def test_a_chapter_kernel_runs_with_its_slots_environment_and_an_interrupt_reach
     (tmp_path / "run" / "notebooks").mkdir(parents=True)
     env = {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "1"}
     for wait in (0, 60):
-        chapter = reproduce._Chapter(
+        chapter = chapters.ChapterThread(
             tmp_path / "01_env.ipynb",
             {"out": str(tmp_path / f"env{wait}.txt"), "wait": wait},
             tmp_path / "run",
@@ -827,7 +832,9 @@ def test_jobs_only_runs_the_jobs_and_no_chapter(tmp_path, monkeypatch):
     log = tmp_path / "starts.txt"
     monkeypatch.setattr(jobs, "chapter_jobs", lambda cfg, chapter, params=None: [jobs.Job("01_a/model", "none")])
     monkeypatch.setattr(
-        jobs, "run_jobs", functools.partial(jobs.run_jobs, poll=0.1, make_call=lambda s, j: _Timed(j, 0.1, log))
+        schedule,
+        "run_graph",
+        functools.partial(schedule.run_graph, poll=0.1, make_call=lambda s, j: _Timed(j, 0.1, log)),
     )
     calls = _fake_papermill(monkeypatch)
     out = tmp_path / "run"

@@ -21,9 +21,9 @@ from rcl.course import setup
 from rcl.data import load_dataset, synthetic_dataset
 from rcl.evaluate import accuracy, robust_accuracy
 from rcl.models import Classifier, resnet18
-from rcl.results import noise
 from rcl.runtime import PRECISION_ENV, autocast, precision_choice, resolve_precision
 from rcl.train import TrainConfig, train_supervised
+from rcl.verdicts import noise
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_setup_precision_reaches_every_auto_of_the_process(monkeypatch, no_env, 
 @pytest.mark.slow
 def test_bf16_training_on_real_cifar10_matches_fp32_within_noise(cifar10_jpeg: Path):
     """Same initial weights, data order and recipe; fp32 vs bf16 + channels_last. The band: two standard errors of
-    the difference of two independent accuracies on the same 500 test images (rcl.results.noise)."""
+    the difference of two independent accuracies on the same 500 test images (rcl.verdicts.noise)."""
     data = load_dataset(f"imagefolder:{cifar10_jpeg}", n_train=2000, n_test=500, seed=0)
     attack = AttackConfig(1 / 255, 0.5 / 255, 10, random_start=False)
     n = len(data.test)

@@ -8,7 +8,8 @@ import subprocess
 import nbformat
 import pytest
 
-from rcl import publish, reproduce
+from rcl import reproduce
+from rcl.reproduce import publish, runner
 
 
 def _git(root, *args):
@@ -110,7 +111,7 @@ def test_note_without_publish_is_an_error(capsys):
 
 def test_publish_refuses_a_checkout_with_local_changes_before_running(tmp_path, monkeypatch, checkout):
     (checkout / "a.py").write_text("changed\n")
-    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
+    monkeypatch.setattr(runner, "project_root", lambda *_: checkout)
     with pytest.raises(publish.NotPublishable, match="clean checkout"):
         reproduce.run("smoke", device="cpu", out=tmp_path / "run", publish_to=tmp_path / "pub")
     assert not (tmp_path / "run" / "notebooks").exists()
@@ -125,14 +126,14 @@ def test_the_chapters_of_a_run_being_published_know_it_and_the_variable_is_gone_
 
     from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
 
-    from rcl.results import PUBLISHING_ENV
+    from rcl.verdicts import PUBLISHING_ENV
 
     folder = tmp_path / "nb"
     folder.mkdir()
     _notebook(folder / "01_a.ipynb", "x = 1", params=BASE_PARAMS)
     seen = []
     _fake_papermill(monkeypatch, effect=lambda name, output, parameters: seen.append(os.environ.get(PUBLISHING_ENV)))
-    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
+    monkeypatch.setattr(runner, "project_root", lambda *_: checkout)
     monkeypatch.setattr(publish, "publish", lambda run_dir, dest, **kw: dest)
     monkeypatch.delenv(PUBLISHING_ENV, raising=False)
     reproduce.run("smoke", device="cpu", out=tmp_path / "run", notebook_dir=folder, publish_to=tmp_path / "pub")

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from rcl import reproduce
+from rcl.reproduce import cli
 from rcl.results import collect, save_robustness, summary_markdown
 
 BASE_PARAMS = 'profile = "auto"\ndataset = None\ndevice = "auto"\nrun_dir = None'
@@ -372,7 +373,7 @@ def test_a_bad_setting_stops_the_run_before_any_chapter(tmp_path, monkeypatch):
 
 def _use_notebooks(monkeypatch, notebooks):
     """Make reproduce.main run the chapters in ``notebooks``."""
-    monkeypatch.setattr(reproduce, "run", functools.partial(reproduce.run, notebook_dir=notebooks))
+    monkeypatch.setattr(cli, "run", functools.partial(reproduce.run, notebook_dir=notebooks))
 
 
 # ---- item 15: one clear line instead of a traceback (the traceback with --debug) ---------------------------------

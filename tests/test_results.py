@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from rcl import profiles, results
+from rcl import profiles, results, verdicts
+from rcl.reproduce import summary as run_summary
 
 
 # ------------------------------------------------------------------------------------------------------ claims
 def test_a_claim_prints_its_verdict_numbers_and_sample_size(capsys, tmp_path):
-    claims = results.Claims(tmp_path / "01_supervised")
+    claims = verdicts.Claims(tmp_path / "01_supervised")
     claims.greater(
         "adversarial training raises robust accuracy", 0.129, 0.133, n=256, names=("AT", "ST"), kind="observation"
     )
@@ -32,7 +33,7 @@ def test_a_claim_prints_its_verdict_numbers_and_sample_size(capsys, tmp_path):
 
 
 def test_every_claim_declares_its_kind(tmp_path):
-    claims = results.Claims(None)
+    claims = verdicts.Claims(None)
     with pytest.raises(ValueError, match="kind must be 'method'"):
         claims.check("x", True, "1 > 0")
     with pytest.raises(ValueError, match="kind must be"):
@@ -45,7 +46,7 @@ def test_every_claim_declares_its_kind(tmp_path):
 
 
 def test_untestable_when_a_model_is_at_chance_or_both_sit_at_the_floor(capsys):
-    claims = results.Claims(None)
+    claims = verdicts.Claims(None)
     claims.greater("A beats B", 0.05, 0.02, n=1000, names=("A", "B"), kind="observation", clean=(0.2, 0.6), chance=0.1)
     assert "A 20.0 % clean, within 15 points of chance" in claims.items[-1].evidence
     claims.greater("C beats D", 0.0, 0.0, n=1000, names=("C", "D"), kind="observation")
@@ -58,7 +59,7 @@ def test_untestable_when_a_model_is_at_chance_or_both_sit_at_the_floor(capsys):
 
 
 def test_a_claim_without_its_numbers_is_untestable(capsys):
-    claims = results.Claims(None)
+    claims = verdicts.Claims(None)
     claims.greater("SCL beats SL", float("nan"), 0.3, n=10, names=("SCL", "SL"), kind="observation")
     assert claims.items[0].holds is None
     assert "[untestable] SCL beats SL" in capsys.readouterr().out
@@ -73,22 +74,22 @@ def test_paired_interval_is_narrow_when_two_models_agree_on_most_images():
     a = b.clone()
     a[500:530] = 1  # a right where b is wrong
     a[:10] = 0  # b right where a is wrong
-    diff, low, high = results.paired_interval(a, b)
+    diff, low, high = verdicts.paired_interval(a, b)
     assert diff == pytest.approx(0.02)
     assert 0 < low < 0.02 < high < 0.04
-    assert results.noise(a.mean().item(), b.mean().item(), 1000) > 0.04
-    assert results.paired_interval(a, b) == (diff, low, high)  # seeded
-    same = results.paired_interval(b, b)
+    assert verdicts.noise(a.mean().item(), b.mean().item(), 1000) > 0.04
+    assert verdicts.paired_interval(a, b) == (diff, low, high)  # seeded
+    same = verdicts.paired_interval(b, b)
     assert same == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="same test images"):
-        results.paired_interval(a, b[:10])
+        verdicts.paired_interval(a, b[:10])
 
 
 def test_paired_claim_is_undecided_when_its_interval_holds_zero(capsys):
     gen = torch.Generator().manual_seed(0)
     a = torch.rand(1000, generator=gen) < 0.5
     b = torch.rand(1000, generator=gen) < 0.5  # independent coins: a difference of a point or two, inside noise
-    claims = results.Claims(None)
+    claims = verdicts.Claims(None)
     claims.paired("A beats B", a, b, names=("A", "B"), kind="observation")
     assert claims.items[-1].verdict == "undecided" and "paired 95 % interval" in claims.items[-1].evidence
     better = a | (torch.arange(1000) < 100)
@@ -99,13 +100,13 @@ def test_paired_claim_is_undecided_when_its_interval_holds_zero(capsys):
 
 
 def test_noise_is_two_adjusted_standard_errors():
-    assert results.noise(0.5, n=96) == pytest.approx(2 * (0.25 / 100) ** 0.5)  # p~ = 50/100
-    assert results.noise(0.5, 0.5, n=96) == pytest.approx(2 * (0.5 / 100) ** 0.5)
-    assert results.noise(0.5, 0.5, n=(96, 16)) == pytest.approx(2 * (0.25 / 100 + 0.25 / 20) ** 0.5)
-    zero = results.noise(0.0, 0.0, n=64)  # 0 % vs 0 %: not a band of zero width
+    assert verdicts.noise(0.5, n=96) == pytest.approx(2 * (0.25 / 100) ** 0.5)  # p~ = 50/100
+    assert verdicts.noise(0.5, 0.5, n=96) == pytest.approx(2 * (0.5 / 100) ** 0.5)
+    assert verdicts.noise(0.5, 0.5, n=(96, 16)) == pytest.approx(2 * (0.25 / 100 + 0.25 / 20) ** 0.5)
+    zero = verdicts.noise(0.0, 0.0, n=64)  # 0 % vs 0 %: not a band of zero width
     assert 0.04 < zero < 0.1
     with pytest.raises(ValueError, match="n must be"):
-        results.noise(0.5, n=0)
+        verdicts.noise(0.5, n=0)
 
 
 # ----------------------------------------------------------------------------------------------------- summary
@@ -158,7 +159,7 @@ def _records(run):
     results.save_table(
         pd.DataFrame([dict(model="SL / ST", first=0.99, last=0.41, n=128)]), run / "06_cka" / results.CKA_SUMMARY_FILE
     )
-    claims = results.Claims(run / "04_scenarios")
+    claims = verdicts.Claims(run / "04_scenarios")
     claims.greater("Full-AT is more robust than ST (SL)", 0.25, 0.05, n=64, names=("Full-AT", "ST"), kind="observation")
     claims.greater(
         "CL Full-AT beats AT", 0.30, 0.29, n=64, names=("Full-AT", "AT"), paper="ghofrani-cl-full-at-accuracy"
@@ -175,7 +176,7 @@ def test_summary_reads_like_a_report(tmp_path):
     _records(run)
     status = [{"notebook": "00_setup_and_data.ipynb", "status": "ran", "seconds": 75.4},
               {"notebook": "01_supervised_baseline.ipynb", "status": "skipped (complete)", "seconds": 0.0}]  # fmt: skip
-    text = results.summary(run, status, commit="abc1234")
+    text = run_summary.summary(run, status, commit="abc1234")
     head = text.splitlines()[2]
     for part in ("profile smoke", "dataset synthetic", "seed 3", "commit abc1234", "wall time 1 min 15 s"):
         assert part in head, head
@@ -196,18 +197,18 @@ def test_summary_reads_like_a_report(tmp_path):
     assert "**Claims:** paper claims (1): 1 undecided; other checks (1): 1 holds" in text
     table = text.split("## Claims checked on this run")[1]
     assert table.index("paper (ghofrani-cl-full-at-accuracy)") < table.index("| observation |")
-    saved = pd.read_csv(run / results.CLAIMS_CSV)
+    saved = pd.read_csv(run / run_summary.CLAIMS_CSV)
     assert {"kind", "paper", "verdict"} <= set(saved.columns)
     assert not ((saved.verdict == "holds") & saved.within_noise).any()
     # what issue 13 found in the old summary
     assert "0.0078" not in text and "0.0156" not in text and "256.0" not in text and "0.01568" not in text
     assert max(len(line.split("|")) for line in text.splitlines()) <= 12  # no 16-column table
-    assert (run / results.SUMMARY_CSV).exists() and (run / results.CLAIMS_CSV).exists()
-    assert len(pd.read_csv(run / results.SUMMARY_CSV)) == 1 + 6 + 3 + 4 + 3  # the full tidy table stays beside
+    assert (run / run_summary.SUMMARY_CSV).exists() and (run / run_summary.CLAIMS_CSV).exists()
+    assert len(pd.read_csv(run / run_summary.SUMMARY_CSV)) == 1 + 6 + 3 + 4 + 3  # the full tidy table stays beside
 
 
 def test_summary_of_an_empty_run(tmp_path):
-    text = results.summary(tmp_path, [], profile="quick", dataset="cifar10", seed=0, commit="x")
+    text = run_summary.summary(tmp_path, [], profile="quick", dataset="cifar10", seed=0, commit="x")
     assert "profile quick" in text and "(not run yet)" in text and "Smoke" not in text
 
 
@@ -248,20 +249,20 @@ def test_markdown_cells_keep_a_literal_bar():
 
 def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp_path, capsys):
     reference = tmp_path / "results" / "laptop-cifar10"
-    results.Claims(reference / "01_supervised").greater(
+    verdicts.Claims(reference / "01_supervised").greater(
         "AT beats ST", 0.27, 0.0, n=500, names=("AT", "ST"), kind="observation"
     )
-    results.Claims(reference / "02_simclr").check("SimCLR reaches 40 %", False, "38.0 %", n=500, kind="observation")
+    verdicts.Claims(reference / "02_simclr").check("SimCLR reaches 40 %", False, "38.0 %", n=500, kind="observation")
     (reference / "run.json").write_text(
         json.dumps({"profile": "laptop", "dataset": "cifar10", "seed": 0, "commit": "a" * 40})
     )
-    text = results.reference_claims("01_supervised", reference=reference)
+    text = verdicts.reference_claims("01_supervised", reference=reference)
     assert text.splitlines()[0].endswith("01_supervised: paper claims (0): none; other checks (1): 1 holds")
     assert "aaaaaaaaaaaa" in text
     assert "[holds] AT beats ST (observation)" in text and "n = 500" in text and "SimCLR" not in text
-    assert "does not hold" in results.reference_claims("02_simclr", reference=reference)
+    assert "does not hold" in verdicts.reference_claims("02_simclr", reference=reference)
     assert capsys.readouterr().out.count("reference run laptop-cifar10") == 2
-    assert results.reference_claims("01_supervised", reference=tmp_path / "none") is None
+    assert verdicts.reference_claims("01_supervised", reference=tmp_path / "none") is None
     assert "no committed reference run" in capsys.readouterr().out
 
 
@@ -269,11 +270,11 @@ def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading
     tmp_path, capsys, monkeypatch
 ):
     folder = tmp_path / "results" / "laptop-cifar10"
-    monkeypatch.setenv(results.PUBLISHING_ENV, str(folder))
-    assert results.reference_run(folder) is None and results.reference_claims("01_supervised", folder) is None
+    monkeypatch.setenv(verdicts.PUBLISHING_ENV, str(folder))
+    assert verdicts.reference_run(folder) is None and verdicts.reference_claims("01_supervised", folder) is None
     assert capsys.readouterr().out.count("this run is the reference run") == 2
-    monkeypatch.delenv(results.PUBLISHING_ENV)
-    assert results.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
+    monkeypatch.delenv(verdicts.PUBLISHING_ENV)
+    assert verdicts.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
 
 
 def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_path):
@@ -285,13 +286,13 @@ def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_pat
         "both do not hold": ((0.10, 0.40), (0.12, 0.38)),
     }
     for seed in (0, 1):
-        claims = results.Claims(tmp_path / f"seed{seed}" / "08_false_negatives")
+        claims = verdicts.Claims(tmp_path / f"seed{seed}" / "08_false_negatives")
         for text, pairs in cases.items():
             a, b = pairs[seed]
             claims.greater(text, a, b, n=1000, names=("A", "B"), kind="observation")
         claims.greater("at chance", 0.4, 0.1, n=1000, names=("A", "B"), paper="gupta-csl-less-robust",
                        clean=(0.12 if seed else 0.5, 0.5), chance=0.1)  # fmt: skip
-    table = results.across_seeds({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}).set_index("claim")
+    table = verdicts.across_seeds({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}).set_index("claim")
     assert table.verdict.to_dict() == {
         "at chance": "untestable",
         "both hold": "holds",

@@ -15,7 +15,8 @@ import nbformat
 import pytest
 from test_reproduce import BASE_PARAMS, _fake_papermill, _notebook
 
-from rcl import profiles, reproduce, results
+from rcl import profiles, reproduce, results, verdicts
+from rcl.reproduce import chapters, runner
 
 PARAMS = BASE_PARAMS + "\noverrides = {}"
 
@@ -52,7 +53,7 @@ def test_a_chapter_run_with_other_rcl_code_runs_again(tmp_path, monkeypatch):
     folder = _course(tmp_path, "00_a")
     calls = _fake_papermill(monkeypatch, effect=_write_table)
     _run(folder, tmp_path / "run")
-    monkeypatch.setattr(reproduce, "code_version", lambda: "0" * 16)
+    monkeypatch.setattr(chapters, "code_version", lambda: "0" * 16)
     calls.clear()
     _run(folder, tmp_path / "run")
     assert calls == ["00_a.ipynb"]
@@ -124,9 +125,9 @@ def test_damaged_tables_and_claims_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"04_scenarios/robustness.csv is damaged.*--only 04"):
         results.collect(tmp_path)
     (tmp_path / "04_scenarios" / results.ROBUSTNESS_FILE).unlink()
-    (tmp_path / "04_scenarios" / results.CLAIMS_FILE).write_text('[{"claim": "x"')
+    (tmp_path / "04_scenarios" / verdicts.CLAIMS_FILE).write_text('[{"claim": "x"')
     with pytest.raises(ValueError, match=r"04_scenarios/claims.json is damaged"):
-        results.collect_claims(tmp_path)
+        verdicts.collect_claims(tmp_path)
 
 
 def test_the_runner_hands_its_data_folder_to_every_chapter(tmp_path, monkeypatch):
@@ -140,7 +141,7 @@ def test_the_runner_hands_its_data_folder_to_every_chapter(tmp_path, monkeypatch
     _run(folder, tmp_path / "run", extra={"data_root": str(elsewhere / "data")})
     assert seen["overrides"]["data_root"] == str(elsewhere / "data")
     seen.clear()
-    monkeypatch.setattr(reproduce, "incomplete_reason", lambda *a, **k: "force")
+    monkeypatch.setattr(chapters, "incomplete_reason", lambda *a, **k: "force")
     _run(folder, tmp_path / "run")
     assert Path(seen["overrides"]["data_root"]).is_absolute()
 
@@ -151,7 +152,7 @@ def test_the_chapters_import_the_rcl_that_runs_them(tmp_path, monkeypatch):
     seen = []
     _fake_papermill(monkeypatch, effect=lambda *a: seen.append(os.environ.get("PYTHONPATH", "")))
     _run(folder, tmp_path / "run")
-    here = str(Path(reproduce.__file__).resolve().parent.parent)
+    here = str(Path(reproduce.__file__).resolve().parents[2])
     assert seen and seen[0].split(os.pathsep)[0] == here
 
 
@@ -203,7 +204,7 @@ def test_a_publication_refuses_chapters_left_from_a_run_with_other_settings(tmp_
     part of a seed-1 run."""
     import subprocess
 
-    from rcl import publish
+    from rcl.reproduce import publish
 
     checkout = tmp_path / "repo"
     checkout.mkdir()
@@ -212,7 +213,7 @@ def test_a_publication_refuses_chapters_left_from_a_run_with_other_settings(tmp_
     (checkout / "a.py").write_text("x = 1\n")
     subprocess.run(["git", "-C", str(checkout), "add", "a.py"], check=True)
     subprocess.run(["git", "-C", str(checkout), "commit", "-q", "-m", "one"], check=True)
-    monkeypatch.setattr(reproduce, "project_root", lambda *_: checkout)
+    monkeypatch.setattr(runner, "project_root", lambda *_: checkout)
     folder = _course(tmp_path, "00_a", "01_b")
     _fake_papermill(monkeypatch, effect=_write_table)
     out = tmp_path / "run"

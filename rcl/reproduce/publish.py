@@ -3,7 +3,7 @@
 ``python -m rcl.reproduce --profile laptop --dataset imagefolder:data/cifar10-jpeg --publish results/laptop-cifar10``
 runs the course and then calls :func:`publish`, which copies from the run folder
 
-- ``summary.md``, ``summary.csv``, ``claims.csv`` (the run's summary, ``rcl.results.summary``);
+- ``summary.md``, ``summary.csv``, ``claims.csv`` (the run's summary, ``rcl.reproduce.summary``);
 - every chapter's tables and figures (``*.csv``, ``*.json``, ``*.png``; never checkpoints);
 - the executed notebooks, outputs included;
 
@@ -36,6 +36,7 @@ from pathlib import Path
 
 from rcl import fileio
 from rcl.reproduce import provenance
+from rcl.reproduce.summary import duration_text
 from rcl.runtime import precision_choice
 
 PROVENANCE = "run.json"
@@ -270,11 +271,6 @@ def _build(staging, run_dir, commit, settings, command, started, machine_at_star
     fileio.write_atomic(staging / MARKER, lambda f: f.write(marker.encode()))
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
-
-
 def readme_text(record: dict, summary_md: str, note: str | None = None) -> str:
     """The published folder's README: what produced it (command, commit, machine, wall times), then the summary."""
     start = record.get("machine_at_start") or {}
@@ -298,11 +294,11 @@ def readme_text(record: dict, summary_md: str, note: str | None = None) -> str:
         f"({end.get('torch_threads')} threads), Python {end.get('python')}, {end.get('platform')}"
         + (f", GPU {end['cuda']}" if end.get("cuda") else ", no GPU"),
         f"- started {record.get('started')}; load average at the start {load} (1, 5, 15 min)" if load else "",
-        f"- wall time {_duration(record['wall_seconds'])} for {len(record['chapters'])} chapters:",
+        f"- wall time {duration_text(record['wall_seconds'])} for {len(record['chapters'])} chapters:",
         "",
         "| chapter | wall time |",
         "| --- | --- |",
-        *[f"| {row['notebook']} | {_duration(row['seconds'])} |" for row in record["chapters"]],
+        *[f"| {row['notebook']} | {duration_text(row['seconds'])} |" for row in record["chapters"]],
         "",
         "`run.json` holds every setting, the machine and the list of files; `notebooks/` the executed chapters "
         "with their outputs; each chapter's folder its tables (CSV/JSON) and figures. Checkpoints are not kept.",
