@@ -23,7 +23,7 @@ their released code (VITA-Group/Adversarial-Contrastive-Learning):
 
 Every run is loaded from ``run_dir/07_acl/`` when it is there and trained otherwise; its initial weights come from
 (run seed, checkpoint folder) (:func:`rcl.runtime.seeded_init`), so any process trains the same network (the jobs
-of :mod:`rcl.jobs`). ``PROTOCOL`` holds the
+of :mod:`rcl.reproduce.jobs`). ``PROTOCOL`` holds the
 paper's settings in one place; the profile scales epochs and sizes (``cfg.acl_*``), and ``plan`` says what a
 profile runs (the ``smoke`` profile runs a small slice of the grid on a few hundred images so the chapter stays
 under a minute on a CPU; its numbers test the code path, not the paper's claim).

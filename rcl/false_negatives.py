@@ -252,7 +252,7 @@ def linear_classifier(
 def models(cfg: Config, pl: Plan | None = None) -> list[tuple[str, int]]:
     """Every model the chapter uses, as ``(name, epochs)``, each after the earlier budget it continues from: the three
     matched arms at every budget, then the SimCLR runs with false negatives removed and the adversarial ones (full
-    budget). The chapter and the job graph (:mod:`rcl.jobs`) both read this list."""
+    budget). The chapter and the job graph (:mod:`rcl.reproduce.jobs`) both read this list."""
     pl = pl or plan(cfg)
     out = [(arm, epochs) for arm in ARMS for epochs in budgets(cfg)]
     out += [(scheme_name(r, False), cfg.fn_epochs) for r in pl.removals if r is not None]

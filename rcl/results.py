@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ["chapter", "scheme", "scenario", "attack", "norm", "eps", "steps", "clean_acc", "robust_acc"]
 ROBUSTNESS_FILE = "robustness.csv"
+CKA_SUMMARY_FILE = "cka_summary.csv"  # chapter 06's table of CKA(clean, adversarial) per model, read by the summary
 
 
 def save_text(path: Path, text: str) -> None:

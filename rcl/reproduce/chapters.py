@@ -379,8 +379,11 @@ class ChapterThread(threading.Thread):
             self.row = run_chapter(self.notebook, self.parameters, self.run_dir, kernel=self.kernel, **self.kw)
         except ChapterFailed as err:
             self.failure = str(err)
-        except BaseException as err:  # with --debug, run_chapter lets a dead kernel's error through
-            self.failure = f"\nFAILED: {self.notebook.name}: {type(err).__name__}: {err}"
+        except BaseException as err:  # with --debug, run_chapter lets a dead kernel's error through: keep its trace
+            import traceback
+
+            trace = traceback.format_exc() if self.kw.get("debug") else ""
+            self.failure = f"{trace}\nFAILED: {self.notebook.name}: {type(err).__name__}: {err}"
 
     def interrupt(self) -> None:
         """SIGINT to the chapter's kernel (it runs in its own session: a terminal's Ctrl-C does not reach it)."""

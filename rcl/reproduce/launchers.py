@@ -416,7 +416,7 @@ def make_launcher(
     threads: int | None = None,
     retries: int = 2,
 ):
-    """The ``rcl.jobs`` launcher of ``--launcher local|slurm`` and its options (``threads`` and ``retries`` are read
+    """The launcher of ``--launcher local|slurm`` and its options (``threads`` and ``retries`` are read
     by ``run``). Local: ``gpus`` (default: every visible GPU when ``cfg.device`` is CUDA; a GPU listed twice takes
     two jobs), else ``workers`` (default 1) jobs on the CPU. SLURM: ``partition``, ``time`` (minutes or h:mm:ss per
     job, default 24 h), ``gpus_per_job`` (default 1), ``cpus_per_job``, ``slurm_args`` (any other sbatch option)."""
