@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rcl import bench, gpu_check
+from rcl import gpu_check
+from rcl.bench.readme import render_readme
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -297,11 +298,11 @@ def _gpu_report(dry: bool) -> dict:
 
 def test_readme_section_says_whether_a_gpu_run_happened(tmp_path):
     (tmp_path / "cpu-gpu-check-dry-run.json").write_text(json.dumps(_gpu_report(dry=True)))
-    text = bench.render_readme(tmp_path)
+    text = render_readme(tmp_path)
     assert "## GPU check" in text and "No GPU run of the check has happened yet" in text
     assert "| phase `bench` | skipped |" in text
     (tmp_path / "nvidia-h200-gpu-check.json").write_text(json.dumps(_gpu_report(dry=False)))
-    text = bench.render_readme(tmp_path)
+    text = render_readme(tmp_path)
     assert "No GPU run of the check has happened yet" not in text
     assert "nvidia-h200-gpu-check.json<br>NVIDIA H200 |" in text
     assert (tmp_path / "README.md").read_text() == text
@@ -314,4 +315,4 @@ def test_project_readme_is_current():
     with tempfile.TemporaryDirectory() as tmp:
         for path in folder.glob("*.json"):
             shutil.copy2(path, Path(tmp) / path.name)
-        assert bench.render_readme(tmp) == expected, "regenerate it: python -m rcl.bench --render-readme"
+        assert render_readme(tmp) == expected, "regenerate it: python -m rcl.bench --render-readme"
