@@ -4,7 +4,7 @@ Run them from the project root::
 
     python -m rcl.bench [--device cpu|cuda] [--size tiny|small|full] [--repeats N] [--out PATH] [--no-compile]
     python -m rcl.bench --render-readme        # rebuild benchmarks/README.md from the JSON files beside it
-    python -m rcl.gpu_check --help             # or tools/gpu_check.sh [--prepare | --dry-run]
+    python -m rcl.bench.gpu_check --help       # or tools/gpu_check.sh [--prepare | --dry-run]
 
 ``python -m rcl.bench`` measures rcl's fast path against the usual way of writing it, in one process on the same
 architecture, batch size and inputs: the SimCLR training step (eager and ``compile=True``) against a torchvision +
@@ -36,6 +36,6 @@ Modules, one concern each:
 - :mod:`rcl.bench.run`: one run, every measurement gathered into the JSON report;
 - :mod:`rcl.bench.report`: the headline figures and the printed table; :mod:`rcl.bench.readme`: the one renderer of
   ``benchmarks/README.md``, with the GPU check's section from :mod:`rcl.bench.gpu_records`;
-- :mod:`rcl.bench.cli`: the command line; :mod:`rcl.gpu_check`: the GPU check (it uses the bench; the bench
+- :mod:`rcl.bench.cli`: the command line; :mod:`rcl.bench.gpu_check`: the GPU check (it uses the bench; the bench
   never imports it).
 """

@@ -1,8 +1,8 @@
-"""A GPU check's record (``<device>-gpu-check.json``, written by :mod:`rcl.gpu_check`) read back: its kind and
+"""A GPU check's record (``<device>-gpu-check.json``, written by :mod:`rcl.bench.gpu_check`) read back: its kind and
 phases, the figures a reader looks for first, the summary the check prints at the end, and its section of
 ``benchmarks/README.md`` (rendered with the bench's table by :func:`rcl.bench.readme.render_readme`).
 
-Here rather than in :mod:`rcl.gpu_check` so that the dependency goes one way: the check uses the bench, the
+Here rather than in :mod:`rcl.bench.gpu_check` so that the dependency goes one way: the check uses the bench, the
 bench never imports the check.
 """
 
@@ -102,8 +102,9 @@ def readme_lines(reports: list[tuple[str, dict]]) -> list[str]:
         "",
         "## GPU check",
         "",
-        "`tools/gpu_check.sh` checks and measures the CUDA path in one prepared run of at most 8 minutes on one GPU "
-        "(`python -m rcl.gpu_check --help`): it installs the carried wheels, runs the CUDA tests, runs "
+        "`tools/gpu_check.sh` checks and measures the CUDA path in one prepared run on one GPU, within the wall-time "
+        "budget that `gpu-check-machine.json` here sets for the machine it was prepared for "
+        "(`python -m rcl.bench.gpu_check --help`): it installs the carried wheels, runs the CUDA tests, runs "
         "`python -m rcl.bench --device cuda --size full`, trains a short slice of the `quick` profile on real "
         "CIFAR-10 (the JPEG copy; supervised, SimCLR and a linear head, with seconds per epoch and accuracies) and "
         "checks that bf16 + channels_last and fp32 end in the same accuracy band. Prepare it where there is a "

@@ -39,7 +39,7 @@ class BenchSize:
 
 
 SIZES = {
-    # the GPU check's CPU dry run (rcl.gpu_check --dry-run): every code path in seconds, figures meaningless
+    # the GPU check's CPU dry run (rcl.bench.gpu_check --dry-run): every code path in seconds, figures meaningless
     "tiny": BenchSize(
         width=2,
         batch=8,
