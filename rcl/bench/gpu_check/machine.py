@@ -24,7 +24,6 @@ MACHINE_FILE = "gpu-check-machine.json"  # under benchmarks/
 class GpuMachine:
     """One GPU machine as the check sees it (see ``benchmarks/gpu-check-machine.json`` for what each field means)."""
 
-    path: Path  # the file it was read from
     budget_s: float  # default wall-time budget of a run (seconds)
     command_limit_s: float  # most seconds one device call may run
     run_slack_s: float  # device call timeout beyond the budget (seconds)
@@ -68,7 +67,7 @@ def load_machine(path: Path | str | None = None) -> GpuMachine:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}): fix it or pass --machine PATH") from err
     try:
-        return _machine(path, raw)
+        return _machine(raw)
     except KeyError as err:
         raise ValueError(
             f"{path} lacks the key {err}: compare it with benchmarks/{MACHINE_FILE} in git, which has every key"
@@ -79,11 +78,10 @@ def load_machine(path: Path | str | None = None) -> GpuMachine:
         ) from err
 
 
-def _machine(path: Path, raw: dict) -> GpuMachine:
+def _machine(raw: dict) -> GpuMachine:
     """The :class:`GpuMachine` of the parsed file ``raw`` (KeyError names a missing key)."""
     tool, image, archive, plan = raw["device_tool"], raw["image"], raw["archive"], raw["plan"]
     return GpuMachine(
-        path=path,
         budget_s=float(tool["budget_s"]),
         command_limit_s=float(tool["command_limit_s"]),
         run_slack_s=float(tool["run_slack_s"]),
