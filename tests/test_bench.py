@@ -14,7 +14,12 @@ import shutil
 import pytest
 import torch
 
-from rcl import bench
+from rcl.bench.baselines import pairwise_minibatch_cka, textbook_nt_xent
+from rcl.bench.readme import render_readme
+from rcl.bench.report import format_report
+from rcl.bench.run import run_bench
+from rcl.bench.settings import SIZES
+from rcl.bench.work import WorkCounter, ratio_or_withheld, withheld_reason
 from rcl.cka import MinibatchCKA
 from rcl.data import synthetic_dataset
 from rcl.evaluate import accuracy
@@ -25,7 +30,7 @@ from rcl.train import TrainConfig, train_supervised
 
 WORK = {"model": {"config": {"arch": "resnet18", "width": 8}, "parameters": 10}, "batch_size": 64, "images": 192}
 
-TINY = bench.SIZES["tiny"]  # the GPU check's dry-run size: every code path in seconds
+TINY = SIZES["tiny"]  # the GPU check's dry-run size: every code path in seconds
 
 
 @pytest.fixture
@@ -44,14 +49,14 @@ def tiny_report():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return bench.run_bench("cpu", TINY, repeats=1, workers=0, log=lambda _: None)
+        return run_bench("cpu", TINY, repeats=1, workers=0, log=lambda _: None)
     finally:
         torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------- refusal
 def test_same_work_gives_the_ratio():
-    value, reason = bench.ratio_or_withheld(300.0, 100.0, dict(WORK), dict(WORK))
+    value, reason = ratio_or_withheld(300.0, 100.0, dict(WORK), dict(WORK))
     assert reason is None
     assert value == pytest.approx(3.0)
 
@@ -66,30 +71,30 @@ def test_same_work_gives_the_ratio():
 )
 def test_different_work_withholds_the_ratio(key, other):
     baseline = {**WORK, key: other}
-    value, reason = bench.ratio_or_withheld(300.0, 100.0, WORK, baseline)
+    value, reason = ratio_or_withheld(300.0, 100.0, WORK, baseline)
     assert value is None
     assert key in reason and "differs" in reason
 
 
 def test_attack_steps_and_output_shapes_are_compared():
     ours = {**WORK, "steps": 10, "output_shape": [64, 3, 32, 32]}
-    assert "steps" in bench.withheld_reason(ours, {**ours, "steps": 7})
-    assert "output_shape" in bench.withheld_reason(ours, {**ours, "output_shape": (64, 3, 16, 16)})
-    assert bench.withheld_reason(ours, {**ours, "output_shape": (64, 3, 32, 32)}) is None  # tuple == list
+    assert "steps" in withheld_reason(ours, {**ours, "steps": 7})
+    assert "output_shape" in withheld_reason(ours, {**ours, "output_shape": (64, 3, 16, 16)})
+    assert withheld_reason(ours, {**ours, "output_shape": (64, 3, 32, 32)}) is None  # tuple == list
 
 
 def test_missing_record_or_bad_timing_or_extra_reason_withholds():
     partial = {k: v for k, v in WORK.items() if k != "images"}
-    assert bench.ratio_or_withheld(2.0, 1.0, WORK, partial) == (None, "images not recorded for baseline")
-    value, reason = bench.ratio_or_withheld(2.0, 0.0, WORK, WORK)
+    assert ratio_or_withheld(2.0, 1.0, WORK, partial) == (None, "images not recorded for baseline")
+    value, reason = ratio_or_withheld(2.0, 0.0, WORK, WORK)
     assert value is None and "baseline" in reason
-    value, reason = bench.ratio_or_withheld(2.0, 1.0, WORK, WORK, extra_reason="CKA matrices disagree")
+    value, reason = ratio_or_withheld(2.0, 1.0, WORK, WORK, extra_reason="CKA matrices disagree")
     assert (value, reason) == (None, "CKA matrices disagree")
 
 
 def test_work_counter_sees_rows_and_calls():
     model = torch.nn.Linear(3, 2)
-    with bench.WorkCounter(model) as counter:
+    with WorkCounter(model) as counter:
         model(torch.zeros(5, 3))
         model(torch.zeros(7, 3))
     model(torch.zeros(4, 3))  # after the block: not counted
@@ -100,7 +105,7 @@ def test_work_counter_sees_rows_and_calls():
 def test_textbook_nt_xent_equals_rcl():
     gen = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
-    assert float(bench.textbook_nt_xent(z1, z2, 0.5)) == pytest.approx(float(nt_xent(z1, z2, 0.5)), abs=1e-5)
+    assert float(textbook_nt_xent(z1, z2, 0.5)) == pytest.approx(float(nt_xent(z1, z2, 0.5)), abs=1e-5)
 
 
 def test_pairwise_cka_loop_equals_minibatch_cka():
@@ -112,7 +117,7 @@ def test_pairwise_cka_loop_equals_minibatch_cka():
     cka = MinibatchCKA(3)
     for feats in batches:
         cka.update(feats)
-    assert torch.allclose(bench.pairwise_minibatch_cka(batches), cka.compute(), atol=1e-10)
+    assert torch.allclose(pairwise_minibatch_cka(batches), cka.compute(), atol=1e-10)
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -136,7 +141,7 @@ def test_run_bench_tiny_reports_every_figure(tmp_path, tiny_report):
         assert train["withheld_compiled"] is None, train["withheld_compiled"]
         assert fast["work"] == train["baseline"]["work"] and train["ratio_compiled"] > 0
         assert fast["compile_seconds"] > 0 and len(fast["repeats_s"]) == len(train["ours"]["repeats_s"])
-        assert "compile=True epoch (s)" in bench.format_report(report)
+        assert "compile=True epoch (s)" in format_report(report)
     assert figures["pgd"]["ours"]["work"]["steps"] == 10 == figures["pgd"]["baseline"]["work"]["steps"]
     assert figures["pgd"]["ours"]["max_perturbation"] <= 8 / 255 + 1e-5
     assert figures["cka"]["max_abs_diff"] < 1e-6
@@ -147,12 +152,12 @@ def test_run_bench_tiny_reports_every_figure(tmp_path, tiny_report):
         assert est["seconds"] == pytest.approx(sum(row["seconds"] for row in est["stages"]))
     assert figures["profiles"]["paper"]["inputs"]["flop_scale"] > figures["profiles"]["quick"]["inputs"]["flop_scale"]
     assert report["device"]["type"] == "cpu" and report["device"]["name"]
-    text = bench.format_report(report)
+    text = format_report(report)
     assert "SimCLR epoch, 50k images (s)" in text and "quick profile, estimated" in text
 
     path = tmp_path / "cpu-custom.json"
     path.write_text(json.dumps(report))
-    readme = bench.render_readme(tmp_path)
+    readme = render_readme(tmp_path)
     assert "No GPU figures have been measured yet" in readme
     assert "cpu-custom.json" in readme and "<= 2.5 s (H100)" in readme
     assert (tmp_path / "README.md").read_text() == readme
@@ -161,7 +166,7 @@ def test_run_bench_tiny_reports_every_figure(tmp_path, tiny_report):
     gpu["device"].update(type="cuda", name="NVIDIA H100 80GB HBM3")
     gpu["figures"]["pgd"].update(ratio=None, withheld="steps differs")
     (tmp_path / "gpu.json").write_text(json.dumps(gpu))
-    readme = bench.render_readme(tmp_path)
+    readme = render_readme(tmp_path)
     assert "No GPU figures" not in readme and "withheld" in readme
 
 
@@ -169,7 +174,7 @@ def test_run_bench_tiny_reports_every_figure(tmp_path, tiny_report):
 def test_format_report_prints_withheld_reason(tiny_report):
     report = json.loads(json.dumps(tiny_report))
     report["figures"]["augment"].update(ratio=None, withheld="output_shape differs: ours [16], baseline [8]")
-    assert "ratio withheld: output_shape differs" in bench.format_report(report)
+    assert "ratio withheld: output_shape differs" in format_report(report)
 
 
 # --------------------------------------------------------------------------------------------------- precision
@@ -199,7 +204,7 @@ def test_cpu_precision_section_reports_both_sides_on_the_same_work(tiny_report):
     assert row["ours"]["work"]["images"] == row["baseline"]["work"]["images"] == 4 * TINY.cpu_batch
     assert row["baseline"]["precision"] == "fp32" and row["ours"]["precision"] == cpu["precision"]
     assert row["ours"]["gflops"] == pytest.approx(row["ours"]["images_per_s"] * row["flops_per_image"] / 1e9)
-    assert "CPU training step" in bench.format_report(tiny_report)
+    assert "CPU training step" in format_report(tiny_report)
 
 
 @pytest.mark.slow

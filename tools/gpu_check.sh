@@ -1,7 +1,8 @@
 #!/bin/sh
-# The GPU check (issue 15): a thin wrapper around `python -m rcl.gpu_check`, run from the project root.
+# The GPU check (issue 15): a thin wrapper around `python -m rcl.bench.gpu_check`, run from the project root.
 #   tools/gpu_check.sh --prepare     where there is a network: wheels into .whl/, CIFAR-10 into .carry/, the run call
-#   tools/gpu_check.sh               on the GPU machine: the check, 8 minutes by default (--budget-s)
+#   tools/gpu_check.sh               on the GPU machine: the check, within the budget of
+#                                    benchmarks/gpu-check-machine.json by default (--budget-s)
 #   tools/gpu_check.sh --dry-run     on any CPU: the same script at tiny sizes
 # Python: $PYTHON, else the project's .venv when there is one, else python3 (the GPU machine's, which holds torch).
 set -eu
@@ -12,4 +13,4 @@ fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PYTHONUNBUFFERED=1
 export PYTHONPATH PYTHONUNBUFFERED
-exec "$PYTHON" -m rcl.gpu_check "$@"
+exec "$PYTHON" -m rcl.bench.gpu_check "$@"
