@@ -11,7 +11,10 @@ does not say it (the ``hint``, after a semicolon)::
     eps must be in [0, 1] (pixel units), got 8.0; an L-inf eps changes pixel values in [0, 1]: 8/255 (0.0314), not 8
     norm must be one of 'linf', 'l2', got 'l1'
 
-Code downstream of an entry point trusts what it receives and does not check it again.
+Code downstream of an entry point does not check again what was checked there: ``AttackConfig.run`` trusts the
+config's fields (``pgd`` checks its raw arguments by building an ``AttackConfig``), the training steps trust the
+method's settings. A public function that is itself an entry point (``nt_xent``, ``attack_mode``) still checks its
+own arguments.
 """
 
 from __future__ import annotations
