@@ -360,7 +360,7 @@ def test_attack_config_runs_pgd_and_validates_when_built():
         (dict(alpha=0.0), "alpha must be a finite number > 0"),
         (dict(alpha=-1.0), "alpha"),
         (dict(steps=-1), "steps must be an integer >= 0"),
-        (dict(steps=2.5), "steps must be an integer >= 0"),
+        (dict(steps=2.5), "steps must be an int"),
         (dict(norm="l1"), "'linf', 'l2'"),
         (dict(model_mode="training"), "'eval', 'train', 'keep'"),
         (dict(target=torch.zeros(3, dtype=torch.long)), r"\[B\] = \[2\]"),
