@@ -19,7 +19,6 @@ Epsilons and step sizes are in pixel units of [0, 1] (8/255 is the usual L-inf b
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rcl.runtime import autocast, memory_format, resolve_precision
+from rcl import checks
+from rcl.runtime import PRECISIONS, autocast, memory_format
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss_fn(model(x_adv), target) -> scalar`` that the attack MAXIMISES."""
@@ -38,6 +38,7 @@ MODEL_MODES = ("eval", "train", "keep")
 STARTS = (True, False, "uniform", "normal")
 """``random_start`` values: True = "uniform" (a random point of the eps-ball), False (start at x), "normal"
 (TRADES' start, ``x + 0.001 * N(0, 1)`` per pixel, whatever eps)."""
+_START_HINT = "True or 'uniform': uniform in the eps-ball, 'normal': TRADES' 0.001 * N(0, 1), False: start at x"
 TRADES_START_STD = 0.001  # Zhang et al. 2019, released trades.py: x_adv = x + 0.001 * randn
 RANGE_TOLERANCE = 1e-6  # how far outside [0, 1] an input may stray (float rounding) before it is refused
 _DIV_EPS = 1e-10  # added to per-sample gradient norms in the L2 step (as torchattacks.PGDL2)
@@ -74,9 +75,7 @@ def contrastive_loss_fn(temperature: float) -> LossFn:
     clean images ``[B, D]``, passed to :func:`pgd` as ``target``. Maximising it pushes each adversarial embedding away
     from its own clean embedding and towards the other images of the batch (main study, threat model I; ACL).
     """
-    if not isinstance(temperature, numbers.Real) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0 (e.g. 0.5 or 0.07), got {temperature!r}")
-    temperature = float(temperature)
+    temperature = checks.positive("temperature", temperature, hint="e.g. 0.5 or 0.07")
 
     def loss_fn(z_adv: Tensor, z_ref: Tensor) -> Tensor:
         from rcl.losses import nt_xent  # imported here: rcl.losses imports nothing from attacks, keep it that way
@@ -96,8 +95,7 @@ def attack_mode(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
     The flags are restored exactly, module by module, so a model that was partly frozen (e.g. an encoder in eval
     mode under a training head) comes back the same.
     """
-    if mode not in MODEL_MODES:
-        raise ValueError(f"unknown model_mode {mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+    checks.choice("model_mode", mode, MODEL_MODES)
     flags = [(module, module.training) for module in model.modules()]
     try:
         if mode == "eval":
@@ -192,58 +190,55 @@ def pgd(
             int >= 0; ``alpha <= 0`` with ``steps > 0``; unknown ``norm`` or ``model_mode``; labels whose batch
             size differs from ``x``'s; a generator on another device.
     """
-    _check_input(x, check_range)
-    eps = _check_number("eps", eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
-    steps = _check_steps(steps)
-    if steps > 0:
-        alpha = _check_number("alpha", alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}: use one of {', '.join(map(repr, NORMS))}")
-    _check_linf_radius("eps", eps, norm)
-    if steps > 0:
-        _check_linf_radius("alpha", alpha, norm)
-    if model_mode not in MODEL_MODES:
-        raise ValueError(f"unknown model_mode {model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
-    _check_start(random_start)
-    if loss_fn is None:
-        loss_fn = cross_entropy_loss
-        _check_labels(target, x, required=True)
-    else:
-        _check_labels(target, x, required=False)
-    if generator is not None and torch.device(generator.device).type != x.device.type:
-        raise ValueError(
-            f"generator is on {generator.device} but x is on {x.device}: make it with "
-            "rcl.runtime.make_generator(x.device, seed)"
-        )
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("pgd needs gradients with respect to the input: call it outside torch.inference_mode()")
+    settings = AttackConfig(eps, alpha, steps, norm, random_start, model_mode, precision)  # checked here, once
+    return settings.run(model, x, target, loss_fn=loss_fn, generator=generator, check_range=check_range)
 
-    work_dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 if x is float64
-    x = x.detach().to(work_dtype)
-    if eps == 0 or steps == 0:
-        return x.clone()
 
-    if random_start == "normal":
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x_adv = (x + TRADES_START_STD * noise).clamp_(0.0, 1.0)
-    elif random_start:
-        x_adv = (x + _random_start(x, eps, norm, generator)).clamp_(0.0, 1.0)
-    else:
-        x_adv = x.clone()
+def _projected_gradient_ascent(
+    model: nn.Module,
+    x: Tensor,
+    target: Any,
+    loss_fn: LossFn,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: str,
+    random_start: bool | str,
+    model_mode: str,
+    precision: str,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """PGD itself (Madry et al. 2018, eq. 2) on checked inputs: ``x`` float32/64 ``[B, C, H, W]`` in [0, 1], detached.
 
+    From the start (:func:`_start`), ``steps`` times: the gradient of ``loss_fn(model(x_adv), target)`` with respect
+    to the input, one ascent step of size ``alpha``, projection onto the ``eps``-ball around ``x`` and onto [0, 1].
+    """
+    x_adv = _start(x, eps, norm, random_start, generator)
     fmt = memory_format(x.device, precision)
-    model_dtype = _input_dtype(model, work_dtype)
+    model_dtype = _input_dtype(model, x.dtype)
     with attack_mode(model, model_mode), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with autocast(x.device, precision):
                 output = model(x_adv.to(model_dtype).contiguous(memory_format=fmt))
-            if torch.is_tensor(output) and output.is_floating_point() and output.dtype != work_dtype:
-                output = output.to(work_dtype)  # the loss in full precision, outside autocast
+            if torch.is_tensor(output) and output.is_floating_point() and output.dtype != x.dtype:
+                output = output.to(x.dtype)  # the loss in full precision, outside autocast
             loss = loss_fn(output, target)
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = _step_and_project(x_adv.detach(), grad.to(work_dtype), x, eps, alpha, norm)
+            x_adv = _step_and_project(x_adv.detach(), grad.to(x.dtype), x, eps, alpha, norm)
     return x_adv.detach()
+
+
+def _start(x: Tensor, eps: float, norm: str, random_start: bool | str, generator: torch.Generator | None) -> Tensor:
+    """The first iterate, clipped to [0, 1]: ``x`` (False), a random point of the eps-ball (True, "uniform") or
+    TRADES' ``x + 0.001 * N(0, 1)`` ("normal")."""
+    if random_start == "normal":
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + TRADES_START_STD * noise).clamp_(0.0, 1.0)
+    if random_start:
+        return (x + _random_start(x, eps, norm, generator)).clamp_(0.0, 1.0)
+    return x.clone()
 
 
 def sign_coherence(delta: Tensor) -> Tensor:
@@ -324,40 +319,24 @@ def _check_input(x: Tensor, check_range: bool = True) -> None:
         )
 
 
-def _check_number(name: str, value: Any, *, minimum: float, strict: bool, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}); {hint}")
-    value = float(value)
-    bad = (value <= minimum) if strict else (value < minimum)
-    if bad or value != value or value == float("inf"):  # value != value catches NaN
-        op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum:g} and finite, got {value!r}; {hint}")
-    return value
-
-
-def _check_linf_radius(name: str, value: float, norm: str) -> None:
-    """An L-inf eps or step is a pixel change in [0, 1] units: above 1 it is almost surely given in 0-255 units."""
-    if norm == "linf" and value > 1:
+def _check_call(
+    x: Tensor, target: Any, loss_fn: LossFn | None, generator: torch.Generator | None, check_range: bool
+) -> LossFn:
+    """Check what comes with each call (the images, the target, the generator); return the loss to maximise."""
+    _check_input(x, check_range)
+    if loss_fn is None:
+        loss_fn = cross_entropy_loss
+        _check_labels(target, x, required=True)
+    else:
+        _check_labels(target, x, required=False)
+    if generator is not None and torch.device(generator.device).type != x.device.type:
         raise ValueError(
-            f"{name} = {value:g} for an L-inf attack, but pixels are in [0, 1]: give it in [0, 1] units, e.g. "
-            f"{name}=8/255 ({8 / 255:.4f}) rather than 8"
+            f"generator is on {generator.device} but x is on {x.device}: make it with "
+            "rcl.runtime.make_generator(x.device, seed)"
         )
-
-
-def _check_start(random_start: Any) -> None:
-    if not any(random_start is v or (isinstance(v, str) and random_start == v) for v in STARTS):
-        raise ValueError(
-            f"unknown random_start {random_start!r}: use True or 'uniform' (uniform in the eps-ball), 'normal' "
-            "(TRADES' 0.001 * N(0, 1)) or False (start at x)"
-        )
-
-
-def _check_steps(steps: Any) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise ValueError(f"steps must be an int >= 0, got {steps!r} ({type(steps).__name__})")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    return int(steps)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("pgd needs gradients with respect to the input: call it outside torch.inference_mode()")
+    return loss_fn
 
 
 def _check_labels(target: Any, x: Tensor, *, required: bool) -> None:
@@ -392,19 +371,14 @@ class AttackConfig:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_start(self.random_start)
-        resolve_precision("cpu", self.precision)  # raises on an unknown precision
-        _check_number("eps", self.eps, minimum=0.0, strict=False, hint="e.g. 8/255 for L-inf on CIFAR")
-        _check_steps(self.steps)
-        if self.steps > 0:
-            _check_number("alpha", self.alpha, minimum=0.0, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}: use one of {', '.join(map(repr, NORMS))}")
-        _check_linf_radius("eps", float(self.eps), self.norm)
-        if self.steps > 0:
-            _check_linf_radius("alpha", float(self.alpha), self.norm)
-        if self.model_mode not in MODEL_MODES:
-            raise ValueError(f"unknown model_mode {self.model_mode!r}: use one of {', '.join(map(repr, MODEL_MODES))}")
+        """Check every field (``ValueError`` naming it, see :mod:`rcl.checks`); the stored values stay as given."""
+        checks.choice("random_start", self.random_start, STARTS, hint=_START_HINT)
+        checks.choice("precision", self.precision, PRECISIONS)
+        checks.choice("norm", self.norm, NORMS)
+        checks.radius("eps", self.eps, self.norm, hint="e.g. 8/255 for L-inf on CIFAR")
+        if checks.integer("steps", self.steps, 0) > 0:  # alpha is unused without steps
+            checks.radius("alpha", self.alpha, self.norm, strict=True, hint="e.g. 2/255, or 2.5 * eps / steps")
+        checks.choice("model_mode", self.model_mode, MODEL_MODES)
 
     def record(self) -> dict:
         """The columns a robustness record keeps of this attack: ``norm``, ``eps``, ``steps``, ``alpha``,
@@ -426,19 +400,24 @@ class AttackConfig:
         generator: torch.Generator | None = None,
         check_range: bool = True,
     ) -> Tensor:
-        """``pgd(model, x, target, **this config, loss_fn, generator, check_range)`` -> ``x_adv [B, C, H, W]``."""
-        return pgd(
+        """PGD with these settings: ``x [B, C, H, W]`` in [0, 1] -> ``x_adv`` (see :func:`pgd` for the arguments)."""
+        loss_fn = _check_call(x, target, loss_fn, generator, check_range)
+        work_dtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 if x is float64
+        x = x.detach().to(work_dtype)
+        eps, steps = float(self.eps), int(self.steps)
+        if eps == 0 or steps == 0:
+            return x.clone()
+        return _projected_gradient_ascent(
             model,
             x,
             target,
-            self.eps,
-            self.alpha,
-            self.steps,
+            loss_fn,
+            eps=eps,
+            alpha=float(self.alpha),
+            steps=steps,
             norm=self.norm,
             random_start=self.random_start,
-            loss_fn=loss_fn,
             model_mode=self.model_mode,
-            generator=generator,
-            check_range=check_range,
             precision=self.precision,
+            generator=generator,
         )

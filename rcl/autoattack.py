@@ -32,13 +32,13 @@ model with fewer than 4 classes is refused.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from rcl import checks
 from rcl.attacks import attack_mode
 from rcl.data import DeviceLoader, Split
 from rcl.runtime import model_device
@@ -74,14 +74,6 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: Any, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__}); {hint}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}; {hint}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class AutoAttackConfig:
     """One AutoAttack suite and its settings; the defaults are the reference's (fra31/auto-attack ``standard``).
@@ -103,28 +95,22 @@ class AutoAttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.version not in VERSIONS:
-            raise ValueError(
-                f"version must be 'standard' (APGD-CE, APGD-T, FAB-T, Square) or 'ce+t' (APGD-CE, APGD-T), "
-                f"got {self.version!r}"
-            )
+        """Check every field (``ValueError`` naming it, see :mod:`rcl.checks`); ``norm`` and ``eps`` are stored
+        lower-case and as a float."""
+        suites = "'standard': APGD-CE, APGD-T, FAB-T, Square; 'ce+t': APGD-CE, APGD-T"
+        checks.choice("version", self.version, VERSIONS, hint=suites)
         norm = self.norm.lower() if isinstance(self.norm, str) else self.norm
-        if norm not in _TORCHATTACKS_NORM:
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
+        checks.choice("norm", norm, _TORCHATTACKS_NORM, hint="torchattacks' 'Linf' and 'L2' are accepted too")
         object.__setattr__(self, "norm", norm)
-        eps = self.eps
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 or math.isinf(eps):
-            raise ValueError(f"eps must be a number > 0 in pixel units of [0, 1], got {eps!r}; e.g. 8/255 for L-inf")
-        if norm == "linf" and eps > 1:
-            raise ValueError(f"eps must be <= 1 for L-inf (pixel units of [0, 1]), got {eps}; 8/255 is {8 / 255:.4f}")
-        object.__setattr__(self, "eps", float(eps))
-        hint = "the reference uses 100; a smoke run may use a few"
-        object.__setattr__(self, "steps", _check_int("steps", self.steps, 1, hint))
-        hint = "the reference uses 5000"
-        object.__setattr__(self, "square_queries", _check_int("square_queries", self.square_queries, 1, hint))
-        hint = "the reference uses 9"
-        object.__setattr__(self, "n_target_classes", _check_int("n_target_classes", self.n_target_classes, 1, hint))
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0, "any int >= 0"))
+        eps = checks.radius("eps", self.eps, norm, strict=True, hint="in pixel units of [0, 1], e.g. 8/255 for L-inf")
+        object.__setattr__(self, "eps", eps)
+        for name, minimum, hint in (
+            ("steps", 1, "the reference uses 100; a smoke run may use a few"),
+            ("square_queries", 1, "the reference uses 5000"),
+            ("n_target_classes", 1, "the reference uses 9"),
+            ("seed", 0, "any int >= 0"),
+        ):
+            object.__setattr__(self, name, checks.integer(name, getattr(self, name), minimum, hint=hint))
 
     @classmethod
     def from_config(cls, cfg: Any, eps: float | None = None) -> AutoAttackConfig:
@@ -149,7 +135,9 @@ class AutoAttackConfig:
 
     def target_classes(self, n_classes: int) -> int:
         """APGD-T and FAB-T targets for ``n_classes`` outputs: ``min(n_target_classes, n_classes - 1)``."""
-        n_classes = _check_int("n_classes", n_classes, MIN_CLASSES, "APGD-T's targeted DLR loss needs 4 logits")
+        n_classes = checks.integer(
+            "n_classes", n_classes, MIN_CLASSES, hint="APGD-T's targeted DLR loss needs 4 logits"
+        )
         return min(self.n_target_classes, n_classes - 1)
 
     def deviations(self, n_classes: int | None = None) -> list[str]:
@@ -348,11 +336,11 @@ def run_autoattack(
         raise ValueError(f"config must be an AutoAttackConfig, got {type(config).__name__}")
     device = torch.device(device) if device is not None else model_device(model)
     if n is not None:
-        n = _check_int("n", n, 1, "or None for the whole split")
+        n = checks.integer("n", n, 1, hint="or None for the whole split")
         split = split.take(torch.arange(min(n, len(split))))
     if len(split) == 0:
         raise ValueError("the split is empty: nothing to evaluate")
-    batch_size = _check_int("batch_size", batch_size, 1, "e.g. 512")
+    batch_size = checks.integer("batch_size", batch_size, 1, hint="e.g. 512")
     loader = DeviceLoader(split, batch_size, shuffle=False, drop_last=False, device=device)
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     clean_all, robust_all = [], []

@@ -7,12 +7,13 @@ CIFAR-10/100 (Krizhevsky, 2009), which all three reproduced papers use. Names un
 - ``"cifar10"`` / ``"cifar100"``: torchvision's official files under the data root, downloaded when
   missing and the network allows; decoded once and cached as ``<root>/<name>.rcl-cache.pt``.
 - ``"imagefolder:<path>"``: a ``<path>/train/<class>/*`` and ``<path>/test/<class>/*`` tree of
-  PNG/JPEG files (any size; resized to 32x32 when needed), decoded once in batches and cached as
-  ``<path>/.rcl-cache.pt``.
+  PNG/JPEG files (any size; resized to 32x32 when needed), decoded once in batches
+  (:mod:`rcl.imagefolder`) and cached as ``<path>/.rcl-cache.pt``.
 - ``"synthetic"``: generated from a seed, always available. Each class is a shape type, a colour
   pair and a texture, drawn at a random position, scale and rotation over a random noisy gradient
   background, with per-image colour variation and a distractor shape, so a small CNN learns it
-  well above chance but not trivially, and crop/flip/colour augmentations keep the class.
+  well above chance but not trivially, and crop/flip/colour augmentations keep the class
+  (:mod:`rcl.synthetic` draws the images).
 
 The :class:`DeviceLoader` moves a split to the device once (as uint8, a quarter of the float size)
 and cuts batches there, so an epoch costs no host-to-device copies and no worker processes. Its
@@ -34,11 +35,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rcl import checks
+from rcl.imagefolder import IMAGE_SUFFIXES, decode_files, folder_fingerprint, is_skipped
 from rcl.runtime import pick_device, project_root
+from rcl.synthetic import SHAPES, TEXTURES, render_images
 
 CACHE_VERSION = 3  # 2: the fingerprint hashes the images' bytes, the cache a hash of its tensors; 3: shuffled order
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-IGNORED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks: never a class (hidden folders are skipped too)
 VALID_NAMES = ("cifar10", "cifar100", "imagefolder:<path>", "synthetic")
 _CIFAR = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-python.tar.gz"),
@@ -171,8 +173,7 @@ def balanced_subset(split: Split, n: int | None, seed: int = 0) -> Split:
 
 def train_val_split(split: Split, n_val: int, seed: int = 0) -> tuple[Split, Split]:
     """Hold out ``n_val`` class-balanced examples: returns ``(train_rest, val)``, disjoint, seeded."""
-    if not 0 < n_val < len(split):
-        raise ValueError(f"n_val must be in (0, {len(split)}) for a split of {len(split)} examples, got {n_val}")
+    checks.integer("n_val", n_val, 1, maximum=len(split) - 1, hint=f"the split holds {len(split)} examples")
     val_idx = balanced_indices(split.labels, n_val, seed)
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[val_idx] = False
@@ -298,188 +299,9 @@ def _load_cifar(name: str, root: Path, download: bool) -> Dataset:
 # --------------------------------------------------------------------------------------------
 
 
-def _skipped(name: str) -> bool:
-    return name.startswith(".") or name in IGNORED_FOLDERS
-
-
-def _class_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The images under one class folder, subfolders included (as torchvision's ImageFolder reads them), in a fixed
-    order; and the other files found there (hidden files and ``__MACOSX`` aside)."""
-    images, others = [], []
-    for top, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _skipped(d))
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            path = Path(top) / name
-            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
-    return images, others
-
-
-def _folder_fingerprint(root: Path) -> tuple[str, dict[str, dict[str, list[Path]]]]:
-    """The images of each class folder per split, and a fingerprint of the tree: every image's relative path and a
-    hash of its bytes, so an image added, removed, moved or edited (even keeping its size and time) makes the cache
-    stale. Reading the bytes costs about a second for CIFAR-10's 60,000 JPEGs, far less than decoding them.
-
-    Refuses, naming the folder, a layout it does not understand: no ``train/`` or ``test/``, fewer than two classes,
-    a class folder with no images (listing what it holds instead), a test class without a train folder.
-    """
-    digest, classes = hashlib.sha256(), {}
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise FileNotFoundError(
-                f"imagefolder {root} has no {split}/ folder: expected {root}/train/<class>/*.png|jpg "
-                f"and {root}/test/<class>/*.png|jpg"
-            )
-    for split in ("train", "test"):
-        base = root / split
-        loose = sorted(p.name for p in base.iterdir() if p.is_file() and not p.name.startswith("."))
-        if loose:
-            raise ValueError(
-                f"imagefolder {base} holds files outside any class folder ({', '.join(loose[:3])}): images go in "
-                f"{base}/<class>/, one folder per class"
-            )
-        classes[split] = {}
-        for folder in sorted(p for p in base.iterdir() if p.is_dir() and not _skipped(p.name)):
-            images, others = _class_images(folder)
-            if not images:
-                held = f"it holds {', '.join(p.name for p in others[:3])}" if others else "it is empty"
-                raise ValueError(
-                    f"imagefolder class folder {folder} has no images ({held}); images are read from "
-                    f"{', '.join(IMAGE_SUFFIXES)} files: add some or remove the folder"
-                )
-            classes[split][folder.name] = images
-            for path in images:
-                digest.update(f"{split}/{path.relative_to(base).as_posix()}\0".encode())
-                digest.update(hashlib.sha1(path.read_bytes()).digest())
-    if len(classes["train"]) < 2:
-        raise ValueError(
-            f"imagefolder {root / 'train'} has {len(classes['train'])} class folder(s) "
-            f"({', '.join(classes['train']) or 'none'}): a classifier needs at least two, one folder per class"
-        )
-    unknown = sorted(set(classes["test"]) - set(classes["train"]))
-    if unknown:
-        raise ValueError(
-            f"imagefolder {root}: test classes {unknown} have no train/ folder; classes are {sorted(classes['train'])}"
-        )
-    return digest.hexdigest(), classes
-
-
-def _decode_files(files: list[Path], size: int = 32) -> Tensor:
-    """uint8 [N, 3, size, size] from image files: JPEGs decoded in batches by torchvision.io.
-
-    A file that cannot be read or decoded is a ``ValueError`` naming it (and how many more failed), after every
-    file has been tried, so one pass finds them all.
-    """
-    import torchvision.io as tio
-    from torchvision.transforms.v2 import functional as tvf
-
-    out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        bad = _decode_into(out, files, size, tio, tvf)
-    if bad:
-        order = {path: i for i, path in enumerate(files)}
-        bad = sorted(bad, key=lambda item: order[item[0]])
-        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:5])
-        more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise ValueError(
-            f"{len(bad)} of {len(files)} image files could not be decoded: {shown}{more}. "
-            "Remove or replace them (re-save them as PNG or JPEG), then load again"
-        )
-    return out
-
-
-def _to_uint8(img: Tensor) -> Tensor:
-    """uint8 from torchvision's decoders: 16-bit images scaled (65535 -> 255), not cut to their low byte."""
-    if img.dtype == torch.uint8:
-        return img
-    if img.dtype == torch.uint16:
-        return torch.div(img.to(torch.int32) * 255 + 32767, 65535, rounding_mode="floor").to(torch.uint8)
-    raise ValueError(f"unsupported pixel type {img.dtype}")
-
-
-def _decode_pil(path: Path) -> Tensor:
-    """uint8 [3, H, W] through PIL, 16-bit and 32-bit integer greyscale scaled to 8 bits."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as pil:
-        frames = getattr(pil, "n_frames", 1)
-        if frames > 1:
-            raise ValueError(f"an animated image ({frames} frames): save the one frame to use as PNG or JPEG")
-        if pil.mode.startswith("I;16") or pil.mode == "I":
-            grey = np.asarray(pil, dtype=np.int64)
-            if grey.min() < 0 or grey.max() > 65535:
-                raise ValueError(f"{pil.mode} pixels outside 0..65535: save the image as 8- or 16-bit PNG")
-            grey = torch.from_numpy((grey * 255 + 32767) // 65535).to(torch.uint8)
-            return grey.expand(3, *grey.shape).contiguous()
-        if pil.mode == "F":
-            raise ValueError("floating-point pixels: save the image as 8- or 16-bit PNG")
-        arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
-        return arr.view(pil.height, pil.width, 3).permute(2, 0, 1)
-
-
-def _decode_one(path: Path, raw: Tensor, tio) -> Tensor:
-    """uint8 [3, H, W] of one file: torchvision.io, else PIL (formats torchvision.io does not read: BMP, TIFF).
-    16-bit images are scaled to 8 bits; an animated image is refused (which frame would be the sample?)."""
-    try:
-        img = tio.decode_image(raw, mode=tio.ImageReadMode.RGB)
-    except RuntimeError:
-        return _decode_pil(path)
-    if img.dim() == 4:
-        if img.shape[0] > 1:
-            raise ValueError(f"an animated image ({img.shape[0]} frames): save the one frame to use as PNG or JPEG")
-        img = img[0]
-    return _to_uint8(img)
-
-
-def _why(err: Exception) -> str:
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else ""
-    return f"{type(err).__name__}: {text[:120]}" if text else type(err).__name__
-
-
-def _decode_into(out: Tensor, files: list[Path], size: int, tio, tvf) -> list[tuple[Path, str]]:
-    """Decode ``files`` into ``out``; returns ``(path, reason)`` of each file that failed (its slot stays unset)."""
-    rgb = tio.ImageReadMode.RGB
-    chunk = 4096
-    bad: list[tuple[Path, str]] = []
-    for start in range(0, len(files), chunk):
-        part = files[start : start + chunk]
-        raw: list[Tensor | None] = []
-        for f in part:
-            try:
-                raw.append(torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8))
-            except (OSError, ValueError) as err:  # unreadable, or empty (frombuffer of 0 bytes)
-                raw.append(None)
-                bad.append((f, _why(err) if not isinstance(err, ValueError) else "empty file"))
-        decoded: list[Tensor | None] = [None] * len(part)
-        jpeg_pos = [i for i, f in enumerate(part) if f.suffix.lower() in (".jpg", ".jpeg") and raw[i] is not None]
-        if jpeg_pos:
-            try:
-                for i, img in zip(jpeg_pos, tio.decode_jpeg([raw[i] for i in jpeg_pos], mode=rgb)):
-                    decoded[i] = img
-            except RuntimeError:  # one bad file fails the whole batch: the loop below finds which
-                pass
-        for i, img in enumerate(decoded):
-            if img is None and raw[i] is not None:
-                try:
-                    decoded[i] = _decode_one(part[i], raw[i], tio)
-                except Exception as err:  # torchvision and PIL raise several types for a broken file
-                    bad.append((part[i], _why(err)))
-        for i, img in enumerate(decoded):
-            if img is None:
-                continue
-            if img.shape[-2:] != (size, size):
-                img = tvf.resize(img, [size, size], antialias=True)
-            out[start + i] = img
-    return bad
-
-
 def _load_imagefolder(spec: str, path: Path) -> Dataset:
     name = f"imagefolder:{spec}"
-    fingerprint, class_files = _folder_fingerprint(path)
+    fingerprint, class_files = folder_fingerprint(path)
     cache = path / ".rcl-cache.pt"
     cached = _load_cache(cache, name, fingerprint)
     if cached is not None:
@@ -498,7 +320,7 @@ def _load_imagefolder(spec: str, path: Path) -> Dataset:
         # class (a gallery, a CKA batch or a check on "the first 256 images" is not one class)
         order = torch.randperm(len(files), generator=torch.Generator().manual_seed(0)).tolist()
         splits[split] = Split(
-            _decode_files([files[i] for i in order]), torch.tensor([labels[i] for i in order], dtype=torch.int64)
+            decode_files([files[i] for i in order]), torch.tensor([labels[i] for i in order], dtype=torch.int64)
         )
     dataset = Dataset(name=name, classes=classes, train=splits["train"], test=splits["test"])
     _save_cache(cache, dataset, fingerprint)
@@ -509,106 +331,7 @@ def _load_imagefolder(spec: str, path: Path) -> Dataset:
 # synthetic data with real class structure
 # --------------------------------------------------------------------------------------------
 
-SHAPES = ("disc", "square", "triangle", "ring", "cross", "bar", "frame", "half-disc")
-TEXTURES = ("solid", "stripes", "checks", "radial")
 _SYNTH_CHUNK = 256
-
-
-def _shape_sdf(kind: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    """Signed distance (negative inside) of shape ``kind`` [M] at local coordinates u, v [M, H, W]."""
-    sdf = torch.empty_like(u)
-    r = torch.sqrt(u * u + v * v)
-    au, av = u.abs(), v.abs()
-    formulas = (
-        lambda m: r[m] - 1.0,  # disc
-        lambda m: torch.maximum(au[m], av[m]) - 0.8,  # square
-        lambda m: torch.maximum(au[m] * 0.866 + v[m] * 0.5, -v[m]) - 0.5,  # triangle
-        lambda m: (r[m] - 0.72).abs() - 0.28,  # ring
-        lambda m: torch.minimum(
-            torch.maximum(au[m] - 0.3, av[m] - 1.0), torch.maximum(au[m] - 1.0, av[m] - 0.3)
-        ),  # cross
-        lambda m: torch.maximum(au[m] - 1.0, av[m] - 0.35),  # bar
-        lambda m: (torch.maximum(au[m], av[m]) - 0.68).abs() - 0.2,  # frame
-        lambda m: torch.maximum(r[m] - 1.0, v[m] - 0.1),  # half-disc
-    )
-    for k, formula in enumerate(formulas):
-        m = kind == k
-        if bool(m.any()):
-            sdf[m] = formula(m)
-    return sdf
-
-
-def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """[..., 3] RGB in [0, 1] from hue (turns), saturation and value of equal shapes."""
-    k = torch.tensor([5.0, 3.0, 1.0])
-    kk = (k + h.unsqueeze(-1) * 6.0) % 6.0
-    ramp = torch.clamp(torch.minimum(kk, 4.0 - kk), 0.0, 1.0)
-    return v.unsqueeze(-1) - v.unsqueeze(-1) * s.unsqueeze(-1) * ramp
-
-
-def _render(labels: Tensor, num_classes: int, gen: torch.Generator, size: int = 32) -> Tensor:
-    """uint8 [N, 3, size, size] images of the given labels, every random draw from ``gen``."""
-    n = labels.shape[0]
-    rand = lambda *shape: torch.rand(*shape, generator=gen)
-    lin = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
-    gy, gx = lin.view(1, size, 1), lin.view(1, 1, size)
-
-    # class attributes: shape, texture and a colour pair (golden-ratio spaced hues, so 100 classes differ)
-    cls = torch.arange(num_classes)
-    cls_shape = cls % len(SHAPES)
-    cls_texture = (cls // len(SHAPES) + cls) % len(TEXTURES)
-    cls_hue = (cls.float() * 0.618034) % 1.0
-    cls_hue2 = (cls_hue + 0.25 + 0.5 * ((cls // 3) % 2).float()) % 1.0
-
-    # background: a linear gradient between two random muted colours, plus pixel noise
-    bg_a = _hsv_to_rgb(rand(n), 0.6 * rand(n), 0.2 + 0.7 * rand(n))
-    bg_b = _hsv_to_rgb(rand(n), 0.6 * rand(n), 0.2 + 0.7 * rand(n))
-    angle = 2 * math.pi * rand(n)
-    t = (gx * torch.cos(angle).view(n, 1, 1) + gy * torch.sin(angle).view(n, 1, 1)) * 0.5 + 0.5
-    img = bg_a.view(n, 3, 1, 1) + (bg_b - bg_a).view(n, 3, 1, 1) * t.unsqueeze(1)
-
-    def draw(img: Tensor, kind: Tensor, texture: Tensor, rgb1: Tensor, rgb2: Tensor, scale: Tensor) -> Tensor:
-        cx, cy = (1.0 - scale) * (2 * rand(n) - 1), (1.0 - scale) * (2 * rand(n) - 1)
-        theta = 2 * math.pi * rand(n)
-        c, s = torch.cos(theta).view(n, 1, 1), torch.sin(theta).view(n, 1, 1)
-        dx, dy = (gx - cx.view(n, 1, 1)) / scale.view(n, 1, 1), (gy - cy.view(n, 1, 1)) / scale.view(n, 1, 1)
-        u, v = c * dx + s * dy, -s * dx + c * dy
-        # anti-aliased coverage: one pixel is 2 / (size * scale) local units wide
-        pixel = (2.0 / size) / scale.view(n, 1, 1)
-        alpha = torch.clamp(0.5 - _shape_sdf(kind, u, v) / pixel, 0.0, 1.0)
-        freq = (3.0 + 2.0 * rand(n)).view(n, 1, 1) * math.pi
-        phase = 2 * math.pi * rand(n).view(n, 1, 1)
-        su = torch.sin(u * freq + phase)
-        sv = torch.sin(v * freq + phase)
-        texture = texture.view(n, 1, 1)
-        mix = torch.where(texture == 1, (su > 0).float(), torch.zeros_like(u))  # stripes
-        mix = torch.where(texture == 2, (su * sv > 0).float(), mix)  # checks
-        mix = torch.where(texture == 3, torch.clamp(torch.sqrt(u * u + v * v), 0.0, 1.0), mix)  # radial
-        mix = mix.unsqueeze(1)
-        fill = rgb1.view(n, 3, 1, 1) * (1 - mix) + rgb2.view(n, 3, 1, 1) * mix
-        return img * (1 - alpha.unsqueeze(1)) + fill * alpha.unsqueeze(1)
-
-    # a distractor: a random shape in random colours, half the time, drawn below the class object
-    d_kind = torch.randint(len(SHAPES), (n,), generator=gen)
-    d_tex = torch.randint(len(TEXTURES), (n,), generator=gen)
-    d_rgb1 = _hsv_to_rgb(rand(n), 0.3 + 0.6 * rand(n), 0.3 + 0.7 * rand(n))
-    d_rgb2 = _hsv_to_rgb(rand(n), 0.3 + 0.6 * rand(n), 0.3 + 0.7 * rand(n))
-    d_scale = 0.2 + 0.25 * rand(n)
-    with_distractor = rand(n) < 0.5
-    drawn = draw(img, d_kind, d_tex, d_rgb1, d_rgb2, d_scale)
-    img = torch.where(with_distractor.view(n, 1, 1, 1), drawn, img)
-
-    # the class object: class shape, texture and colours, each image's colours varied
-    hue_jitter = 0.08 * (2 * rand(n) - 1)
-    sat = 0.55 + 0.45 * rand(n)
-    val = 0.55 + 0.45 * rand(n)
-    rgb1 = _hsv_to_rgb((cls_hue[labels] + hue_jitter) % 1.0, sat, val)
-    rgb2 = _hsv_to_rgb((cls_hue2[labels] + hue_jitter) % 1.0, sat, 0.5 * val + 0.5 * rand(n))
-    scale = 0.35 + 0.45 * rand(n)
-    img = draw(img, cls_shape[labels], cls_texture[labels], rgb1, rgb2, scale)
-
-    noise = (0.02 + 0.08 * rand(n)).view(n, 1, 1, 1) * torch.randn(img.shape, generator=gen)
-    return torch.clamp(img + noise, 0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
 
 
 def _synthetic_split(n: int, num_classes: int, seed: int) -> Split:
@@ -616,7 +339,7 @@ def _synthetic_split(n: int, num_classes: int, seed: int) -> Split:
     labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=gen)]
     images = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
     for start in range(0, n, _SYNTH_CHUNK):  # bounded memory; chunking is fixed, so output is too
-        images[start : start + _SYNTH_CHUNK] = _render(labels[start : start + _SYNTH_CHUNK], num_classes, gen)
+        images[start : start + _SYNTH_CHUNK] = render_images(labels[start : start + _SYNTH_CHUNK], num_classes, gen)
     return Split(images, labels)
 
 
@@ -629,10 +352,9 @@ def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, num_classes: int 
     level and (half the time) a distractor shape of any type. Labels are balanced (counts differ by at
     most one). Train and test come from independent streams of the same seed.
     """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if n_train < 0 or n_test < 0:
-        raise ValueError(f"n_train and n_test must be >= 0, got {n_train} and {n_test}")
+    num_classes = checks.integer("num_classes", num_classes, 2)
+    n_train = checks.integer("n_train", n_train, 0)
+    n_test = checks.integer("n_test", n_test, 0)
     classes = [f"{SHAPES[c % len(SHAPES)]}-{c}" for c in range(num_classes)]
     train = _synthetic_split(n_train, num_classes, 2 * int(seed))
     test = _synthetic_split(n_test, num_classes, 2 * int(seed) + 1)
@@ -665,7 +387,7 @@ def class_count(name: str, num_classes: int = 10) -> int:
         train = _resolve(name.strip()[len("imagefolder:") :]) / "train"
         if not train.is_dir():
             raise FileNotFoundError(f"imagefolder {train.parent} has no train/ folder to count the classes of")
-        return sum(1 for d in train.iterdir() if d.is_dir() and not _skipped(d.name))
+        return sum(1 for d in train.iterdir() if d.is_dir() and not is_skipped(d.name))
     raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
 
 
@@ -750,11 +472,9 @@ class DeviceLoader:
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = checks.integer("batch_size", batch_size, 1)
         self.device = pick_device(device)
         self.split = split.to(self.device)
-        self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = int(seed)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rcl import checks
 from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
 from rcl.autoattack import (
     REFERENCE_SQUARE_QUERIES,
@@ -50,8 +51,6 @@ STANDARD_COLUMNS = ("scheme", "scenario", "attack", "eps", "steps", "clean_acc",
 
 # --------------------------------------------------------------------------------------------------- helpers
 def _batches(split: Split, batch_size: int, device: torch.device) -> DeviceLoader:
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(split) == 0:
         raise ValueError("the split is empty: nothing to evaluate")
     return DeviceLoader(split, batch_size, shuffle=False, drop_last=False, device=device)
@@ -171,8 +170,7 @@ def threat_model_1(
     also knows the labels). The clean embeddings are computed once per batch in eval mode, without gradients;
     ``classifier`` then labels ``x_adv``. The attacker never sees the classifier's head.
     """
-    if method not in ("simclr", "supcon"):
-        raise ValueError(f"method must be 'simclr' (NT-Xent) or 'supcon' (SupCon with the labels), got {method!r}")
+    checks.choice("method", method, ("simclr", "supcon"), hint="'simclr': NT-Xent, 'supcon': SupCon with the labels")
     device = torch.device(device) if device is not None else model_device(classifier)
 
     def clean_embedding(x: Tensor, y: Tensor) -> Tensor | tuple[Tensor, Tensor]:
@@ -364,8 +362,7 @@ def layer_probe(
     """
     if attack is not None and classifier is None:
         raise ValueError("layer_probe with an attack needs classifier=...: the attack runs end to end against it")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = checks.integer("epochs", epochs, 1)
     device = torch.device(device) if device is not None else model_device(encoder)
     taps = list(taps) if taps is not None else list(encoder.tap_names)
     gen = make_generator(device, seed)
@@ -376,14 +373,8 @@ def layer_probe(
         if attack is not None:
             attack_gen = make_generator(device, seed + 1)
             with attack_mode(classifier, "eval"):
-                adv_f = _tap_features(
-                    encoder,
-                    test,
-                    taps,
-                    batch_size,
-                    device,
-                    perturb=lambda x, y: attack.run(classifier, x, y, generator=attack_gen),
-                )
+                attacked = lambda x, y: attack.run(classifier, x, y, generator=attack_gen)
+                adv_f = _tap_features(encoder, test, taps, batch_size, device, perturb=attacked)
     y_train = train.labels.to(device)
     y_test = test.labels.to(device)
     num_classes = int(torch.cat([train.labels, test.labels]).max()) + 1
@@ -392,29 +383,43 @@ def layer_probe(
         mean = train_f[depth].mean(0)
         std = train_f[depth].std(0).clamp_min(1e-6)
         xs = (train_f[depth] - mean) / std
-        probe = nn.Linear(xs.shape[1], num_classes).to(device)
-        with torch.no_grad():  # seeded init: no global RNG
-            bound = 1 / math.sqrt(xs.shape[1])
-            probe.weight.copy_(torch.rand(probe.weight.shape, generator=gen, device=device) * 2 * bound - bound)
-            probe.bias.zero_()
-        opt = torch.optim.Adam(probe.parameters(), lr=lr)
-        for _ in range(epochs):
-            order = torch.randperm(len(xs), generator=gen, device=device)
-            for start in range(0, len(xs), batch_size):
-                idx = order[start : start + batch_size]
-                loss = F.cross_entropy(probe(xs[idx]), y_train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        probe = _train_probe(xs, y_train, num_classes, epochs=epochs, lr=lr, batch_size=batch_size, generator=gen)
+        record = {"layer": name, "depth": depth, "dim": int(xs.shape[1])}
         with torch.no_grad():
-            record = {"layer": name, "depth": depth, "dim": int(xs.shape[1])}
-            pred = probe((test_f[depth] - mean) / std).argmax(1)
-            record["clean_acc"] = (pred == y_test).float().mean().item()
+            record["clean_acc"] = _probe_accuracy(probe, (test_f[depth] - mean) / std, y_test)
             if adv_f is not None:
-                pred = probe((adv_f[depth] - mean) / std).argmax(1)
-                record["robust_acc"] = (pred == y_test).float().mean().item()
+                record["robust_acc"] = _probe_accuracy(probe, (adv_f[depth] - mean) / std, y_test)
         records.append(record)
     return records
+
+
+def _train_probe(
+    xs: Tensor, y: Tensor, num_classes: int, *, epochs: int, lr: float, batch_size: int, generator: torch.Generator
+) -> nn.Linear:
+    """A linear probe [D] -> [num_classes] trained with Adam on standardised features ``xs [N, D]``, labels ``y [N]``.
+
+    Its initial weights (uniform in +-1/sqrt(D), zero bias) and every epoch's shuffling come from ``generator``.
+    """
+    probe = nn.Linear(xs.shape[1], num_classes).to(xs.device)
+    with torch.no_grad():  # seeded init: no global RNG
+        bound = 1 / math.sqrt(xs.shape[1])
+        probe.weight.copy_(torch.rand(probe.weight.shape, generator=generator, device=xs.device) * 2 * bound - bound)
+        probe.bias.zero_()
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    for _ in range(epochs):
+        order = torch.randperm(len(xs), generator=generator, device=xs.device)
+        for start in range(0, len(xs), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(probe(xs[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return probe
+
+
+def _probe_accuracy(probe: nn.Linear, xs: Tensor, y: Tensor) -> float:
+    """Share in [0, 1] of the standardised features ``xs [N, D]`` that the probe labels ``y [N]``."""
+    return (probe(xs).argmax(1) == y).float().mean().item()
 
 
 # --------------------------------------------------------------------------------------------------- tables

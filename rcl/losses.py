@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rcl import checks
+
 
 def _fp32(device: torch.device):
     """Disable autocast for the enclosed block, so the loss is computed in float32."""
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+_TEMPERATURE_HINT = "e.g. 0.5 (SimCLR, ACL) or 0.07 (the main study)"
 
 
 def nt_xent(
@@ -64,7 +64,7 @@ def nt_xent(
             f"z1 and z2 hold no examples (shape {tuple(z1.shape)}): NT-Xent needs a batch of at least one pair, "
             "and an empty one has no loss to average (it would be NaN)"
         )
-    _check_temperature(temperature)
+    checks.positive("temperature", temperature, hint=_TEMPERATURE_HINT)
     batch = z1.shape[0]
     n = 2 * batch
     with _fp32(z1.device):
@@ -118,7 +118,7 @@ def supcon(
         raise ValueError(
             f"features hold no views (shape {tuple(features.shape)}): SupCon needs B >= 1 images with V >= 1 views"
         )
-    _check_temperature(temperature)
+    checks.positive("temperature", temperature, hint=_TEMPERATURE_HINT)
     batch, views, _ = features.shape
     n = batch * views
     with _fp32(features.device):
@@ -244,14 +244,10 @@ def kmeans_pseudo_labels(
     if z.ndim != 2:
         raise ValueError(f"z must be [N, D], got shape {tuple(z.shape)}")
     n = z.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, N] = [1, {n}], got {k}")
-    if iters < 0:
-        raise ValueError(f"iters must be >= 0, got {iters}")
-    if n_init < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init}")
-    if init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++' or 'random', got {init!r}")
+    checks.integer("k", k, 1, maximum=n, hint=f"at most N = {n}, the number of points")
+    checks.integer("iters", iters, 0)
+    checks.integer("n_init", n_init, 1)
+    checks.choice("init", init, ("k-means++", "random"))
     with _fp32(z.device):
         u = F.normalize(z.detach().float(), dim=1)
         best_assign, best_score = None, -float("inf")

@@ -30,6 +30,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from rcl import checks
 from rcl.course import notebook_for
 from rcl.runtime import make_generator, model_device
 
@@ -162,8 +163,7 @@ def jitter_of_strength(s: float) -> tuple[float, float, float, float]:
 
     ``s = 0.5`` gives the main study's ColorJitter(0.4, 0.4, 0.4, 0.1); hue is capped at 0.5.
     """
-    if s < 0:
-        raise ValueError(f"jitter strength must be >= 0, got {s}")
+    checks.number("strength", s, low=0.0, hint="the colour-jitter strength s; 0.5 is the main study's")
     return (0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5))
 
 
@@ -193,10 +193,8 @@ def augmentation_explorer(
     from rcl.augment import simclr_augment
 
     images, classes = _split_of(data, split)
-    if n_views < 1:
-        raise ValueError(f"n_views must be >= 1, got {n_views}")
-    if not 0 <= index < len(images):
-        raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
+    checks.integer("n_views", n_views, 1)
+    checks.integer("index", index, 0, maximum=len(images) - 1, hint=f"the split holds {len(images)} images")
     style = {"description_width": "initial"}
     controls = {
         "index": widgets.IntSlider(index, 0, len(images) - 1, description="image", continuous_update=False),
@@ -290,6 +288,36 @@ def _models_from_run_dir(run_dir: Path) -> tuple[dict[str, object], list[str]]:
     return dict(found), messages
 
 
+def _offered_models(models: Mapping[str, nn.Module | str | Path] | str | Path) -> tuple[Mapping, list[str]]:
+    """The models to choose from and the messages shown beside them: ``models`` itself, or the classifier
+    checkpoints of a run folder (with a message for each scheme that has none, or for the empty folder)."""
+    if not isinstance(models, (str, Path)):
+        return models, []
+    run_dir = Path(models)
+    found, messages = _models_from_run_dir(run_dir)
+    if not found:
+        messages = messages or [missing_message(run_dir, EXPECTED_CLASSIFIERS[0][2], "classifier")]
+    return found, messages
+
+
+def _loaded_on_demand(models: Mapping[str, nn.Module | str | Path]) -> Callable[[str], nn.Module]:
+    """``model_named(name)``: the model itself, or its checkpoint loaded the first time it is chosen."""
+    loaded: dict[str, nn.Module] = {}
+
+    def model_named(name: str) -> nn.Module:
+        if name not in loaded:
+            entry = models[name]
+            if isinstance(entry, nn.Module):
+                loaded[name] = entry
+            else:
+                from rcl.checkpoint import load_model
+
+                loaded[name] = load_model(entry)
+        return loaded[name]
+
+    return model_named
+
+
 def attack_explorer(
     models: Mapping[str, nn.Module | str | Path] | str | Path,
     data,
@@ -314,28 +342,9 @@ def attack_explorer(
     ``clean_conf``, ``adv_conf`` (the predicted class's probability), ``clean_true_prob``, ``adv_true_prob``
     (the true class's), ``label`` and ``linf`` (the perturbation's size, pixel units).
     """
-    from rcl.attacks import pgd
-
     images, classes = _split_of(data, split)
-    messages: list[str] = []
-    if isinstance(models, (str, Path)):
-        run_dir = Path(models)
-        models, messages = _models_from_run_dir(run_dir)
-        if not models:
-            messages = messages or [missing_message(run_dir, EXPECTED_CLASSIFIERS[0][2], "classifier")]
-    loaded: dict[str, nn.Module] = {}
-
-    def model_named(name: str) -> nn.Module:
-        if name not in loaded:
-            entry = models[name]
-            if isinstance(entry, nn.Module):
-                loaded[name] = entry
-            else:
-                from rcl.checkpoint import load_model
-
-                loaded[name] = load_model(entry)
-        return loaded[name]
-
+    models, messages = _offered_models(models)
+    model_named = _loaded_on_demand(models)
     names = list(models) or ["(none)"]
     style = {"description_width": "initial"}
     controls = {
@@ -350,43 +359,19 @@ def attack_explorer(
     def render(p: dict) -> tuple[Figure, dict]:
         if not models:
             raise _Missing("\n".join(messages))
-        model = model_named(p["model"])
-        device = model_device(model)
         x, label = _float_image(images, p["index"])
-        x = x.to(device)
-        y = torch.tensor([label], device=device)
-        eps_px = p["eps"] / 255.0
         steps_ = int(p["steps"])
-        alpha = 2.5 * eps_px / steps_ if steps_ > 0 and eps_px > 0 else 1.0 / 255
-        generator = make_generator(device, seed)
-        x_adv = pgd(model, x, y, eps_px, alpha, steps_, generator=generator)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            probs = torch.softmax(model(torch.cat([x, x_adv])).float(), dim=1).cpu()
-        model.train(was_training)
+        x, x_adv, probs = _attack_one_image(model_named(p["model"]), x, label, p["eps"] / 255.0, steps_, seed)
         conf, pred = probs.max(dim=1)
-        delta = (x_adv - x)[0].float()
-        linf = float(delta.abs().max())
-        magnified = delta / (2 * max(linf, 1e-12)) + 0.5
-        fig = Figure(figsize=(7.5, 2.8))
-        axes = fig.subplots(1, 3)
+        clean_name, adv_name = _class_name(classes, int(pred[0])), _class_name(classes, int(pred[1]))
         true_name = _class_name(classes, label)
-        titles = [
-            f"clean: {_class_name(classes, int(pred[0]))} ({conf[0]:.0%})",
-            f"adversarial: {_class_name(classes, int(pred[1]))} ({conf[1]:.0%})",
-            f"perturbation x{0.5 / max(linf, 1e-12):.0f}",
-        ]
-        for ax, img, title in zip(axes, [x[0], x_adv[0], magnified], titles):
-            ax.imshow(_image(img), interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        fig.suptitle(f"{p['model']}: image {p['index']} (true: {true_name}), eps {p['eps']:g}/255, {steps_} steps")
-        flipped = int(pred[0]) != int(pred[1])
+        titles = [f"clean: {clean_name} ({conf[0]:.0%})", f"adversarial: {adv_name} ({conf[1]:.0%})"]
+        title = f"{p['model']}: image {p['index']} (true: {true_name}), eps {p['eps']:g}/255, {steps_} steps"
+        fig, linf = _attack_figure(x, x_adv, titles, title)
         html = (
-            f"true <b>{_escape(true_name)}</b> · clean → <b>{_escape(_class_name(classes, int(pred[0])))}</b> "
-            f"({conf[0]:.1%}) · adversarial → <b>{_escape(_class_name(classes, int(pred[1])))}</b> ({conf[1]:.1%})"
-            + (" · <b>the attack changed the prediction</b>" if flipped else "")
+            f"true <b>{_escape(true_name)}</b> · clean → <b>{_escape(clean_name)}</b> ({conf[0]:.1%}) · "
+            f"adversarial → <b>{_escape(adv_name)}</b> ({conf[1]:.1%})"
+            + (" · <b>the attack changed the prediction</b>" if int(pred[0]) != int(pred[1]) else "")
         )
         if messages:
             html += "<br>" + "<br>".join(_escape(m) for m in messages)
@@ -405,6 +390,47 @@ def attack_explorer(
         return fig, results
 
     return Explorer(controls, render)
+
+
+def _attack_one_image(
+    model: nn.Module, x: Tensor, label: int, eps: float, steps: int, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """PGD (L-inf, ``alpha = 2.5 eps / steps``, seeded random start) on one image ``x [1, 3, H, W]`` in [0, 1].
+
+    Returns ``x`` and ``x_adv`` on the model's device and the model's softmax ``[2, C]`` on both (eval mode; the
+    model's train/eval flags are given back).
+    """
+    from rcl.attacks import pgd
+
+    device = model_device(model)
+    x = x.to(device)
+    y = torch.tensor([label], device=device)
+    alpha = 2.5 * eps / steps if steps > 0 and eps > 0 else 1.0 / 255
+    generator = make_generator(device, seed)
+    x_adv = pgd(model, x, y, eps, alpha, steps, generator=generator)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.cat([x, x_adv])).float(), dim=1).cpu()
+    model.train(was_training)
+    return x, x_adv, probs
+
+
+def _attack_figure(x: Tensor, x_adv: Tensor, titles: list[str], title: str) -> tuple[Figure, float]:
+    """Clean image, adversarial image and their difference magnified to fill [0, 1]; and the difference's L-inf."""
+    delta = (x_adv - x)[0].float()
+    linf = float(delta.abs().max())
+    magnified = delta / (2 * max(linf, 1e-12)) + 0.5
+    fig = Figure(figsize=(7.5, 2.8))
+    axes = fig.subplots(1, 3)
+    for ax, img, text in zip(
+        axes, [x[0], x_adv[0], magnified], [*titles, f"perturbation x{0.5 / max(linf, 1e-12):.0f}"]
+    ):
+        ax.imshow(_image(img), interpolation="nearest")
+        ax.set_title(text, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig, linf
 
 
 # --------------------------------------------------------------------------------------------- CKA
@@ -502,10 +528,7 @@ def cka_explorer(
         if data is None or attack is None:
             raise ValueError("computing CKA needs data= (a Dataset or Split) and attack= (an AttackConfig)")
         matrices, layer_names = compute_cka_matrices(models, data, attack, n=n)
-    matrices = {tuple(k): _as_matrix(v) for k, v in (matrices or {}).items()}
-    for key in matrices:
-        if len(key) != 3 or key[2] not in INPUTS:
-            raise ValueError(f"CKA matrices are keyed (scheme, scenario, input) with input in {INPUTS}, got {key}")
+    matrices = _keyed_matrices(matrices or {})
     schemes = sorted({k[0] for k in matrices}) or ["(none)"]
     scenarios = sorted({k[1] for k in matrices}) or ["(none)"]
     controls = {
@@ -526,35 +549,9 @@ def cka_explorer(
         names = list(layer_names) if layer_names is not None else [str(i) for i in range(matrix.shape[0])]
         fig = Figure(figsize=(10, 4.2))
         ax_map, ax_diag = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
-        image = ax_map.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="magma", origin="lower")
-        fig.colorbar(image, ax=ax_map, fraction=0.046)
-        ticks = range(0, len(names), max(1, len(names) // 10))
-        ax_map.set_xticks(list(ticks), [names[i] for i in ticks], rotation=90, fontsize=7)
-        ax_map.set_yticks(list(ticks), [names[i] for i in ticks], fontsize=7)
-        rows, cols = p["input"].split("-vs-") if "-vs-" in p["input"] else (p["input"], p["input"])
-        ax_map.set_xlabel(f"layer ({cols})")
-        ax_map.set_ylabel(f"layer ({rows})")
-        ax_map.set_title(f"{key[0]} / {key[1]}: CKA, {p['input']}", fontsize=10)
-        diagonals = {}
-        for scheme in schemes:
-            cross = matrices.get((scheme, p["scenario"], "clean-vs-adversarial"))
-            if cross is not None:
-                diagonals[scheme] = torch.diagonal(cross).tolist()
-                ax_diag.plot(
-                    diagonals[scheme], marker="o", label=scheme, linewidth=2.5 if scheme == p["scheme"] else 1.2
-                )
-        ax_diag.set_ylim(0, 1.05)
-        ax_diag.set_xlabel("layer")
-        ax_diag.set_ylabel("CKA(clean, adversarial)")
-        ax_diag.set_title(f"{p['scenario']}: per-layer clean-vs-adversarial similarity", fontsize=10)
-        if diagonals:
-            ax_diag.legend(fontsize=8)
-            n_layers = len(next(iter(diagonals.values())))
-            ticks = range(0, n_layers, max(1, n_layers // 10))
-            if len(names) == n_layers:
-                ax_diag.set_xticks(list(ticks), [names[i] for i in ticks], rotation=90, fontsize=7)
-        else:
-            ax_diag.text(0.5, 0.5, "no clean-vs-adversarial matrix", ha="center", transform=ax_diag.transAxes)
+        _draw_cka_map(fig, ax_map, matrix, names, key)
+        crosses = {scheme: matrices.get((scheme, p["scenario"], "clean-vs-adversarial")) for scheme in schemes}
+        diagonals = _draw_diagonals(ax_diag, crosses, names, p["scheme"], p["scenario"])
         fig.tight_layout()
         mean_offdiag = float((matrix.sum() - torch.diagonal(matrix).sum()) / max(matrix.numel() - len(matrix), 1))
         html = f"{_escape(key[0])} / {_escape(key[1])}, {p['input']}: mean off-diagonal CKA {mean_offdiag:.2f}"
@@ -567,6 +564,54 @@ def cka_explorer(
         }
 
     return Explorer(controls, render)
+
+
+def _keyed_matrices(matrices: Mapping[tuple[str, str, str], object]) -> dict[tuple[str, str, str], Tensor]:
+    """The matrices as float64 ``[L, L]`` tensors keyed ``(scheme, scenario, input)``, ``input`` in :data:`INPUTS`."""
+    matrices = {tuple(k): _as_matrix(v) for k, v in matrices.items()}
+    for key in matrices:
+        if len(key) != 3 or key[2] not in INPUTS:
+            raise ValueError(f"CKA matrices are keyed (scheme, scenario, input) with input in {INPUTS}, got {key}")
+    return matrices
+
+
+def _draw_cka_map(fig: Figure, ax, matrix: Tensor, names: list[str], key: tuple[str, str, str]) -> None:
+    """The heatmap of one ``[L, L]`` CKA matrix, rows and columns labelled by layer and by input."""
+    image = ax.imshow(matrix.numpy(), vmin=0, vmax=1, cmap="magma", origin="lower")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ticks = range(0, len(names), max(1, len(names) // 10))
+    ax.set_xticks(list(ticks), [names[i] for i in ticks], rotation=90, fontsize=7)
+    ax.set_yticks(list(ticks), [names[i] for i in ticks], fontsize=7)
+    inputs = key[2]
+    rows, cols = inputs.split("-vs-") if "-vs-" in inputs else (inputs, inputs)
+    ax.set_xlabel(f"layer ({cols})")
+    ax.set_ylabel(f"layer ({rows})")
+    ax.set_title(f"{key[0]} / {key[1]}: CKA, {inputs}", fontsize=10)
+
+
+def _draw_diagonals(
+    ax, crosses: Mapping[str, Tensor | None], names: list[str], chosen: str, scenario: str
+) -> dict[str, list[float]]:
+    """Per scheme, the diagonal of its clean-vs-adversarial matrix (``None``: the scheme has none); the chosen
+    scheme's line drawn thicker. Returns the diagonals drawn."""
+    diagonals = {}
+    for scheme, cross in crosses.items():
+        if cross is not None:
+            diagonals[scheme] = torch.diagonal(cross).tolist()
+            ax.plot(diagonals[scheme], marker="o", label=scheme, linewidth=2.5 if scheme == chosen else 1.2)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("CKA(clean, adversarial)")
+    ax.set_title(f"{scenario}: per-layer clean-vs-adversarial similarity", fontsize=10)
+    if diagonals:
+        ax.legend(fontsize=8)
+        n_layers = len(next(iter(diagonals.values())))
+        ticks = range(0, n_layers, max(1, n_layers // 10))
+        if len(names) == n_layers:
+            ax.set_xticks(list(ticks), [names[i] for i in ticks], rotation=90, fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no clean-vs-adversarial matrix", ha="center", transform=ax.transAxes)
+    return diagonals
 
 
 __all__ = [

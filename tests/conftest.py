@@ -1,4 +1,5 @@
-"""Shared fixtures: fp32 unless a test asks otherwise; the offline CIFAR-10 JPEG tree, unpacked once.
+"""Shared fixtures and helpers: fp32 unless a test asks otherwise; the offline CIFAR-10 JPEG tree, unpacked once;
+small data and small networks that several test files use (``from conftest import half_size, TinyCNN, ...``).
 
 Unit tests run in float32 whatever the processor (``RCL_PRECISION=fp32``): they compare rcl against references
 written from the papers' and the released code's equations at float32 tolerances, and their verdict must not depend
@@ -15,7 +16,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
+from rcl.data import Split
+from rcl.models import Classifier, resnet18
 from rcl.runtime import PRECISION_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,3 +64,40 @@ def cifar10_jpeg() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ------------------------------------------------------------------------------------------- small data and networks
+def half_size(split: Split) -> Split:
+    """The split at half the resolution (2x2 average pooling, so 16x16 for CIFAR's 32x32): 4x cheaper, same classes."""
+    return Split(F.avg_pool2d(split.images.float(), 2).round().to(torch.uint8), split.labels)
+
+
+def seeded_classifier(width: int, num_classes: int = 10, seed: int = 0) -> Classifier:
+    """``Classifier(resnet18(width), num_classes)`` initialised after ``torch.manual_seed(seed)``, in train mode."""
+    torch.manual_seed(seed)
+    return Classifier(resnet18(width), num_classes)
+
+
+class TinyCNN(nn.Module):
+    """A small CNN independent of rcl.models: x [B, 3, H, W] -> logits [B, num_classes].
+
+    One block per entry of ``widths`` (3x3 conv, BatchNorm when ``batch_norm``, ReLU), 2x2 max pooling between
+    blocks, then global average pooling (``body`` gives this ``widths[-1]``-d representation) and a linear ``fc``.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32), num_classes: int = 10, batch_norm: bool = False) -> None:
+        super().__init__()
+        layers, channels = [], 3
+        for i, width in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            layers.append(nn.Conv2d(channels, width, 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.ReLU())
+            channels = width
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import half_size
 
 from rcl import acl, profiles
 from rcl.attacks import AttackConfig
@@ -21,14 +21,10 @@ from rcl.train import TrainConfig, pretrain_acl
 EPS = 8 / 255
 
 
-def _small(split: Split) -> Split:
-    return Split(F.avg_pool2d(split.images.float(), 2).round().to(torch.uint8), split.labels)
-
-
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     ds = synthetic_dataset(n_train=96, n_test=32, num_classes=4, seed=0)
-    return Dataset(ds.name, ds.classes, _small(ds.train), _small(ds.test))
+    return Dataset(ds.name, ds.classes, half_size(ds.train), half_size(ds.test))
 
 
 def _cfg(tmp_path, **kw) -> profiles.Config:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from conftest import TinyCNN
 
 from rcl.data import (
     DatasetUnavailable,
@@ -29,35 +29,9 @@ def _split(n: int, num_classes: int = 10) -> Split:
     return Split(images.contiguous(), torch.arange(n) % num_classes)
 
 
-class TinyCNN(nn.Module):
-    """A small CNN independent of rcl.models: 3 conv blocks and a linear layer."""
-
-    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.BatchNorm2d(2 * width),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
-            nn.BatchNorm2d(4 * width),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.fc = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
 def _train_and_test(train: Split, test: Split, num_classes: int, epochs: int, seed: int = 0) -> float:
     torch.manual_seed(seed)
-    model = TinyCNN(num_classes)
+    model = TinyCNN((16, 32, 64), num_classes, batch_norm=True)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     loader = DeviceLoader(train, 64, shuffle=True, drop_last=True, seed=seed)
     # one-cycle schedule: ends at a small learning rate, so the final weights are not caught mid-spike

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from conftest import TinyCNN, half_size
 from torch import nn
 
 from rcl.attacks import AttackConfig
@@ -35,42 +36,19 @@ from rcl.profiles import resolve
 ATTACK = AttackConfig(eps=8 / 255, alpha=2 / 255, steps=5)
 
 
-def _small(split: Split) -> Split:
-    return Split(F.avg_pool2d(split.images.float(), 2).round().to(torch.uint8), split.labels)
-
-
-class TinyNet(nn.Module):
-    """conv-relu-pool x2 -> linear; ``embed`` gives the 32-d representation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.fc(self.body(x))
-
-
 @pytest.fixture(scope="module")
 def data():
     ds = synthetic_dataset(n_train=512, n_test=200, num_classes=10, seed=1)
-    return _small(ds.train), _small(ds.test)
+    return half_size(ds.train), half_size(ds.test)
 
 
 @pytest.fixture(scope="module")
 def trained(data):
-    """A TinyNet trained for a few epochs with Adam (about 40% test accuracy)."""
+    """A TinyCNN (conv-relu-pool, conv-relu -> linear; ``body`` gives the 32-d representation) trained for a few
+    epochs with Adam (about 40% test accuracy)."""
     train, _ = data
     torch.manual_seed(0)
-    model = TinyNet()
+    model = TinyCNN((16, 32))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = train.images.float() / 255, train.labels
     gen = torch.Generator().manual_seed(0)

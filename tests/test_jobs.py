@@ -178,16 +178,16 @@ class _KilledAfterFirstEpoch:
     def __call__(self):
         if self.call.job.name == self.victim and not self.marker.exists():
             self.marker.touch()
-            import rcl.train
+            import rcl.train_loop  # the epoch loop saves the checkpoints
 
-            save = rcl.train.save_checkpoint
+            save = rcl.train_loop.save_checkpoint
 
             def save_then_die(path, *args, **kwargs):
                 save(path, *args, **kwargs)
                 if Path(path).name == "last.pt":
                     os.kill(os.getpid(), signal.SIGKILL)
 
-            rcl.train.save_checkpoint = save_then_die
+            rcl.train_loop.save_checkpoint = save_then_die
         return self.call()
 
 

@@ -13,6 +13,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import half_size, seeded_classifier
 
 from rcl.attacks import AttackConfig
 from rcl.augment import SimCLRAugment
@@ -35,15 +36,10 @@ ATTACK = AttackConfig(eps=8 / 255, alpha=2 / 255, steps=2)
 MILD = SimCLRAugment(scale=(0.3, 1.0), gray_p=0.0, jitter=(0.4, 0.4, 0.2, 0.02))  # keeps colour, a class cue here
 
 
-def _small(split: Split) -> Split:
-    """16x16 images (2x2 average pooling): 4x cheaper, same classes."""
-    return Split(F.avg_pool2d(split.images.float(), 2).round().to(torch.uint8), split.labels)
-
-
 @pytest.fixture(scope="module")
 def data():
     ds = synthetic_dataset(n_train=512, n_test=512, num_classes=10, seed=0)
-    return _small(ds.train), _small(ds.test)
+    return half_size(ds.train), half_size(ds.test)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +57,7 @@ def _contrastive(seed: int = 0, dual_bn: bool = False) -> ContrastiveNet:
 
 
 def _classifier(seed: int = 0) -> Classifier:
-    torch.manual_seed(seed)
-    return Classifier(resnet18(8), 10)
+    return seeded_classifier(8, seed=seed)
 
 
 def _cfg(epochs: int = 2, **kw) -> TrainConfig:

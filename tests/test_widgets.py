@@ -10,6 +10,7 @@ import base64
 
 import pytest
 import torch
+from conftest import seeded_classifier
 from torch import nn
 
 from rcl import widgets
@@ -25,8 +26,7 @@ def data():
 
 
 def tiny_classifier(seed: int = 0) -> Classifier:
-    torch.manual_seed(seed)
-    return Classifier(resnet18(width=4), num_classes=10).eval()
+    return seeded_classifier(4, seed=seed).eval()
 
 
 class LinearClassifier(nn.Module):
