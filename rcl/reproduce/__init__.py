@@ -38,31 +38,46 @@ workers, SLURM), :mod:`~rcl.reproduce.lock`, :mod:`~rcl.reproduce.summary`, :mod
 :mod:`~rcl.reproduce.publish` (reference runs).
 """
 
-from rcl.reproduce.chapters import code_version, incomplete_reason, is_complete, notebook_version
-from rcl.reproduce.cli import main
-from rcl.reproduce.errors import ChapterFailed, ReproduceError, RunFolderBusy
-from rcl.reproduce.launchers import make_launcher
-from rcl.reproduce.lock import LOCK_NAME, run_lock
-from rcl.reproduce.params import NOTEBOOK_DIR, find_notebooks, notebook_parameters, parse_params, route_params
-from rcl.reproduce.runner import auto_profile, run
+import importlib
 
-__all__ = [
-    "LOCK_NAME",
-    "NOTEBOOK_DIR",
-    "ChapterFailed",
-    "ReproduceError",
-    "RunFolderBusy",
-    "auto_profile",
-    "code_version",
-    "find_notebooks",
-    "incomplete_reason",
-    "is_complete",
-    "main",
-    "make_launcher",
-    "notebook_parameters",
-    "notebook_version",
-    "parse_params",
-    "route_params",
-    "run",
-    "run_lock",
-]
+# the public names and the module that holds each: loaded on first use (PEP 562), so that importing one small module
+# of the runner (``rcl.reproduce.provenance`` for the benchmarks) does not load all of it
+_EXPORTS = {
+    "LOCK_NAME": "lock",
+    "NOTEBOOK_DIR": "params",
+    "ChapterFailed": "errors",
+    "ReproduceError": "errors",
+    "RunFolderBusy": "errors",
+    "auto_profile": "runner",
+    "code_version": "chapters",
+    "find_notebooks": "params",
+    "incomplete_reason": "chapters",
+    "is_complete": "chapters",
+    "main": "cli",
+    "make_launcher": "launchers",
+    "notebook_parameters": "params",
+    "notebook_version": "chapters",
+    "parse_params": "params",
+    "route_params": "params",
+    "run": "runner",
+    "run_lock": "lock",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"rcl.reproduce.{_EXPORTS[name]}"), name)
+    else:
+        try:
+            value = importlib.import_module(f"rcl.reproduce.{name}")  # a submodule: rcl.reproduce.jobs
+        except ModuleNotFoundError as err:
+            if err.name != f"rcl.reproduce.{name}":  # the submodule exists but needs a missing package
+                raise
+            raise AttributeError(f"module 'rcl.reproduce' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
