@@ -49,6 +49,21 @@ _CIFAR = {
 _DOWNLOAD_TIMEOUT_S = 30.0
 
 
+def parse_dataset_name(name: str) -> tuple[str, str | None]:
+    """The one reading of a dataset name: ``"CIFAR10"`` -> ``("cifar10", None)``, ``"imagefolder:data/x"`` ->
+    ``("imagefolder", "data/x")`` (the path as typed), ``"synthetic"`` -> ``("synthetic", None)``. A ValueError
+    names the valid ones for anything else, and an ``imagefolder:`` without a path says what to give."""
+    key = name.strip() if isinstance(name, str) else ""
+    kind, colon, path = key.partition(":")
+    if not colon and key.lower() in (*_CIFAR, "synthetic"):
+        return key.lower(), None
+    if colon and kind.lower() == "imagefolder":
+        if not path:
+            raise ValueError('dataset "imagefolder:" needs a path, e.g. "imagefolder:data/cifar10-jpeg"')
+        return "imagefolder", path
+    raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
+
+
 class DatasetUnavailable(RuntimeError):
     """A dataset's files are missing and cannot be downloaded; the message says what to do."""
 
@@ -378,17 +393,15 @@ def class_count(name: str, num_classes: int = 10) -> int:
     """How many classes ``name`` (a :func:`load_dataset` name) has, without loading its images: 10 for CIFAR-10,
     100 for CIFAR-100, ``num_classes`` for ``synthetic``, the class folders of ``<path>/train`` for an imagefolder.
     For a chapter that reads results but no data (the chance line of chapter 09's figures)."""
-    key = name.strip().lower()
-    if key in _CIFAR:
-        return 100 if key == "cifar100" else 10
-    if key == "synthetic":
+    kind, path = parse_dataset_name(name)
+    if kind in _CIFAR:
+        return 100 if kind == "cifar100" else 10
+    if kind == "synthetic":
         return num_classes
-    if key.startswith("imagefolder:"):
-        train = _resolve(name.strip()[len("imagefolder:") :]) / "train"
-        if not train.is_dir():
-            raise FileNotFoundError(f"imagefolder {train.parent} has no train/ folder to count the classes of")
-        return sum(1 for d in train.iterdir() if d.is_dir() and not is_skipped(d.name))
-    raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
+    train = _resolve(path) / "train"
+    if not train.is_dir():
+        raise FileNotFoundError(f"imagefolder {train.parent} has no train/ folder to count the classes of")
+    return sum(1 for d in train.iterdir() if d.is_dir() and not is_skipped(d.name))
 
 
 def load_dataset(
@@ -414,26 +427,21 @@ def load_dataset(
     Raises ValueError for an unknown name (listing the valid ones), DatasetUnavailable when CIFAR
     files are missing and cannot be downloaded, FileNotFoundError for a malformed image folder.
     """
-    key = name.strip()
-    if key.lower() == "synthetic":
+    kind, spec = parse_dataset_name(name)
+    if kind == "synthetic":
         return synthetic_dataset(
             n_train=5000 if n_train is None else n_train,
             n_test=1000 if n_test is None else n_test,
             num_classes=num_classes,
             seed=seed,
         )
-    if key.lower() in _CIFAR:
-        dataset = _load_cifar(key.lower(), _resolve(root), download)
-    elif key.lower().startswith("imagefolder:"):
-        spec = key[len("imagefolder:") :]
-        if not spec:
-            raise ValueError('imagefolder needs a path: dataset="imagefolder:data/cifar10-jpeg"')
+    if kind in _CIFAR:
+        dataset = _load_cifar(kind, _resolve(root), download)
+    else:
         path = _resolve(spec)
         if not path.is_dir():
             raise FileNotFoundError(f"imagefolder path {path} does not exist (from {name!r})")
         dataset = _load_imagefolder(spec, path)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; valid names are: {', '.join(VALID_NAMES)}")
     for split, n in (("train", n_train), ("test", n_test)):
         have = len(getattr(dataset, split))
         if n is not None and n > have:

@@ -283,14 +283,10 @@ def _none_or_at_least(minimum: int) -> Callable[[str, Any], int | None]:
 
 
 def _check_dataset(name: str, value) -> str:
-    from rcl.data import VALID_NAMES
+    from rcl.data import parse_dataset_name
 
-    key = value.strip().lower() if isinstance(value, str) else None
-    if key in ("synthetic", "cifar10", "cifar100") or (key or "").startswith("imagefolder:"):
-        if key.startswith("imagefolder:") and not value.strip()[len("imagefolder:") :]:
-            raise ValueError('dataset "imagefolder:" needs a path, e.g. "imagefolder:data/cifar10-jpeg"')
-        return value
-    raise ValueError(f"unknown dataset {value!r}; valid names are: {', '.join(VALID_NAMES)}")
+    parse_dataset_name(value)  # the one reading of a dataset name, with its errors
+    return value
 
 
 def _check_arch(name: str, value) -> str:
@@ -404,13 +400,11 @@ def canonical_dataset(dataset: str) -> str:
     directory when it exists there, else from the project root, as :func:`rcl.data.load_dataset` does), so that the
     runner, its chapters and its jobs, whatever folder each starts in, read the same tree, and ``tree/`` and
     ``tree`` are one dataset."""
-    _check_dataset("dataset", dataset)
-    key = dataset.strip()
-    if not key.lower().startswith("imagefolder:"):
-        return key.lower()
-    from rcl.data import _resolve
+    from rcl.data import _resolve, parse_dataset_name
 
-    typed = key[len("imagefolder:") :]
+    kind, typed = parse_dataset_name(dataset)
+    if kind != "imagefolder":
+        return kind
     tree = _resolve(typed).absolute()
     if not tree.is_dir():
         here = Path(typed).expanduser()
