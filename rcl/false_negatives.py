@@ -395,8 +395,9 @@ def mean_robust(curves: pd.DataFrame) -> pd.Series:
 
 def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
     """Per eps: the supervised - SimCLR gap, its noise band (``rcl.verdicts.noise`` on ``n`` test images) and, for
-    every other SimCLR variant in ``curves``, the fraction of the gap it closes, where the gap is real (outside its
-    band; NaN elsewhere: a gap inside the noise cannot be closed or widened measurably)."""
+    every other SimCLR variant in ``curves``, the fraction of the gap it closes, where the gap is real (supervised
+    above SimCLR by more than its band; NaN elsewhere: a gap inside the noise, or the other way round, cannot be
+    closed)."""
     from rcl.verdicts import noise
 
     rows = []
@@ -407,7 +408,7 @@ def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
         for scheme, value in robust.items():
             if scheme in (SUPERVISED, SUPCON, "SimCLR"):
                 continue
-            closed = gap_fraction(robust[SUPERVISED], robust["SimCLR"], value) if abs(gap) > band else math.nan
+            closed = gap_fraction(robust[SUPERVISED], robust["SimCLR"], value) if gap > band else math.nan
             rows.append({"eps": eps, "scheme": scheme, "gap": gap, "gap_band": band, "gap_closed": closed})
     return pd.DataFrame(rows)
 
@@ -583,7 +584,12 @@ def run(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = Tru
 def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
     """For every SimCLR variant in ``records`` (from :func:`run`): its ``metric``, the ``gain`` over its plain SimCLR
     (same standard/adversarial pre-training) and, for standard pre-training, the fraction of the supervised-SimCLR
-    gap it closes (``gap_closed``; NaN for adversarial runs, whose baseline is adversarial SimCLR, not the gap)."""
+    gap it closes (``gap_closed``). NaN where there is no gap to close: for adversarial runs (their baseline is
+    adversarial SimCLR, not the gap), and where supervised is not above SimCLR by more than the noise band
+    (``rcl.verdicts.noise`` on the records' ``n`` test images, when they say it): a share of a gap that may be zero,
+    or of one the other way round, reads as progress whatever happened."""
+    from rcl.verdicts import noise
+
     by_name = {r["scheme"]: r for r in records}
     if SUPERVISED not in by_name:
         raise ValueError("records need the supervised model to measure the gap")
@@ -594,16 +600,11 @@ def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
         base = by_name.get(scheme_name(None, bool(r["adversarial"])))
         if base is None:
             continue
-        out.append(
-            {
-                "scheme": r["scheme"],
-                metric: r[metric],
-                "gain": r[metric] - base[metric],
-                "gap_closed": math.nan
-                if r["adversarial"]
-                else gap_fraction(by_name[SUPERVISED][metric], base[metric], r[metric]),
-            }
-        )
+        supervised, simclr = by_name[SUPERVISED][metric], base[metric]
+        n = r.get("n")
+        real = supervised - simclr > (0.0 if n is None else noise(supervised, simclr, int(n)))
+        closed = gap_fraction(supervised, simclr, r[metric]) if real and not r["adversarial"] else math.nan
+        out.append({"scheme": r["scheme"], metric: r[metric], "gain": r[metric] - simclr, "gap_closed": closed})
     return out
 
 

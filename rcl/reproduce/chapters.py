@@ -243,6 +243,15 @@ def no_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, before)
 
 
+def keep_killed_run(notebook: Path, run_dir: Path) -> tuple[Path, Path]:
+    """Keep what a run killed mid-chapter left (``NN_name.running.ipynb``) as ``NN_name.failed.ipynb``; the runner
+    holds the run folder's lock, so it is not live. Returns the chapter's (running, failed) paths."""
+    running = run_dir / "notebooks" / f"{notebook.stem}.running.ipynb"
+    failed = run_dir / "notebooks" / f"{notebook.stem}.failed.ipynb"
+    _keep_failed(running, failed)
+    return running, failed
+
+
 def run_chapter(
     notebook: Path,
     parameters: dict,
@@ -265,9 +274,7 @@ def run_chapter(
 
     executed_dir = run_dir / "notebooks"
     executed = executed_dir / notebook.name
-    running = executed_dir / f"{notebook.stem}.running.ipynb"
-    failed = executed_dir / f"{notebook.stem}.failed.ipynb"
-    _keep_failed(running, failed)  # left by a run killed mid-chapter (we hold the lock: it is not live)
+    running, failed = keep_killed_run(notebook, run_dir)
     reason = None if force else incomplete_reason(executed, parameters, run_dir, notebook)
     version = notebook_version(notebook)  # as it is now, before it runs (an edit meanwhile makes it incomplete)
     if not force and reason is None:

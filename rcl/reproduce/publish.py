@@ -294,11 +294,11 @@ def readme_text(record: dict, summary_md: str, note: str | None = None) -> str:
         f"({end.get('torch_threads')} threads), Python {end.get('python')}, {end.get('platform')}"
         + (f", GPU {end['cuda']}" if end.get("cuda") else ", no GPU"),
         f"- started {record.get('started')}; load average at the start {load} (1, 5, 15 min)" if load else "",
-        f"- wall time {duration_text(record['wall_seconds'])} for {len(record['chapters'])} chapters:",
+        f"- wall time {duration_text(record['wall_seconds'], aligned=True)} for {len(record['chapters'])} chapters:",
         "",
         "| chapter | wall time |",
         "| --- | --- |",
-        *[f"| {row['notebook']} | {duration_text(row['seconds'])} |" for row in record["chapters"]],
+        *[f"| {row['notebook']} | {duration_text(row['seconds'], aligned=True)} |" for row in record["chapters"]],
         "",
         "`run.json` holds every setting, the machine and the list of files; `notebooks/` the executed chapters "
         "with their outputs; each chapter's folder its tables (CSV/JSON) and figures. Checkpoints are not kept.",

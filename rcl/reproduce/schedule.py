@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rcl.reproduce.chapters import CHAPTER_NEEDS, ChapterThread, is_complete, no_interrupts
+from rcl.reproduce.chapters import CHAPTER_NEEDS, ChapterThread, is_complete, keep_killed_run, no_interrupts
 from rcl.reproduce.errors import ChapterFailed
 from rcl.reproduce.jobs import JOBS_DIR, Job, JobCall, JobsError, JobSettings, is_done, job_dir
 from rcl.reproduce.launchers import DIED, LocalLauncher, SlurmLauncher
@@ -339,6 +339,7 @@ class _Schedule:
                 continue
             if any(self.records[j].state not in DONE for j in task.jobs):
                 continue
+            keep_killed_run(task.notebook, self.run_dir)
             executed = self.run_dir / "notebooks" / task.notebook.name
             if not self.options["force"] and is_complete(executed, task.parameters, self.run_dir, task.notebook):
                 self._end_chapter(task, "skipped", "skipped (complete)")

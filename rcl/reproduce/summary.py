@@ -195,8 +195,12 @@ def _run_settings(run_dir: Path) -> dict:
     return found
 
 
-def duration_text(seconds: float) -> str:
-    """``"42 s"``, ``"3 min 5 s"``, ``"1 h 37 min"``: a wall time as a reader takes it in."""
+def duration_text(seconds: float, aligned: bool = False) -> str:
+    """``"42 s"``, ``"3 min 5 s"``, ``"1 h 37 min"``: a wall time as a reader takes it in. ``aligned``: the form
+    of a table column, ``"0 min 42 s"``, ``"3 min 05 s"``, ``"1 h 07 min"``."""
+    if aligned:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"
