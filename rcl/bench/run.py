@@ -25,6 +25,7 @@ from rcl.bench.estimate import count_flops, profile_estimate
 from rcl.bench.pairs import bench_augment, bench_cka, bench_pgd, bench_training
 from rcl.bench.settings import ALPHA, EPS, LR, PGD_STEPS, SCHEMA, SIZES, TEMPERATURE, BenchSize
 from rcl.data import Split, synthetic_dataset
+from rcl.reproduce import provenance
 from rcl.reproduce.provenance import cpu_model
 from rcl.runtime import memory_format, pick_device, precision_choice, resolve_precision
 
@@ -42,11 +43,9 @@ def slug(text: str) -> str:
 
 
 def _load_average() -> float | None:
-    """The 1-minute load average as the OS gives it (unrounded), or None where there is none."""
-    try:
-        return os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return None
+    """The 1-minute load average, unrounded (None where the OS has none)."""
+    load = provenance.load_average()
+    return None if load is None else load[0]
 
 
 def run_bench(

@@ -54,7 +54,7 @@ def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the OS has none): a timing is honest only on an idle
     machine."""
     try:
-        return [round(x, 2) for x in os.getloadavg()]
+        return list(os.getloadavg())
     except (OSError, AttributeError):
         return None
 
@@ -75,5 +75,5 @@ def machine() -> dict:
     }
     load = load_average()
     if load is not None:
-        info["load_average_1_5_15_min"] = load
+        info["load_average_1_5_15_min"] = [round(x, 2) for x in load]
     return info

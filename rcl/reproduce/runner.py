@@ -186,9 +186,7 @@ def _plan(profile, dataset, device, out, only, extra, notebook_dir, launcher, la
     scale_out = make_launcher(launcher, cfg, **launch) if launcher != "none" else None
     fell_back = cfg.dataset != requested  # setup falls back to synthetic, loudly, when the data is missing
     routed = _with_data_root(routed, data_root)
-    return _Plan(
-        cfg, root, run_dir, notebooks, every, routed, extra, base, data_root, fell_back, scale_out, device
-    )  # fmt: skip
+    return _Plan(cfg, root, run_dir, notebooks, every, routed, extra, base, data_root, fell_back, scale_out, device)
 
 
 def _execute(plan: _Plan, launch: dict, *, force: bool, debug: bool, jobs_only: bool) -> Outcome:

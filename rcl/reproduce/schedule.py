@@ -21,6 +21,7 @@ table), beside the jobs' logs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -167,12 +168,12 @@ class _Schedule:
                     time.sleep(min(0.2, self.job_poll))
         except KeyboardInterrupt:
             names = self._stop("cancelled (interrupted); a rerun resumes it")
+            where = f" while running {names}" if names else ""
             what = "jobs and chapters" if self.records else "chapters"
+            resumes = " (a job stopped mid-way resumes from its last epoch)" if self.records else ""
             raise ChapterFailed(
-                "\nINTERRUPTED" + (f" while running {names}" if names else "") + f". Finished {what} are kept; "
-                "rerun the same command to continue" + (" (a job stopped mid-way resumes from its last epoch)." if
-                self.records else ".")
-            ) from None  # fmt: skip
+                f"\nINTERRUPTED{where}. Finished {what} are kept; rerun the same command to continue{resumes}."
+            ) from None
         except BaseException:
             self._stop("cancelled (the runner stopped); a rerun resumes it")
             raise
@@ -182,8 +183,8 @@ class _Schedule:
                 self.launcher.close()
                 _write_summary(self.run_dir, self.records.values())
         status = [{"notebook": task.notebook.name, **task.row} for task in self.chapters]
-        return Outcome(list(self.records.values()), status, [self.failures[t.notebook] for t in self.chapters if
-                                                              t.notebook in self.failures])  # fmt: skip
+        failures = [self.failures[t.notebook] for t in self.chapters if t.notebook in self.failures]
+        return Outcome(list(self.records.values()), status, failures)
 
     def _finished(self) -> bool:
         return all(r.state in FINAL for r in self.records.values()) and all(t.state in FINAL for t in self.chapters)
@@ -455,11 +456,8 @@ def run_jobs(
 ) -> list[JobRecord]:
     """Only the jobs (:func:`run_graph` without chapters): one :class:`JobRecord` per job, also written to
     ``run_dir/jobs/summary.csv``. Prints one line per state change with the live count."""
-    outcome = run_graph(
-        jobs, settings=settings, launcher=launcher, run_dir=settings.run_dir, retries=retries, poll=poll, echo=echo,
-        make_call=make_call,
-    )  # fmt: skip
-    return outcome.records
+    options = {"retries": retries, "poll": poll, "echo": echo, "make_call": make_call}
+    return run_graph(jobs, settings=settings, launcher=launcher, run_dir=settings.run_dir, **options).records
 
 
 # --------------------------------------------------------------------------------------------------- records
@@ -485,8 +483,6 @@ def _short(error: BaseException) -> str:
 
 
 def _read_status(run_dir: Path, job: Job) -> dict:
-    import json
-
     try:
         return json.loads((job_dir(run_dir, job) / "status.json").read_text())
     except (OSError, ValueError):
