@@ -303,3 +303,53 @@ def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_pat
     assert table.index[0] == "at chance"  # the papers' claims first
     assert table.spread["both hold"] == "+20.0 / +17.0 points" and table.spread["at chance"] == ""
     assert table.loc["inside the noise once", "seed 1"] == "undecided"
+
+
+def _two_seeds(tmp_path):
+    """Two published-looking runs: a paper claim that holds in both, one whose seeds disagree, one observation."""
+    runs = {}
+    for seed, (a, b) in enumerate([(0.40, 0.20), (0.41, 0.22)]):
+        folder = tmp_path / f"seed{seed}"
+        claims = verdicts.Claims(folder / "08_false_negatives")
+        claims.greater("SimCLR is less robust", a, b, n=1000, names=("SL", "SimCLR"), paper="gupta-csl-less-robust")
+        claims.greater("the seeds disagree", a, b if seed else 0.9, n=1000, names=("A", "B"), kind="observation")
+        record = {"commit": "abcdef0123", "profile": "laptop", "dataset": "cifar10", "seed": seed,
+                  "chapters": [{"notebook": "08_false_negatives.ipynb", "seconds": 600.0 + 60 * seed}]}  # fmt: skip
+        (folder / "run.json").write_text(json.dumps(record))
+        runs[f"seed {seed}"] = folder
+    return runs
+
+
+def test_seeds_report_counts_each_seed_and_both_and_shows_the_evidence(tmp_path, capsys):
+    """Issue 25: results/README.md is written from the runs' files, never typed: per-seed and combined counts, each
+    paper claim's verdicts, effects and evidence per seed."""
+    runs = _two_seeds(tmp_path)
+    report = verdicts.seeds_report(runs)
+    assert "- seed 0: paper claims (1): 1 holds; other checks (1): 1 does not hold" in report
+    assert "- seed 1: paper claims (1): 1 holds; other checks (1): 1 holds" in report
+    assert "- all seeds together: paper claims (1): 1 holds; other checks (1): 1 undecided" in report
+    assert "| 08_false_negatives | gupta-csl-less-robust | SimCLR is less robust | holds | holds | holds | " in report
+    assert "+20.0 / +19.0 points" in report and "| 10 min |" in report and "| 11 min |" in report
+    assert "  - seed 1: holds; SL 41.0 % vs SimCLR 22.0 %: +19.0 points" in report
+    out = tmp_path / "README.md"
+    verdicts.main([f"{label}={folder}" for label, folder in runs.items()] + ["--out", str(out)])
+    assert out.read_text() == report
+
+
+@pytest.mark.parametrize(
+    "arg, message", [("results/laptop-cifar10", "is not LABEL=RUN_DIR"), ("seed 0=/nonexistent", "holds no run.json")]
+)
+def test_seeds_report_refuses_a_run_it_cannot_read(arg, message, capsys):
+    with pytest.raises(SystemExit):
+        verdicts.main([arg])
+    err = capsys.readouterr().err
+    assert "runs:" in err and message in err
+
+
+def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch):
+    """results/README.md is regenerated from the two committed seeds; a hand edit or a stale copy fails here."""
+    from rcl.runtime import project_root
+
+    monkeypatch.chdir(project_root())
+    runs = {"seed 0": "results/laptop-cifar10", "seed 1": "results/laptop-cifar10-seed1"}
+    assert open("results/README.md").read() == verdicts.seeds_report(runs)
