@@ -544,7 +544,37 @@ def seeds_report(runs: dict[str, str | Path]) -> str:
             match = frame[(frame.chapter == row.chapter) & (frame.claim == row.claim)]
             lines.append(f"  - {label}: {match.verdict.iloc[0]}; {match.evidence.iloc[0]}")
     lines += ["", "## Other checks (method checks of the code, observations about the runs)", "", markdown_table(other)]
+    scenarios = scenario_table(runs)
+    if scenarios is not None:
+        lines += ["", SCENARIO_TITLE.format(runs=" / ".join(labels)), "", scenarios]
     return "\n".join(lines) + "\n"
+
+
+SCENARIO_TITLE = "## Chapter 04: robust accuracy (clean accuracy), % on the test images, {runs}"
+
+
+def scenario_table(runs: dict[str, str | Path]) -> str | None:
+    """Chapter 04's table over several runs: a row per scenario, a column per scheme, each cell ``robust (clean)``
+    with one figure per run (``"29.4 / 27.1 (45.7 / 44.3)"``), read from ``04_scenarios/robustness.csv``; ``None``
+    when a run lacks that file."""
+    from rcl.results import format_pct, markdown_table, read_table
+
+    paths = [Path(run_dir) / "04_scenarios" / "robustness.csv" for run_dir in runs.values()]
+    if not all(path.exists() for path in paths):
+        return None
+    frames = [read_table(path).set_index(["scenario", "scheme"]) for path in paths]
+    first = frames[0]
+    schemes = list(dict.fromkeys(first.index.get_level_values("scheme")))
+    rows = []
+    for scenario in dict.fromkeys(first.index.get_level_values("scenario")):
+        row = {"scenario": scenario}
+        for scheme in schemes:
+            found = [frame.loc[(scenario, scheme)] if (scenario, scheme) in frame.index else None for frame in frames]
+            robust = " / ".join(format_pct(f["robust_acc"]) if f is not None else "-" for f in found)
+            clean = " / ".join(format_pct(f["clean_acc"]) if f is not None else "-" for f in found)
+            row[scheme] = f"{robust} ({clean})"
+        rows.append(row)
+    return markdown_table(pd.DataFrame(rows))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -352,4 +352,11 @@ def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch
 
     monkeypatch.chdir(project_root())
     runs = {"seed 0": "results/laptop-cifar10", "seed 1": "results/laptop-cifar10-seed1"}
-    assert open("results/README.md").read() == verdicts.seeds_report(runs)
+    report = verdicts.seeds_report(runs)
+    assert open("results/README.md").read() == report
+    # the README's chapter 04 table and its verdict lines are the report's, not typed
+    readme = open("README.md").read()
+    assert verdicts.scenario_table(runs) in readme
+    for label, folder in runs.items():
+        assert f"- {label}: {verdicts.verdict_counts(verdicts.collect_claims(folder))}" in readme
+    assert f"- both seeds: {verdicts.verdict_counts(verdicts.across_seeds(runs))}" in readme
