@@ -563,6 +563,9 @@ def scenario_table(runs: dict[str, str | Path]) -> str | None:
     if not all(path.exists() for path in paths):
         return None
     frames = [read_table(path).set_index(["scenario", "scheme"]) for path in paths]
+    for path, frame in zip(paths, frames):
+        if frame.index.duplicated().any():
+            raise ValueError(f"runs: {path} has more than one row for a scenario and scheme; one attack per table")
     first = frames[0]
     schemes = list(dict.fromkeys(first.index.get_level_values("scheme")))
     rows = []
