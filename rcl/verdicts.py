@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -389,7 +388,11 @@ def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
     test it, ``undecided`` otherwise (inside the noise somewhere, or the seeds disagree). Columns: chapter, kind,
     paper, claim, one verdict column per run, ``verdict`` (the combined one) and ``spread`` (the effect in each
     run, in points, where the claim measured one). A claim missing from a run is left out."""
-    frames = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
+    return combine_seeds({label: collect_claims(run_dir) for label, run_dir in runs.items()})
+
+
+def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`across_seeds` over claims already read (``{label: collect_claims(run_dir)}``)."""
     keys = ["chapter", "kind", "paper", "claim"]
     for label, frame in frames.items():
         twice = frame[frame.duplicated(keys)]
@@ -403,8 +406,8 @@ def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
         part = frame[[*keys, "verdict", "effect"]].rename(columns={"verdict": label, "effect": f"{label} effect"})
         table = part if table is None else table.merge(part, on=keys, how="inner")
     if table is None or table.empty:
-        return pd.DataFrame(columns=[*keys, *runs, "verdict", "spread"])
-    labels = list(runs)
+        return pd.DataFrame(columns=[*keys, *frames, "verdict", "spread"])
+    labels = list(frames)
 
     def combined(row) -> str:
         verdicts = {row[label] for label in labels}
@@ -476,134 +479,3 @@ def reference_claims(chapter: str, reference: str | Path | None = None) -> str |
     text = "\n".join(lines)
     print(text)
     return text
-
-
-def seeds_report(runs: dict[str, str | Path]) -> str:
-    """``results/README.md``: the verdicts of published runs of several seeds (``{label: run_dir}``) side by side.
-
-    Every figure comes from the runs' ``claims.json`` and ``run.json`` through :func:`across_seeds`: the headline
-    counts per seed and for all seeds together (a claim holds, or does not, only when each seed says so outside its
-    noise), the papers' claims with each seed's verdict, effect and evidence, then the other checks."""
-    from rcl.results import markdown_table
-
-    records = {label: json.loads((Path(run_dir) / "run.json").read_text()) for label, run_dir in runs.items()}
-    claims = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
-    table = across_seeds(runs)
-    labels = list(runs)
-    command = " ".join(shlex.quote(f"{label}={Path(folder).as_posix()}") for label, folder in runs.items())
-    lines = [
-        "# Reference runs",
-        "",
-        f"Written by `python -m rcl.verdicts {command} --out results/README.md` from the runs' `claims.json` and "
-        "`run.json`; do not edit by hand.",
-        "",
-        "| run | folder | commit | profile | dataset | seed | wall time |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for label, run_dir in runs.items():
-        record = records[label]
-        seconds = sum(chapter.get("seconds", 0.0) for chapter in record.get("chapters", []))
-        lines.append(
-            f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | {record.get('profile')} | "
-            f"`{record.get('dataset')}` | {record.get('seed')} | {seconds / 60:.0f} min |"
-        )
-    dropped = {label: len(frame) - len(table) for label, frame in claims.items() if len(frame) != len(table)}
-    lines += [
-        "",
-        "## Verdicts",
-        "",
-        "A claim holds (or does not hold) across the seeds only when every seed says so, each outside its 95 % noise "
-        "band; it is undecided when a seed finds the difference inside its noise or the seeds disagree, and untestable "
-        f"when a seed could not test it (a floor, a ceiling, a model within {100 * CHANCE_MARGIN:.0f} points of "
-        "chance).",
-        "",
-        *[f"- {label}: {verdict_counts(claims[label])}" for label in labels],
-        f"- all seeds together: {verdict_counts(table)}",
-    ]
-    if dropped:
-        lines.append(f"- left out (not in every run): {', '.join(f'{n} of {label}' for label, n in dropped.items())}")
-    effects = {"spread": "effect per seed"}
-    paper = table[table.kind == "paper"].drop(columns=["kind"]).rename(columns={"verdict": "all seeds", **effects})
-    other = table[table.kind != "paper"].drop(columns=["paper"]).rename(columns={"verdict": "all seeds", **effects})
-    lines += [
-        "",
-        "## The papers' claims",
-        "",
-        "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference the claim measured "
-        "(a - b, accuracy points), per seed.",
-        "",
-        markdown_table(paper),
-        "",
-        "### Evidence, per seed",
-        "",
-    ]
-    for row in table[table.kind == "paper"].itertuples():
-        lines.append(f"- **{row.chapter}: {row.claim}** (all seeds: {row.verdict})")
-        for label in labels:
-            frame = claims[label]
-            match = frame[(frame.chapter == row.chapter) & (frame.claim == row.claim)]
-            lines.append(f"  - {label}: {match.verdict.iloc[0]}; {match.evidence.iloc[0]}")
-    lines += ["", "## Other checks (method checks of the code, observations about the runs)", "", markdown_table(other)]
-    scenarios = scenario_table(runs)
-    if scenarios is not None:
-        lines += ["", SCENARIO_TITLE.format(runs=" / ".join(labels)), "", scenarios]
-    return "\n".join(lines) + "\n"
-
-
-SCENARIO_TITLE = "## Chapter 04: robust accuracy (clean accuracy), % on the test images, {runs}"
-
-
-def scenario_table(runs: dict[str, str | Path]) -> str | None:
-    """Chapter 04's table over several runs: a row per scenario, a column per scheme, each cell ``robust (clean)``
-    with one figure per run (``"29.4 / 27.1 (45.7 / 44.3)"``), read from ``04_scenarios/robustness.csv``; ``None``
-    when a run lacks that file."""
-    from rcl.results import format_pct, markdown_table, read_table
-
-    paths = [Path(run_dir) / "04_scenarios" / "robustness.csv" for run_dir in runs.values()]
-    if not all(path.exists() for path in paths):
-        return None
-    frames = [read_table(path).set_index(["scenario", "scheme"]) for path in paths]
-    for path, frame in zip(paths, frames):
-        if frame.index.duplicated().any():
-            raise ValueError(f"runs: {path} has more than one row for a scenario and scheme; one attack per table")
-    first = frames[0]
-    schemes = list(dict.fromkeys(first.index.get_level_values("scheme")))
-    rows = []
-    for scenario in dict.fromkeys(first.index.get_level_values("scenario")):
-        row = {"scenario": scenario}
-        for scheme in schemes:
-            found = [frame.loc[(scenario, scheme)] if (scenario, scheme) in frame.index else None for frame in frames]
-            robust = " / ".join(format_pct(f["robust_acc"]) if f is not None else "-" for f in found)
-            clean = " / ".join(format_pct(f["clean_acc"]) if f is not None else "-" for f in found)
-            row[scheme] = f"{robust} ({clean})"
-        rows.append(row)
-    return markdown_table(pd.DataFrame(rows))
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m rcl.verdicts "seed 0=results/laptop-cifar10" "seed 1=results/laptop-cifar10-seed1" --out F``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m rcl.verdicts", description=seeds_report.__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR, one per published run (e.g. 'seed 0=results/x')")
-    parser.add_argument("--out", help="write the report here (default: print it)")
-    args = parser.parse_args(argv)
-    runs = {}
-    for item in args.runs:
-        label, sep, folder = item.partition("=")
-        if not sep or not label or not folder:
-            parser.error(f"runs: {item!r} is not LABEL=RUN_DIR; write e.g. 'seed 0=results/laptop-cifar10'")
-        if not (Path(folder) / "run.json").exists():
-            parser.error(
-                f"runs: {folder} holds no run.json; give the folder of a published run (rcl.reproduce --publish)"
-            )
-        runs[label] = folder
-    report = seeds_report(runs)
-    if args.out:
-        Path(args.out).write_text(report)
-    else:
-        print(report, end="")
-
-
-if __name__ == "__main__":
-    main()

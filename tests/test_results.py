@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rcl import profiles, results, verdicts
+from rcl.reproduce import seeds
 from rcl.reproduce import summary as run_summary
 
 
@@ -314,7 +315,7 @@ def _two_seeds(tmp_path):
         claims.greater("SimCLR is less robust", a, b, n=1000, names=("SL", "SimCLR"), paper="gupta-csl-less-robust")
         claims.greater("the seeds disagree", a, b if seed else 0.9, n=1000, names=("A", "B"), kind="observation")
         record = {"commit": "abcdef0123", "profile": "laptop", "dataset": "cifar10", "seed": seed,
-                  "chapters": [{"notebook": "08_false_negatives.ipynb", "seconds": 600.0 + 60 * seed}]}  # fmt: skip
+                  "wall_seconds": 600.0 + 65 * seed}  # fmt: skip
         (folder / "run.json").write_text(json.dumps(record))
         runs[f"seed {seed}"] = folder
     return runs
@@ -324,15 +325,15 @@ def test_seeds_report_counts_each_seed_and_both_and_shows_the_evidence(tmp_path,
     """Issue 25: results/README.md is written from the runs' files, never typed: per-seed and combined counts, each
     paper claim's verdicts, effects and evidence per seed."""
     runs = _two_seeds(tmp_path)
-    report = verdicts.seeds_report(runs)
+    report = seeds.report(runs)
     assert "- seed 0: paper claims (1): 1 holds; other checks (1): 1 does not hold" in report
     assert "- seed 1: paper claims (1): 1 holds; other checks (1): 1 holds" in report
     assert "- all seeds together: paper claims (1): 1 holds; other checks (1): 1 undecided" in report
     assert "| 08_false_negatives | gupta-csl-less-robust | SimCLR is less robust | holds | holds | holds | " in report
-    assert "+20.0 / +19.0 points" in report and "| 10 min |" in report and "| 11 min |" in report
+    assert "+20.0 / +19.0 points" in report and "| 10 min 0 s |" in report and "| 11 min 5 s |" in report
     assert "  - seed 1: holds; SL 41.0 % vs SimCLR 22.0 %: +19.0 points" in report
     out = tmp_path / "README.md"
-    verdicts.main([f"{label}={folder}" for label, folder in runs.items()] + ["--out", str(out)])
+    seeds.main([f"{label}={folder}" for label, folder in runs.items()] + ["--out", str(out)])
     assert out.read_text() == report
 
 
@@ -341,7 +342,7 @@ def test_seeds_report_counts_each_seed_and_both_and_shows_the_evidence(tmp_path,
 )
 def test_seeds_report_refuses_a_run_it_cannot_read(arg, message, capsys):
     with pytest.raises(SystemExit):
-        verdicts.main([arg])
+        seeds.main([arg])
     err = capsys.readouterr().err
     assert "runs:" in err and message in err
 
@@ -352,11 +353,11 @@ def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch
 
     monkeypatch.chdir(project_root())
     runs = {"seed 0": "results/laptop-cifar10", "seed 1": "results/laptop-cifar10-seed1"}
-    report = verdicts.seeds_report(runs)
+    report = seeds.report(runs)
     assert open("results/README.md").read() == report
     # the README's chapter 04 table and its verdict lines are the report's, not typed
     readme = open("README.md").read()
-    assert verdicts.scenario_table(runs) in readme
+    assert seeds.scenario_table(runs)[0] in readme
     for label, folder in runs.items():
         assert f"- {label}: {verdicts.verdict_counts(verdicts.collect_claims(folder))}" in readme
     assert f"- both seeds: {verdicts.verdict_counts(verdicts.across_seeds(runs))}" in readme

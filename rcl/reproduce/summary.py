@@ -94,7 +94,7 @@ def settings_table(frame: pd.DataFrame, rows: Sequence[str] = ("scheme", "scenar
     return table.fillna("").reset_index()
 
 
-def _main_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def main_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Chapter 04: scenario x scheme, robust (clean) at the main setting; with its caption."""
     if "threat_model" in frame:
         frame = frame[frame.threat_model.fillna("II") == "II"]
@@ -298,7 +298,7 @@ def _result_sections(run_dir: Path, records: pd.DataFrame, claims: pd.DataFrame)
     empty = (pd.DataFrame(), "")
     lines = _section(
         "Robustness by scheme and scenario (chapter 04)",
-        *(_main_table(by_chapter["04_scenarios"]) if "04_scenarios" in by_chapter else empty),
+        *(main_table(by_chapter["04_scenarios"]) if "04_scenarios" in by_chapter else empty),
     )
     first = [by_chapter[c] for c in ("01_supervised", "02_simclr", "03_supcon") if c in by_chapter]
     if first:

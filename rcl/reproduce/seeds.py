@@ -1,0 +1,139 @@
+"""Published runs of several seeds side by side: ``results/README.md``.
+
+    python -m rcl.reproduce.seeds 'seed 0=results/laptop-cifar10' 'seed 1=results/laptop-cifar10-seed1' \\
+        --out results/README.md
+
+Every figure comes from the runs' files: ``run.json`` (commit, seed, wall time), the chapters' ``claims.json``
+combined by :func:`rcl.verdicts.combine_seeds` (a claim holds, or does not, only when every seed says so outside its
+noise) and chapter 04's ``robustness.csv`` (the run summary's table, one figure per seed in each cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from rcl.reproduce.summary import duration_text, main_table
+from rcl.results import markdown_table, read_table
+from rcl.verdicts import CHANCE_MARGIN, collect_claims, combine_seeds, verdict_counts
+
+SCENARIO_TITLE = "## Chapter 04: robust accuracy per scheme and scenario, {runs}"
+
+
+def report(runs: dict[str, str | Path]) -> str:
+    """The markdown of ``results/README.md`` for published runs (``{label: run_dir}``): the runs, the verdict counts
+    per seed and for all seeds together, each paper claim with every seed's verdict, effect and evidence, the other
+    checks, and chapter 04's table."""
+    records = {label: json.loads((Path(run_dir) / "run.json").read_text()) for label, run_dir in runs.items()}
+    claims = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
+    table = combine_seeds(claims)
+    labels = list(runs)
+    command = " ".join(shlex.quote(f"{label}={Path(folder).as_posix()}") for label, folder in runs.items())
+    lines = [
+        "# Reference runs",
+        "",
+        f"Written by `python -m rcl.reproduce.seeds {command} --out results/README.md` from the runs' `run.json`, "
+        "`claims.json` and chapter 04's `robustness.csv`; do not edit by hand.",
+        "",
+        "| run | folder | commit | profile | dataset | seed | wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, run_dir in runs.items():
+        record = records[label]
+        lines.append(
+            f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | {record.get('profile')} | "
+            f"`{record.get('dataset')}` | {record.get('seed')} | {duration_text(record['wall_seconds'])} |"
+        )
+    dropped = {label: len(frame) - len(table) for label, frame in claims.items() if len(frame) != len(table)}
+    lines += [
+        "",
+        "## Verdicts",
+        "",
+        "A claim holds (or does not hold) across the seeds only when every seed says so, each outside its 95 % noise "
+        "band; it is undecided when a seed finds the difference inside its noise or the seeds disagree, and untestable "
+        f"when a seed could not test it (a floor, a ceiling, a model within {100 * CHANCE_MARGIN:.0f} points of "
+        "chance).",
+        "",
+        *[f"- {label}: {verdict_counts(claims[label])}" for label in labels],
+        f"- all seeds together: {verdict_counts(table)}",
+    ]
+    if dropped:
+        lines.append(f"- left out (not in every run): {', '.join(f'{n} of {label}' for label, n in dropped.items())}")
+    renamed = {"verdict": "all seeds", "spread": "effect per seed"}
+    paper = table[table.kind == "paper"]
+    other = table[table.kind != "paper"]
+    lines += [
+        "",
+        "## The papers' claims",
+        "",
+        "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference the claim measured "
+        "(a - b, accuracy points), per seed.",
+        "",
+        markdown_table(paper.drop(columns=["kind"]).rename(columns=renamed)),
+        "",
+        "### Evidence, per seed",
+        "",
+    ]
+    for row in paper.itertuples():
+        lines.append(f"- **{row.chapter}: {row.claim}** (all seeds: {row.verdict})")
+        for label in labels:
+            frame = claims[label]
+            match = frame[(frame.chapter == row.chapter) & (frame.claim == row.claim)].iloc[0]
+            lines.append(f"  - {label}: {match.verdict}; {match.evidence}")
+    lines += [
+        "",
+        "## Other checks (method checks of the code, observations about the runs)",
+        "",
+        markdown_table(other.drop(columns=["paper"]).rename(columns=renamed)),
+    ]
+    scenarios = scenario_table(runs)
+    if scenarios is not None:
+        table_md, caption = scenarios
+        lines += ["", SCENARIO_TITLE.format(runs=" / ".join(labels)), "", caption, "", table_md]
+    return "\n".join(lines) + "\n"
+
+
+def scenario_table(runs: dict[str, str | Path]) -> tuple[str, str] | None:
+    """Chapter 04's table of the run summary (:func:`rcl.reproduce.summary.main_table`: scenario x scheme, robust
+    accuracy with the clean one in brackets) over several runs, each cell one figure per run joined by ``" / "``;
+    with the first run's caption. ``None`` when a run lacks ``04_scenarios/robustness.csv``."""
+    paths = [Path(run_dir) / "04_scenarios" / "robustness.csv" for run_dir in runs.values()]
+    if not all(path.exists() for path in paths):
+        return None
+    tables = [main_table(read_table(path)) for path in paths]
+    (first, caption), rest = tables[0], [t for t, _ in tables[1:]]
+    first = first.set_index("scenario")
+    joined = first.copy()
+    for other in rest:
+        other = other.set_index("scenario").reindex(index=first.index, columns=first.columns).fillna("-")
+        joined = joined + " / " + other
+    return markdown_table(joined.reset_index()), caption
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rcl.reproduce.seeds", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR, one per published run (e.g. 'seed 0=results/x')")
+    parser.add_argument("--out", help="write the report here (default: print it)")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        label, sep, folder = item.partition("=")
+        if not sep or not label or not folder:
+            parser.error(f"runs: {item!r} is not LABEL=RUN_DIR; write e.g. 'seed 0=results/laptop-cifar10'")
+        if not (Path(folder) / "run.json").exists():
+            parser.error(
+                f"runs: {folder} holds no run.json; give the folder of a published run (rcl.reproduce --publish)"
+            )
+        runs[label] = folder
+    text = report(runs)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
