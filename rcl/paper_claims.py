@@ -29,6 +29,9 @@ class PaperClaim:
     experiment: str  # what rcl runs to test it, one sentence
     metric: str  # the number(s) that decide it and the direction that means "holds"
     unknown: str  # what the source does not tell (exact settings, thresholds, architectures), "" if nothing
+    # The parts that must each hold (rcl.verdicts.paper_verdicts): ("",) one row; names such as ("clean", "robust");
+    # "<key>/<part>" cites a part another claim owns (one measurement, counted once); () every part the run checked.
+    parts: tuple[str, ...] = ("",)
 
 
 PAPERS = {
@@ -68,6 +71,7 @@ CLAIMS: tuple[PaperClaim, ...] = (
             "CL's Full-AT minus AT, clean accuracy and robust accuracy (threat model II at the evaluation setting); "
             "holds if both are > 0 outside the noise band (rcl.verdicts.noise)."
         ),
+        parts=("clean", "robust"),
         unknown=(
             "'Substantial' has no number in the README and the paper's accuracy tables are not reachable offline. The "
             "same paragraph calls the representation change more long-range similarity, which the v1 abstract calls "

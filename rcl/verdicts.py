@@ -13,7 +13,18 @@ the run lacks). :func:`collect_claims` reads a run's claims back, :func:`across_
 **Noise.** Two accuracies on different samples: :func:`noise`, two standard errors of the difference (with Agresti
 and Coull's adjustment, so that 0 % and 100 % get a band too). Two models on the same test images:
 :func:`paired_interval`, a paired bootstrap of the per-example difference, much narrower when the two models get the
-same images right.
+same images right. Any other effect with a bootstrap interval (a CKA difference, ``rcl.cka.bootstrap_cka``):
+:meth:`Claims.interval`. Every effect is saved with its interval (``low``, ``high``).
+
+**One verdict per register claim.** A paper claim often has parts (clean *and* robust accuracy, every fine-tuning
+mode, each scheme): each part is one row (``part=``), and :func:`paper_verdicts` gives the claim one verdict under the
+register's rule: it holds when every part holds outside its noise, does not hold when a part goes the other way
+outside its noise, is untestable when a part could not be tested, and undecided otherwise. Headlines count claims
+(register keys), never rows.
+
+**The floor.** A model enters a verdict only when it has learned: its clean accuracy is above a control of the same
+recipe (a random encoder under the same head training, on the same test images) by :data:`FLOOR_MARGIN` and outside
+the noise (:class:`Floor`). Below it the comparison is untestable at this scale.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ if TYPE_CHECKING:
 CLAIMS_FILE = "claims.json"
 KINDS = ("paper", "method", "observation")
 VERDICTS = ("holds", "does not hold", "undecided", "untestable")
-CHANCE_MARGIN = 0.15  # a model within 15 points of chance (clean accuracy) has learned too little to test a claim
+FLOOR_MARGIN = 0.10  # a model must beat its control (a random encoder, or chance) by 10 points of clean accuracy
 
 
 def noise(a: float, b: float | None = None, n: int | Sequence[int] = 1) -> float:
@@ -99,10 +110,38 @@ def paired_interval(
     return diff.mean().item(), low, high
 
 
-def at_chance(clean_acc: float, chance: float) -> bool:
-    """Whether a model whose clean accuracy is ``clean_acc`` has learned too little to test a claim: within
-    :data:`CHANCE_MARGIN` (15 points) of ``chance`` (``1 / classes``)."""
-    return clean_acc < chance + CHANCE_MARGIN
+@dataclass(frozen=True)
+class Floor:
+    """The clean accuracy a model must beat to enter a verdict: a control's accuracy plus :data:`FLOOR_MARGIN`.
+
+    ``accuracy``: the control's clean accuracy (fraction) on ``n`` test images; ``control``: what it is, in words
+    (e.g. "a random encoder with the same linear head"). A model with clean accuracy ``clean`` on ``n_model`` images
+    has learned when ``clean - accuracy >= margin`` and the difference is outside :func:`noise`'s band.
+    """
+
+    accuracy: float
+    n: int
+    control: str
+    margin: float = FLOOR_MARGIN
+
+    @classmethod
+    def chance(cls, num_classes: int) -> Floor:
+        """The weakest floor, for models with no control of their own: chance (``1 / num_classes``), exact."""
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        return cls(1 / num_classes, 0, f"chance ({100 / num_classes:.0f} %)")
+
+    def learned(self, clean: float, n_model: int | None = None) -> bool:
+        """Whether a model with clean accuracy ``clean`` (fraction, on ``n_model`` images) is above the floor."""
+        gap = clean - self.accuracy
+        if gap < self.margin:
+            return False
+        if self.n and n_model:
+            return gap > noise(clean, self.accuracy, (n_model, self.n))
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.control} {100 * self.accuracy:.1f} % + {100 * self.margin:.0f} points"
 
 
 @dataclass(frozen=True)
@@ -114,7 +153,8 @@ class Claim:
     sample. ``within_noise``: the effect is inside its noise band, so the verdict is *undecided* whatever its sign.
     ``kind``: ``paper``, ``method`` or ``observation`` (:data:`KINDS`). ``paper``: the key of the papers' claim it
     tests (``rcl.paper_claims``, ``docs/claims.md``), "" otherwise. ``effect``: the difference it measured (a - b,
-    a fraction) when it compares two numbers, so that runs of several seeds can show its spread.
+    a fraction) when it compares two numbers, so that runs of several seeds can show its spread; ``low``, ``high``: its
+    95 % interval. ``part``: which part of the register claim ``paper`` this row tests ("" when it has one part).
     """
 
     text: str
@@ -126,6 +166,9 @@ class Claim:
     paper: str = ""
     kind: str = ""
     effect: float | None = None  # the measured difference (a - b, a fraction) where the claim compares two numbers
+    low: float | None = None  # the effect's 95 % interval
+    high: float | None = None
+    part: str = ""  # the part of a register claim this row tests (clean / robust, a mode, a scheme)
 
     @property
     def verdict(self) -> str:
@@ -138,7 +181,7 @@ class Claim:
 
     def __str__(self) -> str:
         evidence = self.evidence + (f"; n = {self.n}" if self.n is not None else "")
-        source = f"paper claim {self.paper}" if self.paper else self.kind
+        source = f"paper claim {self.paper}" + (f", part {self.part}" if self.part else "") if self.paper else self.kind
         lines = [f"[{self.verdict}] {self.text}" + (f" ({source})" if source else ""), f"    {evidence}"]
         if self.within_noise:
             lines.append("    inside the noise band: a sample of this size cannot tell the difference from zero")
@@ -170,16 +213,24 @@ def claim(
     chapter: str = "",
     paper: str = "",
     effect: float | None = None,
+    interval: tuple[float, float] | None = None,
+    part: str = "",
 ) -> Claim:
     """Build and print a :class:`Claim` (see :class:`Claims` to also save it with the chapter's results)."""
     if holds is not None:
         holds = bool(holds)
+    if part and not paper:
+        raise ValueError(f"part={part!r} without paper=: a part belongs to a register claim (rcl.paper_claims)")
+    low, high = (None, None) if interval is None else (float(interval[0]), float(interval[1]))
     made = Claim(
         str(text), holds, str(evidence), None if n is None else int(n), bool(within_noise), chapter, paper,
-        _kind_of(kind, paper), None if effect is None else float(effect),
+        _kind_of(kind, paper), None if effect is None else float(effect), low, high, str(part),
     )  # fmt: skip
     print(made)
     return made
+
+
+Clean = tuple[float, float] | None  # the clean accuracies (fractions) of the two models a claim compares
 
 
 class Claims:
@@ -189,8 +240,8 @@ class Claims:
     text is already there replaces it (a re-run cell). Example::
 
         claims = verdicts.Claims(out)
-        claims.greater("adversarial training raises robust accuracy", at, st, n=256, names=("AT", "ST"),
-                       kind="observation")
+        claims.paired("adversarial training raises robust accuracy", at_outcomes, st_outcomes, names=("AT", "ST"),
+                      clean=(0.55, 0.62), floor=floor, kind="observation")
         claims.check("the loss fell during training", last < first, f"first {first:.3f}, last {last:.3f}",
                      kind="observation")
     """
@@ -216,42 +267,53 @@ class Claims:
         kind: str | None = None,
         within_noise: bool = False,
         paper: str = "",
+        part: str = "",
         effect: float | None = None,
+        interval: tuple[float, float] | None = None,
     ) -> None:
         """Print the verdict of ``text`` given ``holds`` (None: untestable, ``evidence`` says why) and the
         ``evidence`` (numbers, with ``n``), and save it. ``kind``: ``method`` or ``observation``; ``paper``: the
-        register key of the papers' claim it tests instead (``rcl.paper_claims``); ``effect``: the difference
-        measured, when there is one (:meth:`greater` and :meth:`paired` pass it)."""
+        register key of the papers' claim it tests instead (``rcl.paper_claims``), ``part``: which of its parts;
+        ``effect``: the difference measured, when there is one, and ``interval`` its 95 % interval (:meth:`greater`,
+        :meth:`paired` and :meth:`interval` pass both)."""
         if paper:
             from rcl.paper_claims import claim as registered
 
             registered(paper)  # KeyError naming the valid keys
         chapter = self.out.name if self.out is not None else ""
         made = claim(
-            text, holds, evidence, n, kind=kind, within_noise=within_noise, chapter=chapter, paper=paper, effect=effect
-        )
+            text, holds, evidence, n, kind=kind, within_noise=within_noise, chapter=chapter, paper=paper,
+            effect=effect, interval=interval, part=part,
+        )  # fmt: skip
         self.items = [c for c in self.items if c.text != made.text] + [made]
         self._save()
 
-    def _untestable(self, names, values, clean, chance) -> str | None:
-        """Why ``a > b`` cannot be tested: a missing number, a model at chance, both at 0 % or both at 100 %."""
+    @staticmethod
+    def _untestable(names, values, clean: Clean, floor: Floor | None, n: int | None = None) -> str | None:
+        """Why ``a > b`` cannot be tested: a missing number, a model below the floor, both at 0 % or both at 100 %."""
         missing = [name for name, v in zip(names, values) if v is None or pd.isna(v)]
         if missing:
             return f"untestable: no number for {' and '.join(missing)} in this run"
         if clean is not None:
-            if chance is None:
-                raise ValueError("clean= needs chance= (1 / number of classes) to tell a model at chance")
-            weak = [f"{name} {100 * c:.1f} %" for name, c in zip(names, clean) if at_chance(c, chance)]
+            if floor is None:
+                raise ValueError("clean= needs floor= (verdicts.Floor: a control's accuracy, or Floor.chance(C))")
+            weak = [f"{name} {100 * c:.1f} %" for name, c in zip(names, clean) if not floor.learned(c, n)]
             if weak:
                 return (
-                    f"untestable: {', '.join(weak)} clean, within {100 * CHANCE_MARGIN:.0f} points of chance "
-                    f"({100 * chance:.0f} %): a model at chance tests nothing"
+                    f"untestable at this scale: {', '.join(weak)} clean, not above the floor ({floor}, outside the "
+                    "noise): a model that has not learned tests nothing"
                 )
         a, b = values
         if max(a, b) == 0 or min(a, b) == 1:
             where = "0 % (the floor)" if max(a, b) == 0 else "100 % (the ceiling)"
             return f"untestable: {names[0]} and {names[1]} both at {where}"
         return None
+
+    @staticmethod
+    def _floor(floor: Floor | None, chance: float | None) -> Floor | None:
+        if floor is not None and chance is not None:
+            raise ValueError("give floor= or chance=, not both")
+        return Floor.chance(round(1 / chance)) if chance is not None else floor
 
     def greater(
         self,
@@ -263,30 +325,36 @@ class Claims:
         names: tuple[str, str] = ("a", "b"),
         kind: str | None = None,
         paper: str = "",
-        clean: tuple[float, float] | None = None,
+        part: str = "",
+        clean: Clean = None,
+        floor: Floor | None = None,
         chance: float | None = None,
     ) -> None:
         """The claim ``text`` that accuracy ``a`` is above accuracy ``b`` (fractions in [0, 1], on ``n`` examples
-        each, treated as independent samples: :func:`noise`).
+        each, treated as independent samples: :func:`noise`). Prefer :meth:`paired` when both are measured on the
+        same images.
 
         Untestable when a number is missing, both sit at 0 % or at 100 %, or (given the two models' ``clean``
-        accuracies and ``chance``) a model is within 15 points of chance; undecided inside the noise band."""
-        why = self._untestable(names, (a, b), clean, chance)
+        accuracies) a model is not above ``floor`` (``chance=1/C`` is short for ``Floor.chance(C)``); undecided
+        inside the noise band."""
+        floor = self._floor(floor, chance)
+        size = int(n) if isinstance(n, (int, float)) else int(min(n))
+        why = self._untestable(names, (a, b), clean, floor, size)
         if why:
-            self.check(text, None, why, n=None if not isinstance(n, (int, float)) else int(n), kind=kind, paper=paper)
+            self.check(text, None, why, n=size, kind=kind, paper=paper, part=part)
             return
         a, b = float(a), float(b)
         band, diff = noise(a, b, n), a - b
         evidence = (
             f"{names[0]} {100 * a:.1f} % vs {names[1]} {100 * b:.1f} %: {100 * diff:+.1f} points, "
-            f"noise ±{100 * band:.1f} points"
+            f"95 % band [{100 * (diff - band):+.1f}, {100 * (diff + band):+.1f}] (independent samples)"
         )
         if not isinstance(n, (int, float)):  # two sample sizes: name them, keep the smaller as the claim's n
             evidence += f" (n = {int(n[0])} for {names[0]}, {int(n[1])} for {names[1]})"
-            n = min(n)
         self.check(
-            text, diff > 0, evidence, n=int(n), kind=kind, within_noise=abs(diff) <= band, paper=paper, effect=diff
-        )
+            text, diff > 0, evidence, n=size, kind=kind, within_noise=abs(diff) <= band, paper=paper, part=part,
+            effect=diff, interval=(diff - band, diff + band),
+        )  # fmt: skip
 
     def paired(
         self,
@@ -297,7 +365,9 @@ class Claims:
         names: tuple[str, str] = ("a", "b"),
         kind: str | None = None,
         paper: str = "",
-        clean: tuple[float, float] | None = None,
+        part: str = "",
+        clean: Clean = None,
+        floor: Floor | None = None,
         chance: float | None = None,
         what: str = "accuracy",
     ) -> None:
@@ -307,11 +377,12 @@ class Claims:
         holds 0. Untestable as in :meth:`greater`. ``what`` names the score in the evidence."""
         import torch
 
+        floor = self._floor(floor, chance)
         a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
         mean_a, mean_b = a.mean().item(), b.mean().item()
-        why = self._untestable(names, (mean_a, mean_b), clean, chance)
+        why = self._untestable(names, (mean_a, mean_b), clean, floor, len(a))
         if why:
-            self.check(text, None, why, n=len(a), kind=kind, paper=paper)
+            self.check(text, None, why, n=len(a), kind=kind, paper=paper, part=part)
             return
         diff, low, high = paired_interval(a, b)
         evidence = (
@@ -319,8 +390,37 @@ class Claims:
             f"paired 95 % interval [{100 * low:+.1f}, {100 * high:+.1f}]"
         )
         self.check(
-            text, diff > 0, evidence, n=len(a), kind=kind, within_noise=low <= 0 <= high, paper=paper, effect=diff
-        )
+            text, diff > 0, evidence, n=len(a), kind=kind, within_noise=low <= 0 <= high, paper=paper, part=part,
+            effect=diff, interval=(low, high),
+        )  # fmt: skip
+
+    def interval(
+        self,
+        text: str,
+        effect: float,
+        low: float,
+        high: float,
+        *,
+        evidence: str,
+        n: int,
+        kind: str | None = None,
+        paper: str = "",
+        part: str = "",
+        scale: float = 1.0,
+        unit: str = "",
+    ) -> None:
+        """The claim ``text`` that an effect (a difference, positive when the claim holds) is above 0, given its
+        value and 95 % interval ``[low, high]`` from any bootstrap (e.g. a CKA difference, ``rcl.cka``).
+        Undecided when the interval holds 0. ``evidence``: the numbers compared, in words; the effect and its
+        interval are appended (times ``scale``, in ``unit``). Untestable when the effect is not a number."""
+        if effect is None or pd.isna(effect):
+            self.check(text, None, f"untestable: {evidence}", n=n, kind=kind, paper=paper, part=part)
+            return
+        shown = f"{scale * effect:+.3g}{unit} [{scale * low:+.3g}, {scale * high:+.3g}]"
+        self.check(
+            text, effect > 0, f"{evidence}; effect {shown} (95 % interval)", n=n, kind=kind,
+            within_noise=low <= 0 <= high, paper=paper, part=part, effect=effect, interval=(low, high),
+        )  # fmt: skip
 
     def frame(self) -> pd.DataFrame:
         """The claims as a table: chapter, claim, verdict, evidence, n, within_noise."""
@@ -331,9 +431,24 @@ class Claims:
             save_json([asdict(c) for c in self.items], self.out / CLAIMS_FILE)
 
 
+COLUMNS = [
+    "chapter",
+    "kind",
+    "paper",
+    "part",
+    "claim",
+    "verdict",
+    "evidence",
+    "n",
+    "within_noise",
+    "effect",
+    "low",
+    "high",
+]
+
+
 def claims_frame(items: Iterable[Claim | dict]) -> pd.DataFrame:
-    """Claims (objects or their dicts) as a DataFrame: chapter, kind, paper, claim, verdict, evidence, n,
-    within_noise."""
+    """Claims (objects or their dicts) as a DataFrame, one row per check: :data:`COLUMNS`."""
     rows = []
     for item in items:
         c = item if isinstance(item, Claim) else Claim(**item)
@@ -342,30 +457,112 @@ def claims_frame(items: Iterable[Claim | dict]) -> pd.DataFrame:
                 "chapter": c.chapter,
                 "kind": c.kind,
                 "paper": c.paper,
+                "part": c.part,
                 "claim": c.text,
                 "verdict": c.verdict,
                 "evidence": c.evidence,
                 "n": c.n,
                 "within_noise": c.within_noise,
                 "effect": c.effect,
+                "low": c.low,
+                "high": c.high,
             }
         )
-    columns = ["chapter", "kind", "paper", "claim", "verdict", "evidence", "n", "within_noise", "effect"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def combine(verdicts: Iterable[str]) -> str:
+    """One verdict from the verdicts of a claim's required parts: ``does not hold`` when a part goes the other way
+    outside its noise, ``holds`` when every part holds, ``untestable`` when a part could not be tested, ``undecided``
+    otherwise (a part inside its noise). No parts: ``untestable``."""
+    found = list(verdicts)
+    if not found:
+        return "untestable"
+    if "does not hold" in found:
+        return "does not hold"
+    if all(v == "holds" for v in found):
+        return "holds"
+    return "untestable" if "untestable" in found else "undecided"
+
+
+PAPER_COLUMNS = ["chapter", "paper", "verdict", "parts", "effect", "low", "high", "evidence"]
+
+
+def paper_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per register claim that ``claims`` (:func:`claims_frame`) tests, in register order, under the rule of
+    :func:`combine` over the parts the register requires (``rcl.paper_claims.PaperClaim.parts``; a part another claim
+    owns is cited as ``"<key>/<part>"``). A required part missing from the run is untestable. Columns: chapter,
+    paper (the key), verdict, parts (each part's verdict), and the effect, interval and evidence of the part that
+    decides (the one that fails, else the one nearest to zero) when the claim has one row, or of every part."""
+    from rcl.paper_claims import CLAIMS
+
+    rows = claims[claims.kind == "paper"]
+    out = []
+    for registered in CLAIMS:
+        own = rows[rows.paper == registered.key]
+        if own.empty:
+            continue
+        parts = []
+        # a run from before parts (every row of the key is a part, named by its text), or a claim whose parts are
+        # whatever the run checked (every mode run, every radius above the floor)
+        legacy = (own.part == "").all() and len(own) > 1
+        names = own.claim if legacy else (registered.parts or tuple(dict.fromkeys(own.part)))
+        for name in names:
+            owner, _, part = name.rpartition("/") if "/" in name else (registered.key, "", name)
+            found = rows[(rows.paper == owner) & ((rows.claim if legacy else rows.part) == part)]
+            parts.append((name, found.iloc[-1] if len(found) else None))
+        verdict = combine("untestable" if row is None else row.verdict for _, row in parts)
+        shown = [
+            f"{name}: {'not in this run' if row is None else row.verdict}" for name, row in parts if len(parts) > 1
+        ]
+        present = [row for _, row in parts if row is not None]
+        deciding = _deciding(present, verdict)
+        out.append(
+            {
+                "chapter": own.chapter.iloc[0],
+                "paper": registered.key,
+                "verdict": verdict,
+                "parts": "; ".join(shown),
+                "effect": None if deciding is None else deciding.effect,
+                "low": None if deciding is None else deciding.low,
+                "high": None if deciding is None else deciding.high,
+                "evidence": " | ".join((f"{row.part}: " if row.part else "") + str(row.evidence) for row in present)
+                or "no part of it ran",
+            }
+        )
+    return pd.DataFrame(out, columns=PAPER_COLUMNS)
+
+
+def _deciding(rows: list, verdict: str):
+    """The part whose effect stands for the claim: the one that goes the other way, else the smallest effect."""
+    if not rows:
+        return None
+    against = [r for r in rows if r.verdict == verdict]
+    if verdict in ("does not hold", "untestable") and against:
+        return against[0]
+    with_effect = [r for r in rows if r.effect is not None and not pd.isna(r.effect)]
+    return min(with_effect, key=lambda r: abs(r.effect)) if with_effect else rows[0]
+
+
+def _tally(verdicts: pd.Series) -> str:
+    counts = verdicts.value_counts()
+    return ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts) or "none"
 
 
 def verdict_counts(claims: pd.DataFrame) -> str:
-    """The headline of a run's claims: paper claims by verdict first, then the method and observation checks, e.g.
-    ``"paper claims: 3 holds, 1 does not hold, 9 undecided, 4 untestable; other checks: ..."``."""
-    parts = []
-    for label, part in (
-        ("paper claims", claims[claims.kind == "paper"]),
-        ("other checks", claims[claims.kind != "paper"]),
-    ):
-        counts = part.verdict.value_counts()
-        tally = ", ".join(f"{int(counts[v])} {v}" for v in VERDICTS if v in counts) or "none"
-        parts.append(f"{label} ({len(part)}): {tally}")
-    return "; ".join(parts)
+    """The headline of a run's claims: the papers' claims counted by register key (one verdict each,
+    :func:`paper_verdicts`), then the method and observation checks, e.g. ``"paper claims (17 of 22 in the
+    register): 3 holds, ...; other checks (40): ..."``. ``claims``: :func:`claims_frame`'s rows, or a table that
+    already has one row per key (:func:`combine_seeds`)."""
+    from rcl.paper_claims import CLAIMS
+
+    paper = claims[claims.kind == "paper"]
+    keys = paper if "parts" in claims.columns else paper_verdicts(claims)
+    other = claims[claims.kind != "paper"]
+    return (
+        f"paper claims ({len(keys)} of {len(CLAIMS)} in the register): {_tally(keys.verdict)}; "
+        f"other checks ({len(other)}): {_tally(other.verdict)}"
+    )
 
 
 def collect_claims(run_dir: str | Path) -> pd.DataFrame:
@@ -392,8 +589,9 @@ def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
 
 
 def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """:func:`across_seeds` over claims already read (``{label: collect_claims(run_dir)}``)."""
-    keys = ["chapter", "kind", "paper", "claim"]
+    """:func:`across_seeds` over claims already read (``{label: collect_claims(run_dir)}``): the paper claims one row
+    per register key (each seed's :func:`paper_verdicts`), then the other checks one row each."""
+    keys = ["chapter", "kind", "paper", "part", "claim"]
     for label, frame in frames.items():
         twice = frame[frame.duplicated(keys)]
         if len(twice):
@@ -401,13 +599,21 @@ def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 f"runs: {label} states the claim {twice.claim.iloc[0]!r} ({twice.chapter.iloc[0]}) twice; each claim "
                 "is checked once, in the chapter that runs its experiment (rcl.verdicts.Claims)"
             )
-    table = None
-    for label, frame in frames.items():
-        part = frame[[*keys, "verdict", "effect"]].rename(columns={"verdict": label, "effect": f"{label} effect"})
-        table = part if table is None else table.merge(part, on=keys, how="inner")
-    if table is None or table.empty:
-        return pd.DataFrame(columns=[*keys, *frames, "verdict", "spread"])
     labels = list(frames)
+    columns = ["chapter", "kind", "paper", "claim", *labels, "verdict", "spread", "parts"]
+    per_seed = {}
+    for label, frame in frames.items():
+        papers = paper_verdicts(frame).assign(kind="paper", claim=lambda f: f.paper)
+        others = frame[frame.kind != "paper"].assign(parts="")
+        per_seed[label] = pd.concat([papers, others], ignore_index=True)[
+            ["chapter", "kind", "paper", "claim", "verdict", "effect", "parts"]
+        ]
+    table = None
+    for label, frame in per_seed.items():
+        part = frame.rename(columns={"verdict": label, "effect": f"{label} effect", "parts": f"{label} parts"})
+        table = part if table is None else table.merge(part, on=["chapter", "kind", "paper", "claim"], how="inner")
+    if table is None or table.empty:
+        return pd.DataFrame(columns=columns)
 
     def combined(row) -> str:
         verdicts = {row[label] for label in labels}
@@ -423,12 +629,12 @@ def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
     table["verdict"] = table.apply(combined, axis=1)
     table["spread"] = table.apply(spread, axis=1)
+    table["parts"] = table[f"{labels[0]} parts"] if len(labels) == 1 else table.apply(
+        lambda row: " | ".join(f"{label}: {row[f'{label} parts']}" for label in labels if row[f"{label} parts"]),
+        axis=1,
+    )  # fmt: skip
     order = table.kind.ne("paper").astype(int)
-    return (
-        table.assign(_o=order)
-        .sort_values("_o", kind="stable")[[*keys, *labels, "verdict", "spread"]]
-        .reset_index(drop=True)
-    )
+    return table.assign(_o=order).sort_values("_o", kind="stable")[columns].reset_index(drop=True)
 
 
 REFERENCE_RUN = Path("results") / "laptop-cifar10"  # the committed reference run, under the project root

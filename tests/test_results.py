@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rcl import profiles, results, verdicts
+from rcl.paper_claims import CLAIMS
 from rcl.reproduce import seeds
 from rcl.reproduce import summary as run_summary
 
@@ -46,17 +47,40 @@ def test_every_claim_declares_its_kind(tmp_path):
     assert [c.kind for c in claims] == ["paper", "method"]
 
 
-def test_untestable_when_a_model_is_at_chance_or_both_sit_at_the_floor(capsys):
+def test_untestable_when_a_model_is_below_the_floor_or_both_sit_at_0_or_100(capsys):
     claims = verdicts.Claims(None)
-    claims.greater("A beats B", 0.05, 0.02, n=1000, names=("A", "B"), kind="observation", clean=(0.2, 0.6), chance=0.1)
-    assert "A 20.0 % clean, within 15 points of chance" in claims.items[-1].evidence
+    claims.greater("A beats B", 0.05, 0.02, n=1000, names=("A", "B"), kind="observation", clean=(0.15, 0.6), chance=0.1)
+    assert "A 15.0 % clean, not above the floor (chance (10 %) 10.0 % + 10 points" in claims.items[-1].evidence
     claims.greater("C beats D", 0.0, 0.0, n=1000, names=("C", "D"), kind="observation")
     assert "both at 0 % (the floor)" in claims.items[-1].evidence
     claims.greater("E beats F", 1.0, 1.0, n=1000, names=("E", "F"), kind="observation")
     claims.greater("G beats H", 0.4, 0.1, n=1000, names=("G", "H"), kind="observation", clean=(0.5, 0.6), chance=0.1)
     assert [c.verdict for c in claims] == ["untestable", "untestable", "untestable", "holds"]
-    with pytest.raises(ValueError, match="chance="):
+    with pytest.raises(ValueError, match="floor="):
         claims.greater("x", 0.4, 0.1, n=10, kind="observation", clean=(0.5, 0.6))
+
+
+def test_the_floor_refuses_a_model_at_the_random_encoders_accuracy(capsys):
+    """Chance is 10 %, but a random encoder under the same head reaches 26 %: a model at 27 % has learned nothing
+    the control has not, and one 10 points above it on 50 images is still inside the noise."""
+    floor = verdicts.Floor(0.26, 1000, "random encoder, same linear head")
+    assert not floor.learned(0.27, 1000) and not floor.learned(0.35, 1000) and floor.learned(0.40, 1000)
+    assert not verdicts.Floor(0.26, 50, "random encoder").learned(0.37, 50)  # 11 points, band about 18
+    claims = verdicts.Claims(None)
+    right = torch.zeros(1000)
+    right[:400] = 1
+    claims.paired(
+        "A more robust than B", right, torch.zeros(1000), names=("A", "B"), clean=(0.27, 0.6), floor=floor,
+        paper="gupta-csl-less-robust",
+    )  # fmt: skip
+    (made,) = claims.items
+    assert made.verdict == "untestable"
+    assert "A 27.0 % clean, not above the floor (random encoder, same linear head 26.0 % + 10 points" in made.evidence
+    claims.paired(
+        "A more robust than B", right, torch.zeros(1000), names=("A", "B"), clean=(0.6, 0.6), floor=floor,
+        paper="gupta-csl-less-robust",
+    )  # fmt: skip
+    assert claims.items[-1].verdict == "holds" and claims.items[-1].low > 0
 
 
 def test_a_claim_without_its_numbers_is_untestable(capsys):
@@ -163,8 +187,13 @@ def _records(run):
     claims = verdicts.Claims(run / "04_scenarios")
     claims.greater("Full-AT is more robust than ST (SL)", 0.25, 0.05, n=64, names=("Full-AT", "ST"), kind="observation")
     claims.greater(
-        "CL Full-AT beats AT", 0.30, 0.29, n=64, names=("Full-AT", "AT"), paper="ghofrani-cl-full-at-accuracy"
-    )
+        "CL Full-AT beats AT", 0.30, 0.29, n=64, names=("Full-AT", "AT"), paper="ghofrani-cl-full-at-accuracy",
+        part="robust",
+    )  # fmt: skip
+    claims.greater(
+        "CL Full-AT is more accurate than AT", 0.60, 0.29, n=64, names=("Full-AT", "AT"),
+        paper="ghofrani-cl-full-at-accuracy", part="clean",
+    )  # fmt: skip
     nb = nbformat.v4.new_notebook()
     out = nbformat.v4.new_output("stream", name="stdout", text="profile=smoke dataset=synthetic device=cpu seed=3 x\n")
     nb.cells = [nbformat.v4.new_code_cell("setup()", outputs=[out])]
@@ -195,7 +224,9 @@ def test_summary_reads_like_a_report(tmp_path):
         "[holds]" not in text and "| 04_scenarios | observation | Full-AT is more robust than ST (SL) | holds |" in text
     )
     # the headline counts the papers' claims by verdict first, then the rest; paper rows come first in the table
-    assert "**Claims:** paper claims (1): 1 undecided; other checks (1): 1 holds" in text
+    assert (
+        f"**Claims:** paper claims (1 of {len(CLAIMS)} in the register): 1 undecided; other checks (1): 1 holds" in text
+    )
     table = text.split("## Claims checked on this run")[1]
     assert table.index("paper (ghofrani-cl-full-at-accuracy)") < table.index("| observation |")
     saved = pd.read_csv(run / run_summary.CLAIMS_CSV)
@@ -258,7 +289,9 @@ def test_reference_claims_prints_the_published_runs_verdicts_for_one_chapter(tmp
         json.dumps({"profile": "laptop", "dataset": "cifar10", "seed": 0, "commit": "a" * 40})
     )
     text = verdicts.reference_claims("01_supervised", reference=reference)
-    assert text.splitlines()[0].endswith("01_supervised: paper claims (0): none; other checks (1): 1 holds")
+    assert text.splitlines()[0].endswith(
+        f"01_supervised: paper claims (0 of {len(CLAIMS)} in the register): none; other checks (1): 1 holds"
+    )
     assert "aaaaaaaaaaaa" in text
     assert "[holds] AT beats ST (observation)" in text and "n = 500" in text and "SimCLR" not in text
     assert "does not hold" in verdicts.reference_claims("02_simclr", reference=reference)
@@ -278,6 +311,70 @@ def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading
     assert verdicts.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
 
 
+def _paper_rows(parts: dict[str, str], key: str = "ghofrani-cl-full-at-accuracy") -> pd.DataFrame:
+    """A run's claims with one row per part of ``key``, each with the verdict given: holds, does not hold,
+    undecided (inside its noise) or untestable."""
+    claims = verdicts.Claims(None)
+    made = {
+        "holds": dict(holds=True, within_noise=False, effect=0.1, interval=(0.05, 0.15)),
+        "does not hold": dict(holds=False, within_noise=False, effect=-0.1, interval=(-0.15, -0.05)),
+        "undecided": dict(holds=True, within_noise=True, effect=0.01, interval=(-0.02, 0.04)),
+        "untestable": dict(holds=None),
+    }
+    for part, verdict in parts.items():
+        claims.check(f"{key} {part}", evidence=f"{part} numbers", n=1000, paper=key, part=part, **made[verdict])
+    return claims.frame()
+
+
+@pytest.mark.parametrize(
+    "clean, robust, expected",
+    [
+        ("holds", "holds", "holds"),
+        ("holds", "undecided", "undecided"),  # one part inside its noise: the claim is undecided, not "holds"
+        ("undecided", "does not hold", "does not hold"),
+        ("untestable", "holds", "untestable"),
+        ("untestable", "does not hold", "does not hold"),
+    ],
+)
+def test_a_claim_with_parts_gets_the_registers_combined_verdict(clean, robust, expected, capsys):
+    table = verdicts.paper_verdicts(_paper_rows({"clean": clean, "robust": robust}))
+    (row,) = table.itertuples()
+    assert row.paper == "ghofrani-cl-full-at-accuracy" and row.verdict == expected
+    assert row.parts == f"clean: {clean}; robust: {robust}"
+    assert "clean: clean numbers" in row.evidence and "robust: robust numbers" in row.evidence
+    # one claim, counted once, whatever its rows
+    assert verdicts.verdict_counts(_paper_rows({"clean": clean, "robust": robust})).startswith(
+        f"paper claims (1 of {len(CLAIMS)} in the register): 1 {expected}"
+    )
+
+
+def test_a_required_part_missing_from_the_run_makes_the_claim_untestable(capsys):
+    (row,) = verdicts.paper_verdicts(_paper_rows({"robust": "holds"})).itertuples()
+    assert row.verdict == "untestable" and row.parts == "clean: not in this run; robust: holds"
+
+
+def test_a_claim_that_cites_another_claims_part_uses_that_row_once(capsys, monkeypatch):
+    """Two claims resting on one measurement: the owner states it, the other cites "<key>/<part>"; both get one
+    verdict each, and the measurement is one row."""
+    import dataclasses
+
+    from rcl import paper_claims
+
+    owner, citing = paper_claims.claim("gupta-fn-removal-closes-gap"), paper_claims.claim("gupta-false-negatives-cause")
+    patched = {
+        owner.key: dataclasses.replace(owner, parts=("labels",)),
+        citing.key: dataclasses.replace(citing, parts=("geometry", f"{owner.key}/labels")),
+    }
+    monkeypatch.setattr(paper_claims, "CLAIMS", tuple(patched.get(c.key, c) for c in paper_claims.CLAIMS))
+    rows = pd.concat(
+        [_paper_rows({"labels": "does not hold"}, owner.key), _paper_rows({"geometry": "holds"}, citing.key)]
+    )
+    table = verdicts.paper_verdicts(rows).set_index("paper")
+    assert table.verdict.to_dict() == {citing.key: "does not hold", owner.key: "does not hold"}
+    assert table.parts[citing.key] == f"geometry: holds; {owner.key}/labels: does not hold"
+    assert len(rows) == 2
+
+
 def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_path):
     """Issue 25: where two seeds exist, a verdict needs the same sign in both, and the table shows the spread."""
     cases = {  # claim: (seed 0 a, b), (seed 1 a, b) on 1,000 images each
@@ -295,14 +392,14 @@ def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_pat
                        clean=(0.12 if seed else 0.5, 0.5), chance=0.1)  # fmt: skip
     table = verdicts.across_seeds({"seed 0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}).set_index("claim")
     assert table.verdict.to_dict() == {
-        "at chance": "untestable",
+        "gupta-csl-less-robust": "untestable",
         "both hold": "holds",
         "signs differ": "undecided",
         "inside the noise once": "undecided",
         "both do not hold": "does not hold",
     }
-    assert table.index[0] == "at chance"  # the papers' claims first
-    assert table.spread["both hold"] == "+20.0 / +17.0 points" and table.spread["at chance"] == ""
+    assert table.index[0] == "gupta-csl-less-robust"  # the papers' claims first, one row per register key
+    assert table.spread["both hold"] == "+20.0 / +17.0 points" and table.spread["gupta-csl-less-robust"] == ""
     assert table.loc["inside the noise once", "seed 1"] == "undecided"
 
 
@@ -326,11 +423,12 @@ def test_seeds_report_counts_each_seed_and_both_and_shows_the_evidence(tmp_path,
     paper claim's verdicts, effects and evidence per seed."""
     runs = _two_seeds(tmp_path)
     report = seeds.report(runs)
-    assert "- seed 0: paper claims (1): 1 holds; other checks (1): 1 does not hold" in report
-    assert "- seed 1: paper claims (1): 1 holds; other checks (1): 1 holds" in report
-    assert "- all seeds together: paper claims (1): 1 holds; other checks (1): 1 undecided" in report
-    assert "| 08_false_negatives | gupta-csl-less-robust | SimCLR is less robust | holds | holds | holds | " in report
-    assert "+20.0 / +19.0 points" in report and "| 10 min 0 s |" in report and "| 11 min 5 s |" in report
+    keys = f"paper claims (1 of {len(CLAIMS)} in the register)"
+    assert f"- seed 0: {keys}: 1 holds; other checks (1): 1 does not hold" in report
+    assert f"- seed 1: {keys}: 1 holds; other checks (1): 1 holds" in report
+    assert f"- all seeds together: {keys}: 1 holds; other checks (1): 1 undecided" in report
+    assert "| 08_false_negatives | gupta-csl-less-robust | holds | holds | holds | +20.0 / +19.0 points |" in report
+    assert "| 10 min 0 s |" in report and "| 11 min 5 s |" in report
     assert "  - seed 1: holds; SL 41.0 % vs SimCLR 22.0 %: +19.0 points" in report
     out = tmp_path / "README.md"
     seeds.main([f"{label}={folder}" for label, folder in runs.items()] + ["--out", str(out)])

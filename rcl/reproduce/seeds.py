@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rcl.reproduce.summary import duration_text, main_table
 from rcl.results import markdown_table, read_table
-from rcl.verdicts import CHANCE_MARGIN, collect_claims, combine_seeds, verdict_counts
+from rcl.verdicts import FLOOR_MARGIN, collect_claims, combine_seeds, paper_verdicts, verdict_counts
 
 SCENARIO_TITLE = "## Chapter 04: robust accuracy per scheme and scenario, {runs}"
 
@@ -47,15 +47,19 @@ def report(runs: dict[str, str | Path]) -> str:
             f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | {record.get('profile')} | "
             f"`{record.get('dataset')}` | {record.get('seed')} | {duration_text(record['wall_seconds'])} |"
         )
-    dropped = {label: len(frame) - len(table) for label, frame in claims.items() if len(frame) != len(table)}
+    stated = {label: len(paper_verdicts(frame)) + (frame.kind != "paper").sum() for label, frame in claims.items()}
+    dropped = {label: count - len(table) for label, count in stated.items() if count != len(table)}
     lines += [
         "",
         "## Verdicts",
         "",
-        "A claim holds (or does not hold) across the seeds only when every seed says so, each outside its 95 % noise "
-        "band; it is undecided when a seed finds the difference inside its noise or the seeds disagree, and untestable "
-        f"when a seed could not test it (a floor, a ceiling, a model within {100 * CHANCE_MARGIN:.0f} points of "
-        "chance).",
+        "Each of the papers' claims gets one verdict per seed from its parts (clean and robust accuracy, every "
+        "fine-tuning mode, each scheme: the register's rule, rcl.verdicts.paper_verdicts): it holds when every part "
+        "holds outside its 95 % noise band, does not hold when a part goes the other way outside it, is untestable "
+        f"when a part could not be tested (a model not {100 * FLOOR_MARGIN:.0f} points above its random-encoder "
+        "control, a floor, a ceiling) and undecided otherwise. Across the seeds a claim holds (or does not hold) only "
+        "when every seed says so; it is undecided when the seeds disagree. The counts are of claims (register keys), "
+        "not of rows.",
         "",
         *[f"- {label}: {verdict_counts(claims[label])}" for label in labels],
         f"- all seeds together: {verdict_counts(table)}",
@@ -69,25 +73,26 @@ def report(runs: dict[str, str | Path]) -> str:
         "",
         "## The papers' claims",
         "",
-        "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference the claim measured "
-        "(a - b, accuracy points), per seed.",
+        "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference that decides the "
+        "claim (a - b, in points: accuracy points, or CKA x 100), per seed.",
         "",
-        markdown_table(paper.drop(columns=["kind"]).rename(columns=renamed)),
+        markdown_table(paper.drop(columns=["kind", "paper", "parts"]).rename(columns=renamed)),
         "",
         "### Evidence, per seed",
         "",
     ]
+    by_seed = {label: paper_verdicts(claims[label]).set_index("paper") for label in labels}
     for row in paper.itertuples():
-        lines.append(f"- **{row.chapter}: {row.claim}** (all seeds: {row.verdict})")
+        lines.append(f"- **{row.chapter}: `{row.paper}`** (all seeds: {row.verdict})")
         for label in labels:
-            frame = claims[label]
-            match = frame[(frame.chapter == row.chapter) & (frame.claim == row.claim)].iloc[0]
-            lines.append(f"  - {label}: {match.verdict}; {match.evidence}")
+            match = by_seed[label].loc[row.paper]
+            parts = f" ({match.parts})" if match.parts else ""
+            lines.append(f"  - {label}: {match.verdict}{parts}; {match.evidence}")
     lines += [
         "",
         "## Other checks (method checks of the code, observations about the runs)",
         "",
-        markdown_table(other.drop(columns=["paper"]).rename(columns=renamed)),
+        markdown_table(other.drop(columns=["paper", "parts"]).rename(columns=renamed)),
     ]
     scenarios = scenario_table(runs)
     if scenarios is not None:

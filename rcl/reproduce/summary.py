@@ -25,7 +25,7 @@ from rcl.results import (
     save_text,
 )
 from rcl.runtime import project_root
-from rcl.verdicts import collect_claims, verdict_counts
+from rcl.verdicts import collect_claims, paper_verdicts, verdict_counts
 
 SUMMARY_FILE, SUMMARY_CSV, CLAIMS_CSV = "summary.md", "summary.csv", "claims.csv"
 SYNTHETIC_WARNING = "These numbers show that the code runs end to end; they cannot confirm or refute the papers."
@@ -319,6 +319,13 @@ def _result_sections(run_dir: Path, records: pd.DataFrame, claims: pd.DataFrame)
     lines += _section(
         "False negatives and the robustness gap (chapter 08)", *(_fn_table(fn, gaps) if fn is not None else empty)
     )
+    if not claims.empty:
+        caption = (
+            "One verdict per registered claim (docs/claims.md), from its parts under the register's rule "
+            "(rcl.verdicts.paper_verdicts); the rows behind each are in the next table."
+        )
+        keys = paper_verdicts(claims)[["chapter", "paper", "verdict", "parts"]].rename(columns={"paper": "claim"})
+        lines += _section("The papers' claims, one verdict each", keys, caption)
     return lines + _section("Claims checked on this run", *_claims_table(claims))
 
 
@@ -333,7 +340,7 @@ def _claims_table(claims: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     )[["chapter", "kind", "claim", "verdict", "evidence"]]
     caption = (
         f"{verdict_counts(claims)}. Undecided: the difference is inside its noise band; untestable: a floor, a "
-        "ceiling or a model at chance."
+        "ceiling or a model not above its control (a random encoder with the same head)."
     )
     return shown, caption
 
