@@ -13,6 +13,12 @@
   size the way the biased estimator does, so a layer-by-layer matrix fits in one pass over the data.
 
 All arithmetic is float64. Representations ``[N, ...]`` are flattened to ``[N, D]`` (one row per example).
+
+**Noise** (:class:`GramBootstrap`). Each tap's Gram matrix over all ``N`` images is computed once (:func:`tap_grams`);
+the point estimate is the unbiased CKA on all of them, and its uncertainty comes from half-samples: ``N / 2`` images
+drawn without replacement (the unbiased HSIC needs distinct examples), the same draw for every model and input in
+a comparison. For an estimator whose variance is ``s^2 / m``, ``Var(half - full) = s^2 (2 / N - 1 / N) = s^2 / N``,
+the full estimate's own variance, so ``full + (half - full)`` percentiles are its 95 % interval without rescaling.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from torch import Tensor, nn
 
 from rcl.runtime import memory_format, model_device
 
-__all__ = ["linear_cka", "rbf_cka", "unbiased_hsic", "MinibatchCKA", "LayerCKA", "layer_cka"]
+__all__ = [
+    "linear_cka", "rbf_cka", "unbiased_hsic", "MinibatchCKA", "LayerCKA", "layer_cka", "tap_grams", "cka_from_grams",
+    "GramBootstrap",
+]  # fmt: skip
 
 MIN_BATCH = 4  # the unbiased HSIC divides by n (n - 3)
 MIN_EXAMPLES = 3  # the biased CKA of 2 examples is 1 whatever they are: centred, each representation is rank one
@@ -414,3 +423,109 @@ def layer_cka(
     if cka is None:
         raise ValueError(f"no batch of at least {MIN_BATCH} examples in data: CKA needs more examples")
     return LayerCKA(cka.compute(), names_a, names_b)
+
+
+def tap_grams(model: nn.Module, x: Tensor, *, taps: Sequence[str] | None = None, batch_size: int = 256):
+    """Every tap's linear Gram matrix over all of ``x``: ``(names, grams [L, N, N] float64 CPU)``, features centred.
+
+    model: an ``rcl.models.ResNet`` (``forward_taps``), run in eval mode and float32 (its flags restored);
+    x: float ``[N, 3, H, W]`` in [0, 1]. Memory: ``L N^2`` doubles (10 taps of 1,000 images: 80 MB).
+    """
+    x = _as_images(x, "x")
+    device = model_device(model)
+    fmt = memory_format(device)
+    flags = [(m, m.training) for m in model.modules()]
+    features: dict[str, list[Tensor]] = {}
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                chunk = x[start : start + batch_size].to(device).float().contiguous(memory_format=fmt)
+                for name, f in _taps(model, chunk, taps).items():
+                    features.setdefault(name, []).append(f.float().reshape(len(chunk), -1).cpu())
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    grams = []
+    for parts in features.values():
+        m = torch.cat(parts)
+        m = m - m.mean(dim=0)
+        grams.append((m @ m.T).to(torch.float64))
+    return list(features), torch.stack(grams)
+
+
+def _as_images(x: Tensor, name: str) -> Tensor:
+    if not torch.is_tensor(x) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{x.dtype} {tuple(x.shape)}" if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"{name} must be float images [N, 3, H, W] in [0, 1], got {got}")
+    if x.shape[0] < 2 * MIN_BATCH:
+        raise ValueError(
+            f"{name} must hold at least {2 * MIN_BATCH} images (half-samples of {MIN_BATCH}), got {len(x)}"
+        )
+    return x
+
+
+def cka_from_grams(grams_a: Tensor, grams_b: Tensor) -> Tensor:
+    """Unbiased linear CKA ``[La, Lb]`` between two Gram stacks ``[La, n, n]``, ``[Lb, n, n]`` of the same ``n >= 4``
+    examples (their diagonals are ignored): one minibatch of :class:`MinibatchCKA` holding every example."""
+    if grams_a.dim() != 3 or grams_b.dim() != 3 or grams_a.shape[1:] != grams_b.shape[1:]:
+        raise ValueError(f"grams must be [L, n, n] with the same n, got {tuple(grams_a.shape)}, {tuple(grams_b.shape)}")
+    ka, kb = grams_a.to(torch.float64).clone(), grams_b.to(torch.float64).clone()
+    ka.diagonal(dim1=1, dim2=2).zero_()
+    kb.diagonal(dim1=1, dim2=2).zero_()
+    return _unbiased_hsic_zero_diag(ka, kb) / torch.outer(_self_hsic(ka), _self_hsic(kb)).sqrt()
+
+
+class GramBootstrap:
+    """CKA with bootstrap intervals over the images, for comparisons between models and inputs on the same images.
+
+    ``GramBootstrap({name: grams [L, N, N]}, resamples=200, seed=0)`` draws ``resamples`` half-samples of the ``N``
+    images once; :meth:`cka` gives a CKA matrix on all images and on each half-sample (the same images for every
+    name), :func:`interval` turns any statistic of those into ``(value, low, high)``. Example: the redundancy of
+    model ``a`` minus that of ``b``, with its interval::
+
+        boot = GramBootstrap({"a": tap_grams(enc_a, x)[1], "b": tap_grams(enc_b, x)[1]})
+        diff = mean_off_diagonal(boot.cka("a", "a")) - mean_off_diagonal(boot.cka("b", "b"))   # [1 + resamples]
+        value, low, high = GramBootstrap.interval(diff)
+    """
+
+    def __init__(self, grams: dict[str, Tensor], *, resamples: int = 200, seed: int = 0):
+        sizes = {name: tuple(g.shape[1:]) for name, g in grams.items()}
+        if not grams or len(set(sizes.values())) != 1 or any(g.dim() != 3 for g in grams.values()):
+            raise ValueError(f"grams must be a non-empty dict of [L, N, N] stacks of the same N images, got {sizes}")
+        n = next(iter(grams.values())).shape[-1]
+        if n < 2 * MIN_BATCH:
+            raise ValueError(f"the bootstrap needs at least {2 * MIN_BATCH} images, got {n}")
+        if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 20:
+            raise ValueError(f"resamples must be an int >= 20 (for a 95 % interval), got {resamples!r}")
+        self.grams = grams
+        self.n = n
+        gen = torch.Generator().manual_seed(seed)
+        self.draws = [torch.randperm(n, generator=gen)[: n // 2] for _ in range(resamples)]
+        self._cache: dict[tuple[str, str], Tensor] = {}
+
+    def cka(self, a: str, b: str) -> Tensor:
+        """CKA between the taps of ``a`` (rows) and ``b`` (columns): ``[1 + resamples, La, Lb]``, row 0 on all
+        images, then one per half-sample."""
+        for name in (a, b):
+            if name not in self.grams:
+                raise KeyError(f"no Gram matrices named {name!r}; known: {', '.join(self.grams)}")
+        if (a, b) not in self._cache:
+            ga, gb = self.grams[a], self.grams[b]
+            rows = [cka_from_grams(ga, gb)]
+            for idx in self.draws:
+                rows.append(cka_from_grams(ga[:, idx][:, :, idx], gb[:, idx][:, :, idx]))
+            self._cache[a, b] = torch.stack(rows)
+        return self._cache[a, b]
+
+    @staticmethod
+    def interval(samples: Tensor, level: float = 0.95) -> tuple[float, float, float]:
+        """``(value, low, high)`` of a statistic computed on all images (``samples[0]``) and on each half-sample
+        (``samples[1:]``): the value plus the ``level`` percentiles of the half-samples' deviations from it."""
+        samples = torch.as_tensor(samples, dtype=torch.float64).flatten()
+        if samples.numel() < 21:
+            raise ValueError(f"samples must hold the full value and at least 20 resamples, got {samples.numel()}")
+        value, deviations = samples[0], samples[1:] - samples[0]
+        tail = (1 - level) / 2
+        low, high = torch.quantile(deviations, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+        return value.item(), value.item() + low, value.item() + high

@@ -355,3 +355,83 @@ def test_layer_cka_errors():
         layer_cka(TapNet(), torch.rand(8, 3, 8, 8), batch_size=2)
     with pytest.raises(ValueError, match="unknown taps"):
         layer_cka(TapNet(), torch.rand(8, 3, 8, 8), taps=["layer9"], batch_size=8)
+
+
+# --------------------------------------------------------------------------- Gram matrices and the bootstrap
+def test_cka_from_grams_is_one_minibatch_holding_every_example():
+    from rcl.cka import _linear_grams, cka_from_grams
+
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(64, d, generator=gen, dtype=torch.float64) for d in (5, 12, 30)]
+    mixed = [feats[0] @ torch.randn(5, 7, generator=gen, dtype=torch.float64), feats[2]]
+    reference = MinibatchCKA(3, 2)
+    reference.update(feats, mixed)
+    grams = _linear_grams(feats, 64, None)
+    torch.testing.assert_close(cka_from_grams(grams, _linear_grams(mixed, 64, None)), reference.compute())
+    torch.testing.assert_close(cka_from_grams(grams, grams).diagonal(), torch.ones(3, dtype=torch.float64))
+
+
+def test_tap_grams_give_the_layer_matrix_of_the_network():
+    from conftest import seeded_classifier
+
+    from rcl.cka import cka_from_grams, tap_grams
+
+    encoder = seeded_classifier(4).encoder.eval()
+    x = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    names, grams = tap_grams(encoder, x, batch_size=16)
+    assert grams.shape == (len(names), 40, 40) and grams.dtype == torch.float64
+    one_batch = layer_cka(encoder, x, batch_size=40)
+    assert names == one_batch.taps_a
+    torch.testing.assert_close(cka_from_grams(grams, grams), one_batch.matrix, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="x must be float images"):
+        tap_grams(encoder, (255 * x).to(torch.uint8))
+
+
+def _two_layers(n: int, gen: torch.Generator, mix: float) -> torch.Tensor:
+    """Gram stack [2, n, n] of a layer and a second one that is ``mix`` of it plus independent noise."""
+    from rcl.cka import _linear_grams
+
+    a = torch.randn(n, 8, generator=gen, dtype=torch.float64)
+    b = mix * a + torch.randn(n, 8, generator=gen, dtype=torch.float64)
+    return _linear_grams([a, b], n, None)
+
+
+def _redundancy(samples: torch.Tensor) -> torch.Tensor:
+    return samples[:, 0, 1]  # [1 + resamples]: the CKA between the two layers
+
+
+def test_bootstrap_interval_covers_the_spread_of_fresh_samples():
+    """The half-sample interval is as wide as the estimate's own spread over independent draws of the images."""
+    from rcl.cka import GramBootstrap, cka_from_grams
+
+    gen = torch.Generator().manual_seed(2)
+    fresh = [cka_from_grams(g, g)[0, 1] for g in (_two_layers(300, gen, 0.7) for _ in range(40))]
+    spread = torch.stack(fresh).std().item()
+    boot = GramBootstrap({"m": _two_layers(300, gen, 0.7)}, resamples=400, seed=3)
+    value, low, high = GramBootstrap.interval(_redundancy(boot.cka("m", "m")))
+    assert low < value < high
+    assert 0.6 < (high - low) / (2 * 1.96 * spread) < 1.6, (high - low, spread)
+
+
+def test_a_cka_difference_inside_its_bootstrap_interval_is_undecided(capsys):
+    from rcl import verdicts
+    from rcl.cka import GramBootstrap
+
+    gen = torch.Generator().manual_seed(4)
+    grams = {
+        "ST": _two_layers(200, gen, 0.7),
+        "AT same": _two_layers(200, gen, 0.7),
+        "AT more": _two_layers(200, gen, 2),
+    }
+    boot = GramBootstrap(grams, resamples=200)
+    claims = verdicts.Claims(None)
+    for name in ("AT same", "AT more"):
+        diff = _redundancy(boot.cka(name, name)) - _redundancy(boot.cka("ST", "ST"))
+        value, low, high = GramBootstrap.interval(diff)
+        claims.interval(f"{name} above ST", value, low, high, evidence="CKA", n=200, kind="observation")
+    assert [c.verdict for c in claims] == ["undecided", "holds"]
+    assert claims.items[0].low <= 0 <= claims.items[0].high and "(95 % interval)" in claims.items[0].evidence
+    # the same half-samples on both sides: a model against itself has a zero-width interval
+    assert GramBootstrap.interval(_redundancy(boot.cka("ST", "ST")) * 0) == (0.0, 0.0, 0.0)
+    with pytest.raises(KeyError, match="known: ST"):
+        boot.cka("ST", "nope")
