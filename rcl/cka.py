@@ -498,11 +498,20 @@ class GramBootstrap:
             raise ValueError(f"the bootstrap needs at least {2 * MIN_BATCH} images, got {n}")
         if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 20:
             raise ValueError(f"resamples must be an int >= 20 (for a 95 % interval), got {resamples!r}")
-        self.grams = grams
+        self.grams = dict(grams)
         self.n = n
         gen = torch.Generator().manual_seed(seed)
         self.draws = [torch.randperm(n, generator=gen)[: n // 2] for _ in range(resamples)]
         self._cache: dict[tuple[str, str], Tensor] = {}
+
+    def add(self, name: str, grams: Tensor) -> None:
+        """Add a Gram stack ``[L, N, N]`` of the same images (e.g. a model trained later in the chapter)."""
+        if grams.dim() != 3 or grams.shape[1:] != (self.n, self.n):
+            raise ValueError(
+                f"{name}: grams must be [L, {self.n}, {self.n}] (the same images), got {tuple(grams.shape)}"
+            )
+        self.grams[name] = grams
+        self._cache = {k: v for k, v in self._cache.items() if name not in k}
 
     def cka(self, a: str, b: str) -> Tensor:
         """CKA between the taps of ``a`` (rows) and ``b`` (columns): ``[1 + resamples, La, Lb]``, row 0 on all

@@ -50,6 +50,7 @@ from rcl.models import Classifier, ContrastiveNet
 from rcl.profiles import Config
 from rcl.runtime import make_generator, seeded_init
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
+from rcl.verdicts import Claims, Floor, paired_statistic
 
 CHAPTER = "08_false_negatives"
 REMOVALS = (None, "labels", "kmeans")  # no removal | oracle (true labels) | k-means pseudo-labels
@@ -58,6 +59,7 @@ SUPCON = "SupCon"
 ARMS = (SUPERVISED, "SimCLR", SUPCON)  # the matched comparison: one network, augmentation and schedule
 EPS_GRID = tuple(e / 255 for e in (0.25, 0.5, 1, 2, 4, 8))  # PGD-20 radii of the eps curve
 EVAL_STEPS = 20
+RADIUS_FLOOR = 0.05  # a radius enters the robust/clean comparison when both arms keep at least 5 % robust accuracy
 
 
 def scheme_name(false_negatives: str | None = None, adversarial: bool = False) -> str:
@@ -284,6 +286,83 @@ def classifier(
     frozen encoder of a contrastive one (:func:`linear_classifier`)."""
     net = network(cfg, data, name, epochs, pl, progress)
     return net if name == SUPERVISED else linear_classifier(cfg, data, net, name, pl, progress, epochs)
+
+
+def random_encoder(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> Classifier:
+    """The chapter's control: :func:`linear_classifier`'s head (same recipe, same training images) on a frozen,
+    randomly initialised encoder. What a model must beat to enter a verdict (:func:`floor`)."""
+    with seeded_init(cfg.seed, study.model_name(cfg, _budget_dir(cfg, "random-encoder", None))):
+        net = study.new_contrastive(cfg)
+    return linear_classifier(cfg, data, net, "random-encoder", pl, progress)
+
+
+def floor(cfg: Config, data: Dataset, test: Split, pl: Plan | None = None) -> Floor:
+    """The random-encoder control's clean accuracy on ``test`` plus :data:`rcl.verdicts.FLOOR_MARGIN`."""
+    control = random_encoder(cfg, data, pl)
+    return Floor(accuracy(control, test, precision=cfg.precision), len(test), "a random encoder with the same head")
+
+
+def survival_claims(
+    claims: Claims,
+    a: dict[float, Tensor],
+    b: dict[float, Tensor],
+    *,
+    names: tuple[str, str],
+    floor: Floor,
+    text: str,
+    paper: str = "",
+    kind: str | None = None,
+    part: str = "",
+) -> list[float]:
+    """Model a keeps more of its correctly classified images under attack than model b: at each radius where both
+    keep at least :data:`RADIUS_FLOOR` robust accuracy, the robust/clean ratio (the share of the images it got right
+    that survive), a minus b, with a paired bootstrap interval over the test images; one claim part per radius
+    (``"eps 2/255"``), raw robust accuracy beside it. ``a``, ``b``: :func:`eps_records`' outcomes (``{0.0: clean
+    bool [N], eps: robust bool [N]}``); ``part`` prefixes the parts' names (``"labels eps 2/255"``). Untestable when
+    a model is below ``floor``. Returns the radii tested."""
+    from rcl.results import format_eps
+
+    clean_a, clean_b = a[0.0].float().mean().item(), b[0.0].float().mean().item()
+    weak = [f"{n} {100 * c:.1f} %" for n, c in zip(names, (clean_a, clean_b)) if not floor.learned(c, len(a[0.0]))]
+    if weak:
+        why = f"untestable at this scale: {', '.join(weak)} clean, not above the floor ({floor})"
+        claims.check(text, None, why, n=len(a[0.0]), paper=paper, kind=kind, part=_part(paper, part, "floor"))
+        return []
+    tested = []
+    for eps in sorted(e for e in a if e > 0):
+        robust = [a[eps].float().mean().item(), b[eps].float().mean().item()]
+        if min(robust) < RADIUS_FLOOR:
+            continue
+        pair_a, pair_b = torch.stack([a[0.0], a[eps]], 1).float(), torch.stack([b[0.0], b[eps]], 1).float()
+        diff, low, high = paired_statistic(_survival, pair_a, pair_b, seed=_radius_seed(eps))
+        evidence = (
+            f"at {format_eps(eps)}: robust/clean {names[0]} {_survival(pair_a):.3f} ({100 * robust[0]:.1f} / "
+            f"{100 * clean_a:.1f} %) vs {names[1]} {_survival(pair_b):.3f} ({100 * robust[1]:.1f} / "
+            f"{100 * clean_b:.1f} %)"
+        )
+        claims.interval(
+            f"{text} at {format_eps(eps)}", diff, low, high, evidence=evidence, n=len(a[0.0]), paper=paper,
+            kind=kind, part=_part(paper, part, f"eps {format_eps(eps)}"),
+        )  # fmt: skip
+        tested.append(eps)
+    if not tested:
+        why = f"untestable: no radius where both keep {100 * RADIUS_FLOOR:.0f} % robust accuracy"
+        claims.check(text, None, why, n=len(a[0.0]), paper=paper, kind=kind, part=_part(paper, part, "radii"))
+    return tested
+
+
+def _part(paper: str, prefix: str, name: str) -> str:
+    return " ".join(p for p in (prefix, name) if p) if paper else ""
+
+
+def _radius_seed(eps: float) -> int:
+    """A bootstrap seed per radius, so that each radius' interval is repeatable."""
+    return round(eps * 255 * 1000)
+
+
+def _survival(pairs: Tensor) -> float:
+    """The share of correctly classified images that survive: ``pairs`` [N, 2] of (clean, robust) outcomes."""
+    return (pairs[:, 1].sum() / pairs[:, 0].sum().clamp_min(1)).item()
 
 
 def _folder(name: str) -> str:

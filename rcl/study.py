@@ -52,6 +52,7 @@ from rcl.models import Classifier, ContrastiveNet, ProjectionHead, encoder
 from rcl.profiles import PROFILES, Config
 from rcl.runtime import make_generator, model_device, seeded_init
 from rcl.train import TrainConfig, finetune, pretrain_contrastive, train_supervised
+from rcl.verdicts import Floor
 
 SCHEMES = ("SL", "CL", "SCL")
 SCENARIOS = ("ST", "AT", "Partial-AT", "Full-AT", "ST->Partial-AT", "ST->Full-AT")
@@ -68,13 +69,17 @@ SCENARIO_RECIPE = {
     "ST->Partial-AT": (False, "linear", True),
     "ST->Full-AT": (False, "full", True),
 }
+# Controls, trained like a scenario but kept out of its tables: Full-AT's budget without the attack (AT pre-training,
+# then the same epochs of standard fine-tuning of the whole network), the control of the Full-AT claims.
+CONTROL_RECIPE = {"AT->Full-ST": (True, "full", False)}
+RECIPES = {**SCENARIO_RECIPE, **CONTROL_RECIPE}
 
 
 def _check(scheme: str, scenario: str | None = None) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if scenario is not None and scenario not in SCENARIO_RECIPE:
-        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if scenario is not None and scenario not in RECIPES:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(RECIPES)}")
 
 
 def attack(cfg: Config, kind: str = "train") -> AttackConfig:
@@ -150,7 +155,7 @@ def scenario_dir(cfg: Config, scheme: str, scenario: str) -> Path:
     """``run_dir/04_scenarios/<scheme>-<scenario>`` (``->`` spelled ``-then-``: ``CL-ST-then-Full-AT``; a scenario
     with adversarial training at another radius than the profile's gets ``-eps<k>``)."""
     _check(scheme, scenario)
-    adversarial = SCENARIO_RECIPE[scenario][0] or SCENARIO_RECIPE[scenario][2]
+    adversarial = RECIPES[scenario][0] or RECIPES[scenario][2]
     suffix = _eps_suffix(cfg) if adversarial else ""
     return cfg.run_dir / SCENARIO_CHAPTER / f"{scheme}-{scenario.replace('->', '-then-')}{suffix}"
 
@@ -194,7 +199,7 @@ def scenario_model(
     threat model I attacks. Both share the classifier's encoder.
     """
     _check(scheme, scenario)
-    adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
+    adversarial_pretraining, mode, adversarial_finetuning = RECIPES[scenario]
     pretrained = pretrain(cfg, data, scheme, adversarial_pretraining, progress)
     ckpt_dir = scenario_dir(cfg, scheme, scenario)
     with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):
@@ -219,15 +224,39 @@ def scenario_model(
 
 
 def random_encoder_linear(cfg: Config, data: Dataset, progress: bool = True) -> Classifier:
-    """Load or train chapter 02's floor: a standard linear head (``cfg.linear_epochs``) on a frozen, *randomly
-    initialised* encoder (``run_dir/02_simclr/random-encoder-linear``): what any pre-training has to beat."""
+    """Load or train chapter 02's floor: a standard linear head (``cfg.linear_epochs``, un-augmented images, as the
+    scenarios' heads) on a frozen, *randomly initialised* encoder (``run_dir/02_simclr/random-encoder-linear``): what
+    any pre-training has to beat, and the control of :func:`floor`."""
     ckpt_dir = cfg.run_dir / SCHEME_CHAPTER["CL"] / "random-encoder-linear"
     with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):  # the same random encoder in any process, any order
         model = Classifier(new_encoder(cfg), data.num_classes)
     finetune(
-        model, data.train, train_config(cfg, cfg.linear_epochs, progress=progress), mode="linear", ckpt_dir=ckpt_dir
+        model,
+        data.train,
+        train_config(cfg, cfg.linear_epochs, progress=progress),
+        mode="linear",
+        augment=False,  # as the ST and AT heads it is the control of (scenario_model)
+        ckpt_dir=ckpt_dir,
     )
     return model
+
+
+def surrogate(cfg: Config, data: Dataset, progress: bool = True) -> Classifier:
+    """Load or train chapter 06's held-out surrogate (``run_dir/06_cka/surrogate``): a supervised network trained
+    like chapter 01's standard one from another initialisation, used only to make one set of adversarial images that
+    every encoder is compared on (none of the compared encoders made them)."""
+    ckpt_dir = cfg.run_dir / "06_cka" / "surrogate"
+    with seeded_init(cfg.seed, model_name(cfg, ckpt_dir)):
+        model = Classifier(new_encoder(cfg), data.num_classes)
+    train_supervised(model, data.train, train_config(cfg, cfg.supervised_epochs, progress=progress), ckpt_dir=ckpt_dir)
+    return model
+
+
+def floor(cfg: Config, data: Dataset, test: Split, progress: bool = True) -> Floor:
+    """The floor a model must clear to enter a verdict (:class:`rcl.verdicts.Floor`): the random-encoder control's
+    clean accuracy on ``test`` (the images the models are compared on) plus :data:`rcl.verdicts.FLOOR_MARGIN`."""
+    control = random_encoder_linear(cfg, data, progress=progress)
+    return Floor(accuracy(control, test), len(test), "a random encoder with a standard linear head")
 
 
 def scenario_budget(cfg: Config, data: Dataset, scheme: str, scenario: str) -> dict:
@@ -236,7 +265,7 @@ def scenario_budget(cfg: Config, data: Dataset, scheme: str, scenario: str) -> d
     ``steps`` (batches) and ``passes``: forward+backward passes through the network per image and epoch (1 for a
     standard head, the attack's steps + 2 for an adversarial one: PGD, then the clean and the adversarial batch)."""
     _check(scheme, scenario)
-    adversarial_pretraining, mode, adversarial_finetuning = SCENARIO_RECIPE[scenario]
+    adversarial_pretraining, mode, adversarial_finetuning = RECIPES[scenario]
     epochs = cfg.linear_epochs if mode == "linear" and not adversarial_finetuning else cfg.finetune_epochs
     images = len(data.train)
     return {
@@ -264,7 +293,7 @@ CHAPTER_SCENARIOS = {
 EPS_SWEEP = (2 / 255, 8 / 255, 16 / 255)  # the training radii of chapter 06's sweep (the released eps=2 / eps=16 maps)
 # The schemes chapter 06 trains at every radius of the sweep: one on the CPU profiles (each radius costs an
 # adversarial pre-training and a head), all three elsewhere.
-SWEEP_SCHEMES = {"smoke": ("SL",), "laptop": ("SL",)}
+SWEEP_SCHEMES = {"smoke": ("SL",)}
 
 
 def sweep_schemes(cfg: Config) -> list[str]:

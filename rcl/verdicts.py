@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,6 +108,36 @@ def paired_interval(
     tail = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
     return diff.mean().item(), low, high
+
+
+def paired_statistic(
+    statistic: Callable[[Tensor], float | Tensor],
+    a: Tensor,
+    b: Tensor,
+    *,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``statistic(a) - statistic(b)`` and its paired bootstrap interval: ``(diff, low, high)``.
+
+    ``a``, ``b``: per-example values of two models on the same test examples, ``[N, ...]`` in the same order (e.g.
+    ``[N, 2]``: clean and robust outcomes); the same resampled examples for both. For a statistic that is not a mean
+    of per-example differences (a ratio such as the share of correctly classified images that survive an attack).
+    """
+    import torch
+
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.shape[0] != b.shape[0] or a.shape[0] == 0:
+        raise ValueError(f"a and b must hold the same test examples, got {a.shape[0]} and {b.shape[0]}")
+    gen = torch.Generator().manual_seed(seed)
+    diffs = []
+    for _ in range(resamples):
+        index = torch.randint(a.shape[0], (a.shape[0],), generator=gen)
+        diffs.append(float(statistic(a[index])) - float(statistic(b[index])))
+    tail = (1 - level) / 2
+    low, high = torch.tensor(diffs, dtype=torch.float64).quantile(torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(statistic(a)) - float(statistic(b)), float(low), float(high)
 
 
 @dataclass(frozen=True)
@@ -497,18 +527,22 @@ def paper_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
     from rcl.paper_claims import CLAIMS
 
     rows = claims[claims.kind == "paper"]
+    legacy = (rows.part == "").all()  # a run from before parts: each key's rows are its parts, named by their text
     out = []
     for registered in CLAIMS:
         own = rows[rows.paper == registered.key]
-        if own.empty:
+        cited = rows[rows.paper.isin({name.split("/")[0] for name in registered.parts if "/" in name})]
+        if own.empty and (legacy or cited.empty):
             continue
         parts = []
-        # a run from before parts (every row of the key is a part, named by its text), or a claim whose parts are
-        # whatever the run checked (every mode run, every radius above the floor)
-        legacy = (own.part == "").all() and len(own) > 1
+        # () in the register: the parts are whatever the run checked (every mode run, every radius tested)
         names = own.claim if legacy else (registered.parts or tuple(dict.fromkeys(own.part)))
         for name in names:
-            owner, _, part = name.rpartition("/") if "/" in name else (registered.key, "", name)
+            owner, _, part = name.rpartition("/") if "/" in name and not legacy else (registered.key, "", name)
+            if part == "*":  # every part of another claim: its measurement, cited
+                of_owner = rows[rows.paper == owner]
+                parts += [(f"{owner}/{row.part}", row) for row in of_owner.itertuples()] or [(name, None)]
+                continue
             found = rows[(rows.paper == owner) & ((rows.claim if legacy else rows.part) == part)]
             parts.append((name, found.iloc[-1] if len(found) else None))
         verdict = combine("untestable" if row is None else row.verdict for _, row in parts)
@@ -519,7 +553,7 @@ def paper_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
         deciding = _deciding(present, verdict)
         out.append(
             {
-                "chapter": own.chapter.iloc[0],
+                "chapter": (own if len(own) else cited).chapter.iloc[0],
                 "paper": registered.key,
                 "verdict": verdict,
                 "parts": "; ".join(shown),

@@ -67,19 +67,68 @@ def test_claim_lookup_and_its_error_names_the_valid_keys():
 
 
 def test_every_claim_of_the_register_is_checked_in_its_chapter():
-    """Each register key appears as ``paper="<key>"`` (or is produced by rcl.study for chapter 06) in the notebook of
-    its chapter: every claim has a check there whose verdict and evidence print."""
+    """Each register key appears in the notebook of its chapter (as ``paper="<key>"``, or quoted) or as
+    ``paper="<key>"`` in the rcl module that decides it, or cites every part from claims that do: every claim has a
+    check whose verdict and evidence print."""
     import inspect
 
-    from rcl import study
+    from rcl import cka_verdicts, false_negatives
 
-    made_by_study = inspect.getsource(study)
+    deciders = inspect.getsource(cka_verdicts) + inspect.getsource(false_negatives)
+    checked = set()
     for item in pc.CLAIMS:
         (notebook,) = (REPO_ROOT / "notebooks").glob(f"{item.chapter}_*.ipynb")
-        text = notebook.read_text()
-        assert f'paper=\\"{item.key}\\"' in text or (
-            item.key in made_by_study and 'paper=verdict[\\"key\\"]' in text
-        ), (
-            item.key,
-            notebook.name,
-        )
+        if f'\\"{item.key}\\"' in notebook.read_text() or f'paper="{item.key}"' in deciders:
+            checked.add(item.key)
+    for item in pc.CLAIMS:
+        cites = {part.split("/")[0] for part in item.parts if "/" in part}
+        own = [part for part in item.parts if "/" not in part]
+        assert item.key in checked or (cites and not own and cites <= checked), (item.key, item.chapter)
+
+
+def test_a_cited_part_names_a_registered_claim_and_parts_are_distinct():
+    keys = {c.key for c in pc.CLAIMS}
+    for item in pc.CLAIMS:
+        assert len(set(item.parts)) == len(item.parts), item.key
+        for part in item.parts:
+            if "/" in part:
+                owner, _, name = part.rpartition("/")
+                assert owner in keys and owner != item.key, (item.key, part)
+                assert name == "*" or name in pc.claim(owner).parts, (item.key, part)
+                assert owner in item.metric and "cite" in item.metric, f"{item.key}: its metric does not cite {owner}"
+
+
+def test_every_register_metric_states_the_settings_of_the_code_that_decides_it():
+    """The register's words and the code's constants agree: an attack, a radius grid, a floor or an image count
+    changed in the code (or in the text) fails here."""
+    from rcl import acl, cka_verdicts, study, verdicts
+    from rcl import false_negatives as fn
+    from rcl.profiles import PROFILES, resolve
+
+    paper_profile = resolve("paper")
+    acl_attack = acl.eval_attack(paper_profile)
+    radii = [f"{e * 255:g}" for e in study.EPS_SWEEP]
+    stated = {
+        "gupta-csl-less-robust": [
+            (f"PGD-{fn.EVAL_STEPS}", True),
+            (f"{fn.EPS_GRID[0] * 255:g}-{fn.EPS_GRID[-1] * 255:g}/255", True),
+            (f"at least {100 * fn.RADIUS_FLOOR:.0f} % robust accuracy", True),
+        ],
+        "gupta-fn-removal-closes-gap": [(f"keep {100 * fn.RADIUS_FLOOR:.0f} % robust accuracy", True)],
+        "gupta-margins-susceptibility": [(f"PGD-{fn.EVAL_STEPS}", True)],
+        "gupta-csl-more-sensitive": [(f"PGD-{fn.EVAL_STEPS}", True)],
+        "jiang-acl-beats-simclr": [(f"PGD-{acl_attack.steps}, {acl_attack.eps * 255:g}/255", True)],
+        "jiang-ds-best-variant": [(f"PGD-{acl_attack.steps}, {acl_attack.eps * 255:g}/255", True)],
+        "ghofrani-eps-late-similarity": [(f"eps {radii[0]}, {radii[1]} and {radii[2]}/255", True)],
+        "ghofrani-at-layer-redundancy": [(f"{PROFILES['laptop']['cka_examples']:,} test images on the laptop", True)],
+    }  # fmt: skip
+    for key, phrases in stated.items():
+        metric = pc.claim(key).metric
+        for phrase, present in phrases:
+            assert (phrase in metric) == present, f"{key}: the register's metric should say {phrase!r}: {metric}"
+    assert PROFILES["laptop"]["cka_examples"] >= 1000  # the issue's minimum for CKA verdicts with intervals
+    assert f"{100 * verdicts.FLOOR_MARGIN:.0f} points" in str(verdicts.Floor(0.3, 1000, "control"))
+    for item in pc.CLAIMS:  # every CKA claim names the module that decides it with intervals
+        if item.chapter == "06" and item.key != "ghofrani-eps-late-similarity":
+            assert "rcl.cka_verdicts" in item.metric, item.key
+    assert cka_verdicts.MAX_IMAGES >= PROFILES["laptop"]["cka_examples"]

@@ -81,7 +81,7 @@ class _Graph:
     def scenario(self, scheme: str, scenario: str) -> str:
         from rcl import study
 
-        adversarial_pretraining = study.SCENARIO_RECIPE[scenario][0]
+        adversarial_pretraining = study.RECIPES[scenario][0]
         encoder = self.pretrain(scheme, adversarial_pretraining)
         return self._add(study.scenario_dir(self.cfg, scheme, scenario), "scenario", (scheme, scenario), (encoder,))
 
