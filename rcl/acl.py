@@ -40,13 +40,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from rcl import study
 from rcl.attacks import AttackConfig
 from rcl.augment import SimCLRAugment
 from rcl.data import Dataset, Split, balanced_subset, train_val_split
-from rcl.evaluate import accuracy, robust_accuracy
+from rcl.evaluate import correct, robust_accuracy, robust_correct
 from rcl.models import (
     IMAGENET_MEAN_STD,
     Classifier,
@@ -69,6 +69,8 @@ BASELINE = (
     "SimCLR"  # ACL's pre-training without the attack (same network, recipe and schedule), fine-tuned the same way
 )
 
+CONTROL = "random-encoder"  # a randomly initialised network, fine-tuned like every encoder: the floor of a verdict
+ABLATION = "DS-single-BN"  # DS pre-training with one BatchNorm for both streams: the control of jiang-dual-bn
 DUAL_BN_VARIANTS = ("A2S", "DS")  # a clean and an adversarial branch: independent BatchNorm (the paper's Fig. 1)
 
 VARIANT_NAMES = {
@@ -391,10 +393,39 @@ def pretrain_history(cfg: Config, source: str) -> list[dict]:
 
 
 def pretrained(cfg: Config, data: Dataset, source: str, pl: Plan | None = None, progress: bool = True) -> nn.Module:
-    """The pre-trained network ``source`` names: an ACL variant (:func:`pretrain`) or ``BASELINE``."""
+    """The pre-trained network ``source`` names: an ACL variant (:func:`pretrain`), ``BASELINE``, ``ABLATION``
+    (:func:`single_bn_ds`) or ``CONTROL`` (a randomly initialised network of the same architecture, not trained)."""
     if source == BASELINE:
         return baseline(cfg, data, pl, progress)
+    if source == ABLATION:
+        return single_bn_ds(cfg, data, pl, progress)
+    if source == CONTROL:
+        with seeded_init(cfg.seed, study.model_name(cfg, chapter_dir(cfg) / f"pretrain-{CONTROL}")):
+            return new_acl_net(cfg, dual_bn=False)
     return pretrain(cfg, data, source, pl, progress)
+
+
+def single_bn_ds(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
+    """Load or train DS with one BatchNorm shared by the clean and the adversarial stream: the same pre-training,
+    data, attack and budget as :func:`pretrain` ``("DS")`` but the paper's design choice taken out
+    (``run_dir/07_acl/pretrain-DS-single-BN``)."""
+    pl = pl or plan(cfg)
+    train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
+    ckpt_dir = chapter_dir(cfg) / f"pretrain-{ABLATION}"
+    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
+        model = new_acl_net(cfg, dual_bn=False)
+    pretrain_acl(
+        model,
+        train,
+        pretrain_config(cfg, progress),
+        variant="DS",
+        temperature=cfg.acl_temperature,
+        attack=pretrain_attack(cfg),
+        augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
+        ckpt_dir=ckpt_dir,
+        single_bn=True,
+    )
+    return model
 
 
 def single_bn_encoder(model: nn.Module, route: str = PROTOCOL.ds_finetune_route) -> nn.Module:
@@ -519,17 +550,31 @@ def bn_branch_gap(ds_model: nn.Module) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------- evaluation
-def evaluate(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None) -> dict:
-    """``{"clean_acc", "robust_acc", "robust_acc_main"}`` of ``model`` on the first ``n_eval`` class-balanced test
-    examples: under :func:`eval_attack` (8/255) and under the main study's evaluation attack
-    (``rcl.study.attack(cfg, "eval")``: 4/255, from delta = 0). Accuracies in [0, 1]."""
+def outcomes(cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None) -> dict[str, Tensor]:
+    """Per test image (the first ``n_eval`` class-balanced ones), whether ``model`` is right: ``{"clean": bool [N],
+    "robust": bool [N]}`` (robust: under :func:`eval_attack`), for paired comparisons on the same images."""
     test = balanced_subset(test, _cap(n_eval, len(test)), seed=cfg.seed)
     batch = cfg.eval_batch_size
+    return {
+        "clean": correct(model, test, batch_size=batch),
+        "robust": robust_correct(model, test, eval_attack(cfg), batch_size=batch, seed=cfg.seed),
+    }
+
+
+def evaluate(
+    cfg: Config, model: nn.Module, test: Split, n_eval: int | None = None, per_image: dict | None = None
+) -> dict:
+    """``{"clean_acc", "robust_acc", "robust_acc_main"}`` of ``model`` on the first ``n_eval`` class-balanced test
+    examples: under :func:`eval_attack` (8/255) and under the main study's evaluation attack
+    (``rcl.study.attack(cfg, "eval")``: 4/255, from delta = 0). Accuracies in [0, 1]. ``per_image``: the model's
+    :func:`outcomes` when already computed."""
+    per_image = per_image if per_image is not None else outcomes(cfg, model, test, n_eval)
+    test = balanced_subset(test, _cap(n_eval, len(test)), seed=cfg.seed)
     main = study.attack(cfg, "eval")
     return {
-        "clean_acc": accuracy(model, test, batch_size=batch),
-        "robust_acc": robust_accuracy(model, test, eval_attack(cfg), batch_size=batch, seed=cfg.seed),
-        "robust_acc_main": robust_accuracy(model, test, main, batch_size=batch, seed=cfg.seed),
+        "clean_acc": per_image["clean"].float().mean().item(),
+        "robust_acc": per_image["robust"].float().mean().item(),
+        "robust_acc_main": robust_accuracy(model, test, main, batch_size=cfg.eval_batch_size, seed=cfg.seed),
     }
 
 
@@ -563,19 +608,23 @@ def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: boo
 
     ``records``: one dict per (scheme, mode) with ``clean_acc``, ``robust_acc``, ``best_epoch`` (epoch picked on
     validation) and ``val_robust_acc``; DS in linear mode also gets a row ``DS (clean BN route)``: the same
-    classifier evaluated through the DS network's clean BatchNorm statistics. ``models``: ``{"pretrained": {variant:
-    net}, "classifiers": {(scheme, mode): classifier}}``.
+    classifier evaluated through the DS network's clean BatchNorm statistics. With ``baseline``, the matched SimCLR,
+    the random-encoder ``CONTROL`` (every mode) and the single-BatchNorm ``ABLATION`` (the modes of
+    :func:`ablation_modes`) run too. ``models``: ``{"pretrained": {variant: net}, "classifiers": {(scheme, mode):
+    classifier}, "outcomes": {(scheme, mode): outcomes}}`` (:func:`outcomes`).
     """
     pl = pl or plan(cfg)
     nets = {v: pretrain(cfg, data, v, pl, progress) for v in pl.variants}
     sources: dict[str, nn.Module] = dict(nets)
     if baseline:
-        sources[BASELINE] = pretrained(cfg, data, BASELINE, pl, progress)
-    records, classifiers = [], {}
+        for source in (BASELINE, CONTROL) + ((ABLATION,) if "DS" in pl.variants else ()):
+            sources[source] = pretrained(cfg, data, source, pl, progress)
+    records, classifiers, per_image = [], {}, {}
     for scheme, source in sources.items():
-        for mode in pl.modes:
+        for mode in ablation_modes(pl) if scheme == ABLATION else pl.modes:
             model, history = finetune(cfg, data, source, scheme, mode, pl, progress)
             classifiers[(scheme, mode)] = model
+            per_image[(scheme, mode)] = outcomes(cfg, model, data.test, pl.n_eval)
             best = max(history, key=lambda r: (r.get("val_robust_acc", -1.0), -r["epoch"]))
             last = evaluate(cfg, last_epoch(cfg, model, scheme, mode), data.test, pl.n_eval)
             extra = {
@@ -584,13 +633,20 @@ def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: boo
                 "val_robust_acc": best.get("val_robust_acc"),
                 **{f"{key}_last": value for key, value in last.items()},
             }
-            records.append(record(cfg, scheme, mode, evaluate(cfg, model, data.test, pl.n_eval), **extra))
+            scores = evaluate(cfg, model, data.test, pl.n_eval, per_image[(scheme, mode)])
+            records.append(record(cfg, scheme, mode, scores, **extra))
             if scheme == "DS" and mode == "linear":
                 wrong = with_bn_branch(model, nets["DS"], "clean")
                 records.append(
                     record(cfg, "DS (clean BN route)", mode, evaluate(cfg, wrong, data.test, pl.n_eval), **extra)
                 )
-    return records, {"pretrained": nets, "classifiers": classifiers}
+    return records, {"pretrained": nets, "classifiers": classifiers, "outcomes": per_image}
+
+
+def ablation_modes(pl: Plan) -> tuple[str, ...]:
+    """The fine-tuning modes the single-BatchNorm ablation runs in: linear (the mode ``jiang-dual-bn`` is decided
+    in, where the head reads the encoder's BatchNorm statistics as they are) when the plan has it."""
+    return tuple(m for m in pl.modes if m == "linear")
 
 
 def _cap(n: int | None, total: int) -> int | None:

@@ -90,7 +90,7 @@ def accuracy(
     return correct.item() / len(split)
 
 
-def robust_accuracy(
+def robust_correct(
     model: nn.Module,
     split: Split,
     attack: AttackConfig,
@@ -101,8 +101,10 @@ def robust_accuracy(
     attack_model: nn.Module | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
-) -> float:
-    """Accuracy in [0, 1] of ``model`` on adversarial inputs, over every example of ``split``.
+) -> Tensor:
+    """Which examples of ``split`` ``model`` classifies correctly on adversarial inputs: bool ``[N]`` on the CPU, in
+    split order (:func:`robust_accuracy` is its mean; two models' outcomes on the same images are what a paired
+    comparison resamples).
 
     For each batch ``(x, y)`` (x: [B, 3, H, W] in [0, 1]) the attack perturbs ``x`` to maximise
     ``loss_fn(attack_model(x_adv), target)`` (default: cross-entropy against ``y``), where
@@ -113,13 +115,19 @@ def robust_accuracy(
     device = torch.device(device) if device is not None else model_device(model)
     attack_model = model if attack_model is None else attack_model
     gen = make_generator(device, seed)
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    out = []
     with attack_mode(model, "eval"), attack_mode(attack_model, "eval"):
         for x, y in _batches(split, batch_size, device):
             target = target_fn(x, y) if target_fn is not None else y
             x_adv = attack.run(attack_model, x, target, loss_fn=loss_fn, generator=gen)
-            correct += (_logits(model, x_adv, device, attack.precision).argmax(1) == y).sum()
-    return correct.item() / len(split)
+            out.append(_logits(model, x_adv, device, attack.precision).argmax(1) == y)
+    return torch.cat(out).cpu()
+
+
+def robust_accuracy(model: nn.Module, split: Split, attack: AttackConfig, **kwargs) -> float:
+    """Accuracy in [0, 1] of ``model`` on adversarial inputs, over every example of ``split``: the mean of
+    :func:`robust_correct` (same arguments)."""
+    return robust_correct(model, split, attack, **kwargs).float().mean().item()
 
 
 def correct(
@@ -160,8 +168,10 @@ def threat_model_1(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     seed: int = 0,
-) -> float:
-    """Threat model I (attack the representation): robust accuracy in [0, 1].
+    per_image: bool = False,
+) -> float | Tensor:
+    """Threat model I (attack the representation): robust accuracy in [0, 1] (``per_image``: the outcomes, bool
+    ``[N]``, as :func:`robust_correct` gives them).
 
     ``contrastive`` maps x: [B, 3, H, W] in [0, 1] to embeddings [B, D] (a ContrastiveNet, or an encoder).
     The attack maximises the contrastive loss between the embeddings of the clean x and of x_adv at
@@ -186,7 +196,8 @@ def threat_model_1(
             z_clean, labels = target
             return supcon(torch.stack([z_clean, z_adv.float()], dim=1), labels, temperature)
 
-    return robust_accuracy(
+    measure = robust_correct if per_image else robust_accuracy
+    return measure(
         classifier,
         split,
         attack,

@@ -285,7 +285,7 @@ def scenario_budget(cfg: Config, data: Dataset, scheme: str, scenario: str) -> d
 # The scenarios chapters 05 and 06 evaluate unless told otherwise: a slice on the profiles sized for a CPU, so the
 # chapters stay short there (chapter 04 trains and tables all six on every profile); all six elsewhere.
 CHAPTER_SCENARIOS = {
-    "smoke": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "Full-AT")},
+    "smoke": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "AT", "Full-AT")},
     "laptop": {"05": ("ST", "AT", "Full-AT"), "06": ("ST", "AT", "Full-AT")},
 }
 

@@ -288,6 +288,7 @@ def pretrain_acl(
     attack: AttackConfig,
     augment: SimCLRAugment | Callable[[Tensor, torch.Generator], Tensor] | None = None,
     ckpt_dir: Path | str | None = None,
+    single_bn: bool = False,
 ) -> History:
     """ACL adversarial contrastive pre-training (Jiang et al. 2020) of a ContrastiveNet; NT-Xent at ``temperature``.
 
@@ -304,7 +305,9 @@ def pretrain_acl(
       through the adversarial BatchNorm; loss = (NT(v1, v2) through the clean BN + NT(adv1, adv2) through the
       adversarial BN) / 2.
 
-    ``augment`` defaults to ``SimCLRAugment(scale=(0.1, 1.0))`` (ACL's crop scale).
+    ``augment`` defaults to ``SimCLRAugment(scale=(0.1, 1.0))`` (ACL's crop scale). ``single_bn=True`` runs A2S or
+    DS on a network with one BatchNorm, both streams normalised by the same statistics: the ablation of the paper's
+    design choice (each stream is still its own forward pass).
     History: epoch, loss, acc (contrastive top-1 of the pair trained on; for DS the clean pair), adv_acc (DS: the
     adversarial pair), lr, seconds.
     """
@@ -314,19 +317,21 @@ def pretrain_acl(
             "pretrain_acl needs attack=AttackConfig(...); for standard pre-training use pretrain_contrastive"
         )
     checks.positive("temperature", temperature, hint=_TEMPERATURE_HINT)
-    if variant in ("A2S", "DS") and not _has_dual_bn(model):
+    if single_bn and _has_dual_bn(model):
+        raise ValueError("single_bn=True is the one-BatchNorm ablation: build the network with dual_bn=False")
+    if variant in ("A2S", "DS") and not _has_dual_bn(model) and not single_bn:
         raise ValueError(
             f"variant={variant!r} needs a model with dual BatchNorm (separate BN for the clean and the adversarial "
-            "branch, as in the paper): build the encoder and head with dual_bn=True"
+            "branch, as in the paper): build the encoder and head with dual_bn=True (or pass single_bn=True for the "
+            "one-BatchNorm ablation)"
         )
     device, net = _place(model, cfg)
     augment = augment if augment is not None else SimCLRAugment(scale=(0.1, 1.0))
     view = _view_function(augment, cfg, device)
+    name = f"acl-{variant}" + ("-single-bn" if single_bn else "")
     recipe = Recipe(
-        name=f"acl-{variant}",
-        identity=run_identity(
-            f"acl-{variant}", model, train, cfg, temperature=temperature, attack=attack, augment=augment
-        ),
+        name=name,
+        identity=run_identity(name, model, train, cfg, temperature=temperature, attack=attack, augment=augment),
         params=[p for p in model.parameters() if p.requires_grad],
         loader=_train_loader(train, cfg, device, drop_last=True),
         step=_acl_step(model, net, variant, view, _in_precision(attack, cfg), temperature),

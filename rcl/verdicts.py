@@ -446,7 +446,7 @@ class Claims:
         if effect is None or pd.isna(effect):
             self.check(text, None, f"untestable: {evidence}", n=n, kind=kind, paper=paper, part=part)
             return
-        shown = f"{scale * effect:+.3g}{unit} [{scale * low:+.3g}, {scale * high:+.3g}]"
+        shown = f"{scale * effect:+.3f}{unit} [{scale * low:+.3f}, {scale * high:+.3f}]"
         self.check(
             text, effect > 0, f"{evidence}; effect {shown} (95 % interval)", n=n, kind=kind,
             within_noise=low <= 0 <= high, paper=paper, part=part, effect=effect, interval=(low, high),

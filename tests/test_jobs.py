@@ -107,14 +107,20 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
     assert by_chapter["00"] == by_chapter["09"] == []
     assert [j.name for j in by_chapter["01"]] == ["01_supervised/SL-ST", "01_supervised/SL-AT"]
     four = by_chapter["04"]
-    assert len(four) == 3 * 2 + 3 * 6  # every scheme pre-trained standard and adversarial, 18 scenario classifiers
+    # every scheme pre-trained standard and adversarial, 18 scenario classifiers, CL's budget-matched control, the
+    # random-encoder floor
+    assert len(four) == 3 * 2 + 3 * 6 + 1 + 1
     full_at = next(j for j in four if j.name == "04_scenarios/SCL-ST-then-Full-AT")
     assert (full_at.kind, full_at.args, full_at.needs) == ("scenario", ("SCL", "ST->Full-AT"), ("03_supcon/SCL-ST",))
     assert {j.name for j in by_chapter["05"] if j.kind == "scenario"} == {
         f"04_scenarios/{s}-{c}" for s in study.SCHEMES for c in ("ST", "AT", "Full-AT")
     }  # the smoke profile's scenarios of chapter 05
-    acl = by_chapter["07"]  # smoke: 3 variants x 2 modes, and the matched SimCLR baseline (ACL's code, no attack)
-    assert sum(j.kind == "acl-pretrain" for j in acl) == 4 and sum(j.kind == "acl-finetune" for j in acl) == 8
+    # smoke: 3 variants x 2 modes, the matched SimCLR baseline (ACL's code, no attack) and the random-encoder control
+    # in both modes, the single-BatchNorm DS in linear mode (the control is not pre-trained)
+    acl = by_chapter["07"]
+    assert sum(j.kind == "acl-pretrain" for j in acl) == 5 and sum(j.kind == "acl-finetune" for j in acl) == 11
+    control = next(j for j in acl if j.name == "07_acl/finetune-random-encoder-linear")
+    assert control.needs == ()
     baseline = next(j for j in acl if j.name == "07_acl/finetune-SimCLR-full")
     assert baseline.needs == ("07_acl/pretrain-SimCLR",)
     fn = {j.name: j for j in by_chapter["08"]}  # smoke: fn_epochs 2, so the budgets are 1 and 2 epochs
@@ -144,6 +150,9 @@ def test_each_chapter_lists_its_models_after_what_they_need(tmp_path):
         "07_acl/finetune-DS-linear",
         "07_acl/pretrain-SimCLR",
         "07_acl/finetune-SimCLR-linear",
+        "07_acl/finetune-random-encoder-linear",
+        "07_acl/pretrain-DS-single-BN",
+        "07_acl/finetune-DS-single-BN-linear",
     ]
     with pytest.raises(ValueError, match="unknown chapter '10'"):
         jobs.chapter_jobs(cfg, "10")

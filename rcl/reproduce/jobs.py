@@ -109,9 +109,9 @@ class _Graph:
     def acl_finetune(self, source: str, mode: str) -> str:
         from rcl import acl
 
-        needs = self.acl_pretrain(source)
+        needs = () if source == acl.CONTROL else (self.acl_pretrain(source),)  # the control is not pre-trained
         folder = acl.chapter_dir(self.cfg) / f"finetune-{source}-{mode}"
-        return self._add(folder, "acl-finetune", (source, mode), (needs,))
+        return self._add(folder, "acl-finetune", (source, mode), needs)
 
     # false negatives (rcl.false_negatives): a model at an earlier budget is trained first and continued
     def fn_network(self, name: str, epochs: int) -> str:
@@ -157,7 +157,10 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
         for scheme in study.SCHEMES:
             for scenario in study.SCENARIOS:
                 graph.scenario(scheme, scenario)
+        graph.scenario("CL", "AT->Full-ST")  # the budget-matched control of the Full-AT claim
+        graph.random_encoder_linear()  # the floor of its verdicts (study.floor)
     elif number in ("05", "06"):
+        graph.random_encoder_linear()
         scenarios = params.get("scenarios") or study.chapter_scenarios(cfg, number)  # the chapters' own default
         for scheme in study.SCHEMES:
             for scenario in [scenarios] if isinstance(scenarios, str) else scenarios:
@@ -170,9 +173,12 @@ def _chapter(graph: _Graph, number: str, params: Mapping[str, Any]) -> None:
         plan = acl.plan(cfg, variants=params.get("variants"), modes=params.get("modes"))
         for variant in plan.variants:
             graph.acl_pretrain(variant)
-        for source in (*plan.variants, acl.BASELINE):
+        for source in (*plan.variants, acl.BASELINE, acl.CONTROL):
             for mode in plan.modes:
                 graph.acl_finetune(source, mode)
+        if "DS" in plan.variants:
+            for mode in acl.ablation_modes(plan):
+                graph.acl_finetune(acl.ABLATION, mode)
     elif number == "08":
         for name, epochs in fn.models(cfg):
             graph.fn_classifier(name, epochs)
