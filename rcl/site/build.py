@@ -7,6 +7,7 @@ Sphinx with every warning an error (a broken link or anchor, a missing image, a 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -39,14 +40,23 @@ def build(
     sources = sources or out.with_name(out.name + "-src")
     staged = pages.stage(root, sources, conf_dir or root / "docs" / "site", describe_commit(root), chapters)
     assets.install(sources / "_static", cache or root / "build" / "site-assets")
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-q", "-j", "1"]
+    sphinx(sources, out)
+    return {**staged, "seconds": time.monotonic() - start}
+
+
+def sphinx(sources: Path, out: Path) -> None:
+    """Build the staged ``sources`` into ``out`` from scratch (``-E``), every warning an error (``-W``, all of them
+    reported: ``--keep-going``); raises :class:`SiteBuildError` holding Sphinx's messages."""
+    if out.exists():  # a page left from an earlier build would still be served: start from an empty folder
+        if any(out.iterdir()) and not (out / ".buildinfo").exists():
+            raise SiteBuildError(f"{out} is not empty and holds no earlier site (.buildinfo): choose another --out")
+        shutil.rmtree(out)
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-q"]
     command += ["-d", str(sources / "_doctrees"), str(sources), str(out)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SiteBuildError(
-            f"sphinx-build failed ({done.returncode}):\n{done.stderr.strip()}\n{done.stdout.strip()[-2000:]}"
-        )
-    return {**staged, "seconds": time.monotonic() - start}
+        messages = (done.stderr.strip() + "\n" + done.stdout.strip()[-2000:]).strip()
+        raise SiteBuildError(f"sphinx-build failed ({done.returncode}):\n{messages}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,6 +10,7 @@ chapter naming its run, and links from each claim key of ``docs/claims.md`` to t
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -103,8 +104,17 @@ def title(text: str) -> str:
     return match.group(2).strip() if match else ""
 
 
+def _read_notebook(path: Path) -> dict:
+    try:
+        notebook = json.loads(path.read_text())
+        notebook["cells"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a notebook that parses ({error}): the site cannot show it") from error
+    return notebook
+
+
 def _cells(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["cells"]
+    return _read_notebook(path)["cells"]
 
 
 def _source(cell: dict) -> str:
@@ -220,7 +230,10 @@ def intro(readme: str) -> str:
 
 
 def banner(run: Run, built_from: str) -> str:
-    return f"Chapters: the executed reference run {run.describe()}. Site built from commit {built_from}."
+    """The line on top of every page (plain text: the theme inserts it as HTML)."""
+    return html.escape(
+        f"Chapters: the executed reference run {run.describe().replace('`', '')}. Site built from commit {built_from}."
+    )
 
 
 def landing_page(root: Path, runs: list[Run], shown: Run, pages: list[PurePosixPath], docs: list[PurePosixPath]) -> str:
@@ -307,7 +320,8 @@ def stage(root: Path, out: Path, conf_dir: Path, built_from: str, chapters_folde
         raise ValueError(f"{shown.folder}/notebooks holds no executed chapter")
     docs = documents(root)
 
-    notebooks = {page.name: _cells(root / page) for page in pages}
+    notebooks_json = {page.name: _read_notebook(root / page) for page in pages}
+    notebooks = {name: notebook["cells"] for name, notebook in notebooks_json.items()}
     register = (root / REGISTER).read_text() if (root / REGISTER).exists() else ""
     where = claim_sections(notebooks, register_keys(register))
     targets: dict[tuple[str, int], list[str]] = {}
@@ -315,21 +329,27 @@ def stage(root: Path, out: Path, conf_dir: Path, built_from: str, chapters_folde
         targets.setdefault(spot, []).append(key)
 
     for page in pages:
-        notebook = json.loads((root / page).read_text())
+        notebook = notebooks_json[page.name]
         cells = notebook["cells"]
         for (name, index), keys in targets.items():
             if name == page.name:
                 cells[index] = add_targets(cells[index], keys)
+        readme = os.path.relpath("README.md", page.parent.as_posix())
         seconds = {c.get("notebook"): c.get("seconds") for c in shown.record.get("chapters", [])}.get(page.name)
         note = (
             f"This page is chapter {page.name} as it ran in the reference run {shown.describe()}, "
             f"dataset `{shown.record.get('dataset')}`"
             + (f", in {seconds:.0f} s" if isinstance(seconds, int | float) else "")
-            + f". Nothing on it was executed again; [the README]({os.path.relpath('README.md', page.parent.as_posix())}) "
-            "says how to run it yourself."
+            + f". Nothing on it was executed again; [the README]({readme}) says how to run it yourself."
         )
         first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), -1)
-        cells.insert(first + 1, {"cell_type": "markdown", "metadata": {}, "source": f":::{{note}}\n{note}\n:::\n"})
+        run_note = {
+            "cell_type": "markdown",
+            "id": "rcl-site-run",
+            "metadata": {},
+            "source": f":::{{note}}\n{note}\n:::\n",
+        }
+        cells.insert(first + 1, run_note)
         (out / page).parent.mkdir(parents=True, exist_ok=True)
         (out / page).write_text(json.dumps(notebook))
 
