@@ -90,6 +90,7 @@ def test_every_page_names_the_run_it_shows(site):
         if "_static" in page.parts:
             continue
         text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert ":::" not in text and "```" not in text, page  # every directive was parsed
         assert (
             f"{shown.folder} (commit {shown.record['commit'][:7]}, profile {shown.record['profile']}, seed 0)" in text
         ), page
@@ -362,6 +363,9 @@ def test_the_site_in_a_browser(site, tmp_path):
         figure.wait_for(state="visible")
         assert figure.evaluate("img => img.naturalWidth") > 0
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        explorer.scroll_into_view_if_needed()
+        page.evaluate("() => window.scrollBy(0, -300)")  # the section's heading and text above the explorer
+        page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS / "site.png"))
 
         # search: a method's name finds its chapter

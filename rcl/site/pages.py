@@ -347,7 +347,7 @@ def stage(root: Path, out: Path, conf_dir: Path, built_from: str, chapters_folde
             "cell_type": "markdown",
             "id": "rcl-site-run",
             "metadata": {},
-            "source": f":::{{note}}\n{note}\n:::\n",
+            "source": f"```{{note}}\n{note}\n```\n",
         }
         cells.insert(first + 1, run_note)
         (out / page).parent.mkdir(parents=True, exist_ok=True)
