@@ -1,0 +1,3 @@
+from rcl.site.build import main
+
+main()
