@@ -32,8 +32,8 @@ site: $(SITE_STAMP)
 	$(BIN)/python -m rcl.site
 
 lint: venv
-	$(BIN)/ruff format --check rcl tests notebooks
-	$(BIN)/ruff check rcl tests notebooks
+	$(BIN)/ruff format --check rcl tests notebooks docs/site
+	$(BIN)/ruff check rcl tests notebooks docs/site
 
 # unit tests, then every notebook under nbval (smoke profile), in one pytest run
 test: lint $(SITE_STAMP)
