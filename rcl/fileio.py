@@ -30,7 +30,38 @@ from typing import BinaryIO
 
 STALE_TMP_SECONDS = 3600.0  # a temporary this old is a dead writer's, whatever its name says
 
-__all__ = ["DiskFullError", "STALE_TMP_SECONDS", "clean_stale_temporaries", "format_bytes", "write_atomic"]
+__all__ = [
+    "DiskFullError",
+    "STALE_TMP_SECONDS",
+    "clean_stale_temporaries",
+    "format_bytes",
+    "printable",
+    "symbolic_links",
+    "write_atomic",
+]
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` (read from a file, or a file's name) safe to print: control characters escaped (``\\x1b``), so a
+    file from someone else cannot move the cursor, clear the screen, set the title or write the clipboard."""
+    return _CONTROL.sub(_escape, str(text))
+
+
+def symbolic_links(folder: str | os.PathLike) -> list[Path]:
+    """The symbolic links inside ``folder`` (not followed), in a fixed order; empty when it does not exist."""
+    links = []
+    for top, dirs, names in os.walk(folder):
+        dirs.sort()
+        links += sorted(Path(top) / name for name in (*dirs, *names) if (Path(top) / name).is_symlink())
+    return links
 
 
 class DiskFullError(OSError):

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from rcl import fileio
+from rcl.fileio import printable
 from rcl.reproduce import provenance
 from rcl.reproduce.summary import duration_text
 from rcl.runtime import precision_choice
@@ -122,8 +123,9 @@ def check_destination(dest: str | Path, run_dir: str | Path, root: str | Path) -
     stray = _stray_entry(dest)
     if stray is not None:
         raise NotPublishable(
-            f"--publish {dest} holds {stray!r}, which no earlier publication wrote there; --publish replaces only a "
-            f"folder it created, so nothing of yours is deleted. Use {where}, or move that folder's contents away"
+            f"--publish {dest} holds '{printable(stray)}', which no earlier publication wrote there; --publish "
+            f"replaces only a folder it created, so nothing of yours is deleted. Use {where}, or move that folder's "
+            "contents away"
         )
     return dest
 
