@@ -305,7 +305,7 @@ def auto_profile(device: str, dataset: str | None, root: Path) -> str:
         return "smoke"
     laptop = resolve("laptop", dataset=dataset, device="cpu")
     try:
-        _load(laptop, n_train=10, n_test=10)
+        _load(laptop, n_train=None, n_test=None)  # is it there; the sizes are checked once the profile is set
     except Exception as err:  # only a missing dataset picks smoke; a wrong name or path still raises
         if not _is_unavailable(err):
             raise
