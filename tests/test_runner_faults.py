@@ -343,3 +343,20 @@ def test_file_names_from_a_run_folder_are_printed_escaped(tmp_path, monkeypatch)
     parameters = json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]
     reason = chapters.incomplete_reason(executed, parameters, out, folder / "00_a.ipynb")
     assert reason == "its outputs are missing (00_a/evil\\x1b[2J.csv)"
+
+
+def test_editing_a_data_file_of_the_package_changes_the_code_version(tmp_path):
+    """rcl/ghofrani_cka.json edited: chapter 06, which reads it, must not stay "complete"."""
+    import shutil
+
+    package = tmp_path / "rcl"
+    shutil.copytree(Path(chapters.__file__).parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = chapters.code_version(package)
+    assert before == chapters.code_version()
+    data = package / "ghofrani_cka.json"
+    data.write_text(data.read_text().replace("0", "1", 1))
+    edited = chapters.code_version(package)
+    assert edited != before
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.pyc").write_bytes(b"compiled")  # compiled files are not the code
+    assert chapters.code_version(package) == edited

@@ -49,12 +49,14 @@ def _defining(parameters: dict) -> dict:
     return out
 
 
-def code_version() -> str:
-    """A hash of the rcl package's source files, the code every chapter imports (16 hex digits)."""
+def code_version(package: Path | None = None) -> str:
+    """A hash of the rcl package's files (``package``, default this one), the code every chapter imports and the data
+    files it reads (``ghofrani_cka.json``; compiled ``__pycache__`` aside): 16 hex digits."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent  # rcl/, the runner included
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    package = package or Path(__file__).resolve().parent.parent  # rcl/, the runner included
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.startswith("."):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
