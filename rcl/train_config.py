@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rcl import checks
-from rcl.runtime import PRECISIONS
+from rcl.runtime import PRECISIONS, pick_device, resolve_precision
 
 
 @dataclass
@@ -92,8 +92,7 @@ class TrainConfig:
             out.pop(name)
         if self.schedule is None:
             out.pop("epochs")
-        if self.precision == "auto":  # the default is device-dependent, like the device itself
-            out.pop("precision")
+        out["precision"] = resolve_precision(pick_device(self.device), self.precision)  # "auto" as it resolves here
         return out
 
 
