@@ -336,7 +336,7 @@ _RULES = {
     "profile": _check_profile,
     "dataset": _check_dataset,
     "device": lambda name, value: pick_device(value),
-    "seed": _at_least(0),
+    "seed": checks.seed,
     "run_dir": _as_path,
     "data_root": _as_path,
     "arch": _check_arch,

@@ -68,7 +68,7 @@ class TrainConfig:
         self.weight_decay = checks.number("weight_decay", self.weight_decay, low=0.0)
         self.gamma = checks.positive("gamma", self.gamma)
         self.warmup_epochs = checks.integer("warmup_epochs", self.warmup_epochs, 0)
-        self.seed = checks.integer("seed", self.seed, 0)
+        self.seed = checks.seed("seed", self.seed)
         self.log_every = checks.integer("log_every", self.log_every, 1)
         self.compile = checks.boolean("compile", self.compile)
         self.progress = checks.boolean("progress", self.progress)

@@ -39,8 +39,8 @@ from rcl.train import TrainConfig
         ({"torch_compile": 1}, "torch_compile must be True or False, got 1"),
         ({"dataset": "bogus"}, "unknown dataset 'bogus'; valid names are: cifar10, cifar100, imagefolder:<path>"),
         ({"dataset": "imagefolder:"}, "needs a path"),
-        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-        ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 4294967295\], got -1"),
+        ({"seed": 1.5}, r"seed must be an integer in \[0, 4294967295\], got 1.5"),
     ],
 )
 def test_resolve_checks_every_field_with_its_range(override, message):
@@ -94,7 +94,7 @@ def test_setup_takes_any_setting_from_overrides():
         ({"momentum": 5}, "momentum must be a number in \\[0, 1\\), got 5"),
         ({"gamma": 0}, "gamma must be a finite number > 0, got 0"),
         ({"warmup_epochs": 0.5}, "warmup_epochs must be an integer >= 0, got 0.5"),
-        ({"seed": -2}, "seed must be an integer >= 0, got -2"),
+        ({"seed": -2}, r"seed must be an integer in \[0, 4294967295\], got -2"),
         ({"milestones": (15, 2.5)}, "milestones\\[1\\] must be an integer >= 0, got 2.5"),
         ({"compile": "yes"}, "compile must be True or False"),
     ],
@@ -237,3 +237,9 @@ def test_channels_last_arrays_are_named_by_their_layout_in_pgd_and_layer_cka():
     with pytest.raises(ValueError, match=r"data has shape \(4, 8, 8, 3\), channels last"):
         layer_cka(resnet18(width=2), nhwc, batch_size=4)
     assert layer_cka(resnet18(width=2), nhwc.permute(0, 3, 1, 2), batch_size=4).matrix.shape[0] > 1
+
+
+@pytest.mark.parametrize("seed", [2**32, 10**30, -1])
+def test_a_huge_seed_names_the_setting_and_its_range(seed):
+    with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 4294967295\], got {seed}"):
+        resolve("smoke", "synthetic", "cpu", seed=seed)
