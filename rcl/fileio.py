@@ -168,6 +168,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.EFBIG:
+            raise OSError(errno.EFBIG, _too_large(path)) from err
         if isinstance(err, OSError | RuntimeError) and not isinstance(err, DiskFullError):
             full = _disk_full_error(path, err, size_hint)
             if full is not None:
@@ -175,6 +177,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _too_large(path: Path) -> str:
+    """What to say when writing ``path`` went past the process's file-size limit (``ulimit -f``)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    shown = "unlimited" if limit == resource.RLIM_INFINITY else format_bytes(limit)
+    return (
+        f"writing {path} went past this process's file-size limit ({shown}, ulimit -f): raise it (ulimit -f "
+        f"unlimited) and run again; {path.name} was left as it was"
+    )
 
 
 def _disk_full_error(path: Path, err: BaseException, size_hint: int | None) -> DiskFullError | None:
