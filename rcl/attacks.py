@@ -50,9 +50,11 @@ __all__ = [
     "STARTS",
     "AttackConfig",
     "attack_mode",
+    "check_images",
     "contrastive_loss_fn",
     "cross_entropy_loss",
     "fgsm",
+    "input_dtype",
     "pgd",
     "sign_coherence",
 ]
@@ -216,7 +218,7 @@ def _projected_gradient_ascent(
     """
     x_adv = _start(x, eps, norm, random_start, generator)
     fmt = memory_format(x.device, precision)
-    model_dtype = _input_dtype(model, x.dtype)
+    model_dtype = input_dtype(model, x.dtype)
     with attack_mode(model, model_mode), torch.enable_grad():
         for _ in range(steps):
             x_adv.requires_grad_(True)
@@ -253,7 +255,7 @@ def sign_coherence(delta: Tensor) -> Tensor:
     return torch.cat([same_row, same_column], dim=1).float().mean(dim=1)
 
 
-def _input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+def input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     """The dtype the model's weights are in (float32 for a float64 ``x`` into a float32 model), else ``default``."""
     for tensor in (*model.parameters(), *model.buffers()):
         if tensor.is_floating_point():
@@ -292,30 +294,39 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _check_input(x: Tensor, check_range: bool = True) -> None:
+def check_images(x: Tensor, check_range: bool = True, name: str = "x") -> None:
+    """Images as rcl takes them, else a ``ValueError`` naming ``name``: a float tensor ``[B, C, H, W]`` (channels
+    first; an ``[B, H, W, 3]`` array from numpy or PIL is named as channels-last) in [0, 1] without NaN."""
     if not torch.is_tensor(x):
-        raise ValueError(f"x must be a tensor [B, 3, H, W] in [0, 1], got {type(x).__name__}")
+        raise ValueError(f"{name} must be a tensor [B, 3, H, W] in [0, 1], got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"x must be 4-D [B, C, H, W], got shape {tuple(x.shape)}: add a batch dimension with x[None]")
+        raise ValueError(
+            f"{name} must be 4-D [B, C, H, W], got shape {tuple(x.shape)}: add a batch dimension with {name}[None]"
+        )
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}, channels last [B, H, W, C] (as numpy and PIL store images); rcl "
+            f"takes channels first [B, C, H, W]: pass {name}.permute(0, 3, 1, 2)"
+        )
     if not x.is_floating_point():
         raise ValueError(
-            f"x must be a float tensor in [0, 1], got {x.dtype}: convert uint8 images with x.float() / 255"
+            f"{name} must be a float tensor in [0, 1], got {x.dtype}: convert uint8 images with {name}.float() / 255"
         )
     if x.numel() == 0 or not check_range:
         return
     flat = x.detach().reshape(-1)
     lo, hi = torch.aminmax(flat)
     nans = torch.isnan(flat).sum()
-    lo, hi, nans = torch.stack([lo.double(), hi.double(), nans.double()]).tolist()  # one host sync per attack
+    lo, hi, nans = torch.stack([lo.double(), hi.double(), nans.double()]).tolist()  # one host sync per call
     if nans:
         raise ValueError(
-            f"x must lie in [0, 1], got {int(nans)} NaN value(s) among its {x.numel()}: find where they entered "
-            "(preprocessing, a division by zero) and attack clean images; PGD from NaN returns NaN images"
+            f"{name} must lie in [0, 1], got {int(nans)} NaN value(s) among its {x.numel()}: find where they entered "
+            "(preprocessing, a division by zero) and pass clean images; PGD from NaN returns NaN images"
         )
     if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
         raise ValueError(
-            f"x must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: attack raw pixels scaled to [0, 1] and put "
-            "any input normalisation (mean/std) inside the model"
+            f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: pass raw pixels scaled to [0, 1] (uint8 "
+            "images / 255) and put any input normalisation (mean/std) inside the model"
         )
 
 
@@ -323,7 +334,7 @@ def _check_call(
     x: Tensor, target: Any, loss_fn: LossFn | None, generator: torch.Generator | None, check_range: bool
 ) -> LossFn:
     """Check what comes with each call (the images, the target, the generator); return the loss to maximise."""
-    _check_input(x, check_range)
+    check_images(x, check_range)
     if loss_fn is None:
         loss_fn = cross_entropy_loss
         _check_labels(target, x, required=True)

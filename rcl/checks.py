@@ -44,6 +44,14 @@ def integer(name: str, value: Any, minimum: int | None = None, *, maximum: int |
     return int(value)
 
 
+MAX_SEED = 2**32 - 1  # what every generator takes, with room for the seeds derived from it (seed + 1, 2 * seed)
+
+
+def seed(name: str, value: Any) -> int:
+    """A random seed: an ``int`` in ``[0, MAX_SEED]`` (torch's ``Generator.manual_seed`` overflows above 2**64)."""
+    return integer(name, value, 0, maximum=MAX_SEED)
+
+
 def optional_integer(name: str, value: Any, minimum: int | None = None, *, hint: str = "") -> int | None:
     """``None``, or an ``int`` at least ``minimum``."""
     if value is None:
@@ -143,6 +151,7 @@ def sequence(name: str, value: Any, item: Callable[[str, Any], Any], *, of: str,
 
 
 __all__ = [
+    "MAX_SEED",
     "PIXEL_HINT",
     "boolean",
     "choice",
@@ -152,5 +161,6 @@ __all__ = [
     "pixels",
     "positive",
     "radius",
+    "seed",
     "sequence",
 ]

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rcl.attacks import check_images
 from rcl.runtime import memory_format, model_device
 
 __all__ = [
@@ -315,21 +316,24 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> Iterator[Tenso
             chunk = images[start : start + batch_size].to(device)
             yield chunk.float() / 255 if chunk.dtype == torch.uint8 else chunk.float()
     elif torch.is_tensor(data):
-        if data.dim() != 4 or not data.is_floating_point():
-            raise ValueError(
-                f"data as a tensor must be float [N, 3, H, W] in [0, 1], got {data.dtype} {tuple(data.shape)}"
-            )
+        check_images(data, check_range=False, name="data")
         for start in range(0, data.shape[0], batch_size):
-            yield data[start : start + batch_size].to(device).float()
+            yield _in_range(data[start : start + batch_size].to(device).float())
     elif isinstance(data, Iterable):
         for item in data:  # e.g. an rcl.data.DeviceLoader yielding (x, y)
             x = item[0] if isinstance(item, (tuple, list)) else item
-            yield x.to(device).float()
+            yield _in_range(x.to(device).float() if torch.is_tensor(x) and x.is_floating_point() else x)
     else:
         raise ValueError(
             f"data must be an rcl.data.Split, a float tensor [N, 3, H, W] or an iterable of batches, "
             f"got {type(data).__name__}"
         )
+
+
+def _in_range(x: Tensor) -> Tensor:
+    """A batch of ``data`` checked as :func:`rcl.attacks.pgd` checks its images (float, channels first, in [0, 1])."""
+    check_images(x, name="data")
+    return x
 
 
 def _taps(model: nn.Module, x: Tensor, names: Sequence[str] | None) -> dict[str, Tensor]:

@@ -105,7 +105,7 @@ def setup(
         cfg = cfg.replace(**explicit_none)
     if check_data and cfg.dataset != "synthetic":
         try:
-            _load(cfg, n_train=10, n_test=10)
+            _load(cfg, n_train=cfg.n_train, n_test=cfg.n_test)  # the sizes the run asks for: checked up front
         except Exception as err:  # only DatasetUnavailable falls back; a wrong name or path still raises
             if not _is_unavailable(err):
                 raise

@@ -404,6 +404,15 @@ def class_count(name: str, num_classes: int = 10) -> int:
     return sum(1 for d in train.iterdir() if d.is_dir() and not is_skipped(d.name))
 
 
+def _check_every_class(name: str, split: str, n: int | None, classes: list[str]) -> None:
+    """A class-balanced subset of ``n`` images must hold every class: else a ``ValueError`` naming the setting."""
+    if n is not None and 0 < n < len(classes):
+        raise ValueError(
+            f"{name}: n_{split} = {n} cannot hold one image of each of its {len(classes)} classes, so a class-balanced "
+            f"subset would leave {len(classes) - n} classes out; use n_{split} >= {len(classes)} (-p n_{split}=...)"
+        )
+
+
 def load_dataset(
     name: str,
     root: Path | str = "data",
@@ -429,12 +438,15 @@ def load_dataset(
     """
     kind, spec = parse_dataset_name(name)
     if kind == "synthetic":
-        return synthetic_dataset(
+        dataset = synthetic_dataset(
             n_train=5000 if n_train is None else n_train,
             n_test=1000 if n_test is None else n_test,
             num_classes=num_classes,
             seed=seed,
         )
+        for split, n in (("train", n_train), ("test", n_test)):
+            _check_every_class(name, split, n, dataset.classes)
+        return dataset
     if kind in _CIFAR:
         dataset = _load_cifar(kind, _resolve(root), download)
     else:
@@ -449,6 +461,7 @@ def load_dataset(
                 f"{name}: n_{split} = {n}, but its {split} split holds {have} images; lower it "
                 f"(-p n_{split}={have}, or n_{split}=None for the whole split) or add images"
             )
+        _check_every_class(name, split, n, dataset.classes)
     dataset.train = balanced_subset(dataset.train, n_train, seed)
     dataset.test = balanced_subset(dataset.test, n_test, seed + 1)
     return dataset

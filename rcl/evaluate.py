@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rcl import checks
-from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn
+from rcl.attacks import AttackConfig, LossFn, attack_mode, contrastive_loss_fn, input_dtype
 from rcl.autoattack import (
     REFERENCE_SQUARE_QUERIES,
     REFERENCE_STEPS,
@@ -58,8 +58,23 @@ def _batches(split: Split, batch_size: int, device: torch.device) -> DeviceLoade
 
 @torch.no_grad()
 def _logits(model: nn.Module, x: Tensor, device: torch.device, precision: str = "auto") -> Tensor:
+    """``model(x)`` as float32, ``x`` fed in the dtype of the model's weights (a float64 model under bf16 autocast);
+    non-finite outputs are an error naming the model, not a score (the arg-max of NaN logits is class 0)."""
     with autocast(device, precision):
-        return model(x.contiguous(memory_format=memory_format(device, precision))).float()
+        out = model(x.to(input_dtype(model, x.dtype)).contiguous(memory_format=memory_format(device, precision)))
+    return _finite(out.float(), model)
+
+
+def _finite(out: Tensor, model: nn.Module) -> Tensor:
+    """``out`` ([B, ...]) when every value is finite; else a ``ValueError`` naming the model."""
+    bad = int((~torch.isfinite(out)).flatten(1).any(dim=1).sum()) if out.numel() else 0
+    if bad:
+        raise ValueError(
+            f"{type(model).__name__} gives NaN or infinite outputs for {bad} of {out.shape[0]} images: its weights "
+            "(or its input) hold NaN or inf, e.g. after a training run that diverged. Retrain it (a lower lr) or load "
+            "a good checkpoint; a score of such a model would count its arg-max, class 0, as an answer"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- accuracy
@@ -326,8 +341,9 @@ def features(
 def _pooled_taps(encoder: nn.Module, x: Tensor, taps: Sequence[str], device: torch.device) -> list[Tensor]:
     """Each tap's activation, conv maps [B, C, H, W] averaged over H, W to [B, C]; float32."""
     with autocast(device):
-        acts = encoder.forward_taps(x, list(taps))
-    return [(a.mean(dim=(2, 3)) if a.dim() == 4 else a.flatten(1)).float() for a in (acts[t] for t in taps)]
+        acts = encoder.forward_taps(x.to(input_dtype(encoder, x.dtype)), list(taps))
+    pooled = [(a.mean(dim=(2, 3)) if a.dim() == 4 else a.flatten(1)).float() for a in (acts[t] for t in taps)]
+    return [_finite(f, encoder) for f in pooled]
 
 
 @torch.no_grad()

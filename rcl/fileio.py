@@ -30,7 +30,38 @@ from typing import BinaryIO
 
 STALE_TMP_SECONDS = 3600.0  # a temporary this old is a dead writer's, whatever its name says
 
-__all__ = ["DiskFullError", "STALE_TMP_SECONDS", "clean_stale_temporaries", "format_bytes", "write_atomic"]
+__all__ = [
+    "DiskFullError",
+    "STALE_TMP_SECONDS",
+    "clean_stale_temporaries",
+    "format_bytes",
+    "printable",
+    "symbolic_links",
+    "write_atomic",
+]
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` (read from a file, or a file's name) safe to print: control characters escaped (``\\x1b``), so a
+    file from someone else cannot move the cursor, clear the screen, set the title or write the clipboard."""
+    return _CONTROL.sub(_escape, str(text))
+
+
+def symbolic_links(folder: str | os.PathLike) -> list[Path]:
+    """The symbolic links inside ``folder`` (not followed), in a fixed order; empty when it does not exist."""
+    links = []
+    for top, dirs, names in os.walk(folder):
+        dirs.sort()
+        links += sorted(Path(top) / name for name in (*dirs, *names) if (Path(top) / name).is_symlink())
+    return links
 
 
 class DiskFullError(OSError):
@@ -137,6 +168,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.EFBIG:
+            raise OSError(errno.EFBIG, _too_large(path)) from err
         if isinstance(err, OSError | RuntimeError) and not isinstance(err, DiskFullError):
             full = _disk_full_error(path, err, size_hint)
             if full is not None:
@@ -144,6 +177,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _too_large(path: Path) -> str:
+    """What to say when writing ``path`` went past the process's file-size limit (``ulimit -f``)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    shown = "unlimited" if limit == resource.RLIM_INFINITY else format_bytes(limit)
+    return (
+        f"writing {path} went past this process's file-size limit ({shown}, ulimit -f): raise it (ulimit -f "
+        f"unlimited) and run again; {path.name} was left as it was"
+    )
 
 
 def _disk_full_error(path: Path, err: BaseException, size_hint: int | None) -> DiskFullError | None:

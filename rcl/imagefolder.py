@@ -1,8 +1,10 @@
 """Reading an image-folder dataset: a ``<root>/train/<class>/*`` and ``<root>/test/<class>/*`` tree of image files.
 
-:func:`folder_fingerprint` lists each class folder's images (subfolders included, hidden files and ``__MACOSX``
-aside, as torchvision's ``ImageFolder`` reads them), refuses a layout it does not understand, naming the folder, and
-hashes every image's path and bytes, so that a changed tree makes its cache stale. :func:`decode_files` decodes the
+:func:`folder_fingerprint` lists each class folder's images (subfolders included and linked ones followed, hidden
+files and ``__MACOSX`` aside, as torchvision's ``ImageFolder`` reads them; class names compared in Unicode NFC),
+refuses a layout it does not understand, naming the folder, reads only regular files of at most 64 MiB (naming the
+others), warns about image files of a format it does not read, and hashes every image's path and bytes, so that a
+changed tree makes its cache stale. :func:`decode_files` decodes the
 images to ``uint8 [N, 3, 32, 32]``: JPEGs in batches through torchvision.io, other formats one by one (PIL for what
 torchvision.io does not read), resized to 32x32 when needed; every file that fails is named. The dataset and its
 cache are assembled by :func:`rcl.data.load_dataset`.
@@ -11,15 +13,22 @@ cache are assembled by :func:`rcl.data.load_dataset`.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
+import stat
+import unicodedata
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+from rcl.fileio import format_bytes, printable
+
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".jpe")
+IMAGE_SUFFIXES = (*JPEG_SUFFIXES, ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 IGNORED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks: never a class (hidden folders are skipped too)
+MAX_IMAGE_BYTES = 64 * 2**20  # no training image is this large; a link to /dev/zero would be read forever
 
 
 def is_skipped(name: str) -> bool:
@@ -27,10 +36,16 @@ def is_skipped(name: str) -> bool:
 
 
 def _class_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The images under one class folder, subfolders included (as torchvision's ImageFolder reads them), in a fixed
-    order; and the other files found there (hidden files and ``__MACOSX`` aside)."""
-    images, others = [], []
-    for top, dirs, names in os.walk(folder):
+    """The images under one class folder, subfolders included and linked subfolders followed (as torchvision's
+    ImageFolder reads them, each real folder once), in a fixed order; and the other files found there (hidden files
+    and ``__MACOSX`` aside)."""
+    images, others, seen = [], [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree, or two links to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not is_skipped(d))
         for name in sorted(names):
             if name.startswith("."):
@@ -38,6 +53,25 @@ def _class_images(folder: Path) -> tuple[list[Path], list[Path]]:
             path = Path(top) / name
             (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
     return images, others
+
+
+def _refused(path: Path) -> str | None:
+    """Why an image file is not read (None when it is): only regular files of at most ``MAX_IMAGE_BYTES`` (a named
+    pipe would block the read forever, a link to ``/dev/zero`` fill the memory)."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a named pipe, a device or a socket)"
+    if info.st_size > MAX_IMAGE_BYTES:
+        return f"{format_bytes(info.st_size)}, above the {format_bytes(MAX_IMAGE_BYTES)} an image may have"
+    return None
+
+
+def _image_like(paths: list[Path]) -> list[Path]:
+    """The files whose name says they are images of a format rcl does not read (HEIC, AVIF, SVG, ...)."""
+    return [p for p in paths if (mimetypes.guess_type(p.name)[0] or "").startswith("image/")]
 
 
 def folder_fingerprint(root: Path) -> tuple[str, dict[str, dict[str, list[Path]]]]:
@@ -49,6 +83,8 @@ def folder_fingerprint(root: Path) -> tuple[str, dict[str, dict[str, list[Path]]
     a class folder with no images (listing what it holds instead), a test class without a train folder.
     """
     digest, classes = hashlib.sha256(), {}
+    refused: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise FileNotFoundError(
@@ -72,10 +108,36 @@ def folder_fingerprint(root: Path) -> tuple[str, dict[str, dict[str, list[Path]]
                     f"imagefolder class folder {folder} has no images ({held}); images are read from "
                     f"{', '.join(IMAGE_SUFFIXES)} files: add some or remove the folder"
                 )
-            classes[split][folder.name] = images
+            name = unicodedata.normalize("NFC", folder.name)  # one name, whichever form the file system keeps
+            if name in classes[split]:
+                raise ValueError(
+                    f"imagefolder {base} has two class folders named '{printable(name)}' (one in Unicode NFC, one "
+                    "in NFD): merge them into one folder"
+                )
+            classes[split][name] = images
+            skipped += _image_like(others)
             for path in images:
+                why = _refused(path)
+                if why is not None:
+                    refused.append((path, why))
+                    continue
                 digest.update(f"{split}/{path.relative_to(base).as_posix()}\0".encode())
                 digest.update(hashlib.sha1(path.read_bytes()).digest())
+    if refused:
+        shown = "; ".join(f"{printable(path)} ({why})" for path, why in refused[:5])
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise ValueError(
+            f"imagefolder {root}: {len(refused)} image file(s) not read: {shown}{more}. Replace each with the image "
+            "file itself (a PNG or JPEG), or remove it"
+        )
+    if skipped:
+        shown = ", ".join(printable(path.relative_to(root)) for path in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(
+            f"imagefolder {root}: skipping {len(skipped)} image file(s) of a format rcl does not read ({shown}{more}); "
+            f"it reads {', '.join(IMAGE_SUFFIXES)}: convert them to PNG or JPEG to use them",
+            stacklevel=3,
+        )
     if len(classes["train"]) < 2:
         raise ValueError(
             f"imagefolder {root / 'train'} has {len(classes['train'])} class folder(s) "
@@ -179,7 +241,7 @@ def _decode_into(out: Tensor, files: list[Path], size: int, tio, tvf) -> list[tu
                 raw.append(None)
                 bad.append((f, _why(err) if not isinstance(err, ValueError) else "empty file"))
         decoded: list[Tensor | None] = [None] * len(part)
-        jpeg_pos = [i for i, f in enumerate(part) if f.suffix.lower() in (".jpg", ".jpeg") and raw[i] is not None]
+        jpeg_pos = [i for i, f in enumerate(part) if f.suffix.lower() in JPEG_SUFFIXES and raw[i] is not None]
         if jpeg_pos:
             try:
                 for i, img in zip(jpeg_pos, tio.decode_jpeg([raw[i] for i in jpeg_pos], mode=rgb)):

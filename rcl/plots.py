@@ -12,13 +12,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from rcl.fileio import write_atomic
+
 
 def _finish(fig, save: str | Path | None):
+    """Lay ``fig`` out and, given ``save``, write it atomically (a symbolic link at ``save`` is replaced, never
+    written through)."""
     fig.tight_layout()
     if save is not None:
         path = Path(save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        write_atomic(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=120, bbox_inches="tight"))
     return fig
 
 

@@ -115,8 +115,14 @@ class Config:
         return out
 
     def chapter_dir(self, chapter: str) -> Path:
-        """``run_dir/<chapter>``, created on demand (e.g. ``cfg.chapter_dir("02_simclr")``)."""
+        """``run_dir/<chapter>``, created on demand (e.g. ``cfg.chapter_dir("02_simclr")``); a real folder, never a
+        symbolic link (a chapter would write its results through it, over someone else's files)."""
         path = self.run_dir / chapter
+        if path.is_symlink():
+            raise ValueError(
+                f"chapter folder {path} is a symbolic link to {os.readlink(path)}: a chapter writes only into a real "
+                "folder inside the run folder. Replace the link with a folder, or pick another run_dir"
+            )
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -330,7 +336,7 @@ _RULES = {
     "profile": _check_profile,
     "dataset": _check_dataset,
     "device": lambda name, value: pick_device(value),
-    "seed": _at_least(0),
+    "seed": checks.seed,
     "run_dir": _as_path,
     "data_root": _as_path,
     "arch": _check_arch,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rcl import checks
-from rcl.runtime import PRECISIONS
+from rcl.runtime import PRECISIONS, pick_device, resolve_precision
 
 
 @dataclass
@@ -68,7 +68,7 @@ class TrainConfig:
         self.weight_decay = checks.number("weight_decay", self.weight_decay, low=0.0)
         self.gamma = checks.positive("gamma", self.gamma)
         self.warmup_epochs = checks.integer("warmup_epochs", self.warmup_epochs, 0)
-        self.seed = checks.integer("seed", self.seed, 0)
+        self.seed = checks.seed("seed", self.seed)
         self.log_every = checks.integer("log_every", self.log_every, 1)
         self.compile = checks.boolean("compile", self.compile)
         self.progress = checks.boolean("progress", self.progress)
@@ -92,8 +92,7 @@ class TrainConfig:
             out.pop(name)
         if self.schedule is None:
             out.pop("epochs")
-        if self.precision == "auto":  # the default is device-dependent, like the device itself
-            out.pop("precision")
+        out["precision"] = resolve_precision(pick_device(self.device), self.precision)  # "auto" as it resolves here
         return out
 
 

@@ -227,11 +227,15 @@ class _RunFolder:
             return 0, []
         stored = load_checkpoint(self.last, map_location="cpu")
         extra = stored.get("extra") or {}
-        problems = _identity_diff(extra.get("identity", {}), recipe.identity)
+        held = extra.get("identity", {})
+        wanted = recipe.identity
+        if isinstance(held.get("train"), dict) and "precision" not in held["train"]:  # older rcl kept none for "auto"
+            wanted = {**wanted, "train": {k: v for k, v in wanted.get("train", {}).items() if k != "precision"}}
+        problems = _identity_diff(held, wanted)
         if problems:
             raise CheckpointError(
-                f"{self.path} holds a different run ({'; '.join(problems[:6])}). "
-                "Use another ckpt_dir for these settings, or delete the folder to retrain."
+                f"{self.path} holds a different run ({'; '.join(problems[:6])}). Use another ckpt_dir for these "
+                "settings (python -m rcl.reproduce: another run folder, --out DIR), or delete the folder to retrain."
             )
         done = int(stored.get("epoch") or 0)
         if done > cfg.epochs:

@@ -139,3 +139,84 @@ def test_asking_for_more_images_than_the_tree_holds_names_the_setting(tmp_path):
     root = _folder(tmp_path / "pets", per_class=1)
     with pytest.raises(ValueError, match=r"n_train = 100, but its train split holds 4 images.*-p n_train=4"):
         load_dataset(f"imagefolder:{root}", n_train=100)
+
+
+# --------------------------------------------------------------------------------------------- round 4
+def test_n_train_below_the_number_of_classes_is_refused_not_trained_on_fewer_classes(tmp_path):
+    from rcl.data import load_dataset as load
+
+    with pytest.raises(ValueError, match=r"n_train = 5 cannot hold one image of each of its 10 classes.*n_train >= 10"):
+        load("synthetic", n_train=5, n_test=10)
+    root = _folder(tmp_path / "pets", per_class=2)
+    with pytest.raises(ValueError, match=r"n_test = 1 cannot hold one image of each of its 2 classes"):
+        load(f"imagefolder:{root}", n_train=2, n_test=1)
+    assert load(f"imagefolder:{root}", n_train=2, n_test=2).train.labels.unique().tolist() == [0, 1]
+
+
+def test_a_linked_subfolder_inside_a_class_folder_is_read_as_imagefolder_reads_it(tmp_path):
+    root = _folder(tmp_path / "pets")
+    extra = tmp_path / "more-cats"
+    extra.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(extra / f"{i}.png")
+    (root / "train" / "cat" / "more").symlink_to(extra)
+    (root / "train" / "cat" / "loop").symlink_to(root / "train" / "cat")  # a link back up is read once
+    data = load_dataset(f"imagefolder:{root}")
+    assert (data.train.labels == 0).sum() == 8 + 3
+
+
+def test_jfif_jpegs_are_read_and_unreadable_image_formats_are_reported(tmp_path):
+    root = _folder(tmp_path / "pets")
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "train" / "cat" / "photo.jfif", format="JPEG")
+    (root / "train" / "dog" / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (root / "train" / "dog" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"skipping 1 image file\(s\) of a format rcl does not read \(train/dog/phone"):
+        data = load_dataset(f"imagefolder:{root}")
+    assert (data.train.labels == 0).sum() == 9
+
+
+def test_a_named_pipe_called_jpg_is_refused_by_name_not_read_forever(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "pets")
+    os.mkfifo(root / "train" / "cat" / "pipe.jpg")
+    with pytest.raises(ValueError, match=r"1 image file\(s\) not read: .*train/cat/pipe.jpg \(not a regular file"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_a_jpg_linked_to_dev_zero_is_refused_by_name_not_read_until_memory_runs_out(tmp_path, monkeypatch):
+    from rcl import imagefolder
+
+    root = _folder(tmp_path / "pets")
+    (root / "train" / "dog" / "zero.jpg").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"train/dog/zero.jpg \(not a regular file"):
+        load_dataset(f"imagefolder:{root}")
+    (root / "train" / "dog" / "zero.jpg").unlink()
+    (root / "train" / "dog" / "huge.jpg").write_bytes(b"\xff\xd8" + bytes(2000))
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"train/dog/huge.jpg \(2.0 KiB, above the 1000 bytes an image may have"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_class_names_that_differ_only_in_unicode_normalisation_are_one_class(tmp_path):
+    import unicodedata
+
+    root = tmp_path / "tree"
+    for split, form in (("train", "NFC"), ("test", "NFD")):
+        for name in ("café", "thé"):
+            folder = root / split / unicodedata.normalize(form, name)
+            folder.mkdir(parents=True)
+            Image.new("RGB", (32, 32), (len(name) * 20, 0, 0)).save(folder / "0.png")
+    data = load_dataset(f"imagefolder:{root}")
+    assert data.classes == ["café", "thé"] and sorted(data.test.labels.tolist()) == [0, 1]
+
+
+def test_a_tree_with_8_test_images_and_n_test_8_is_accepted(tmp_path):
+    """The set-up's availability check loads the sizes the run asks for, not 10 regardless."""
+    from rcl.course import setup
+
+    root = _folder(tmp_path / "pets", per_class=2)  # 8 test images
+    cfg = setup("smoke", f"imagefolder:{root}", "cpu", run_dir=tmp_path / "run", overrides={"n_train": 8, "n_test": 8})
+    assert (cfg.n_train, cfg.n_test) == (8, 8)
+    with pytest.raises(ValueError, match="n_test = 9, but its test split holds 8 images"):
+        setup("smoke", f"imagefolder:{root}", "cpu", run_dir=tmp_path / "run", overrides={"n_train": 8, "n_test": 9})

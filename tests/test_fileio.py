@@ -108,3 +108,20 @@ def test_other_write_errors_pass_through_unchanged(tmp_path: Path, monkeypatch):
     with pytest.raises(RuntimeError, match="^some other failure$"):
         save_checkpoint(tmp_path / "x.pt", resnet18(width=4))
     assert shutil.disk_usage(tmp_path).free > 0 and list(tmp_path.iterdir()) == []
+
+
+def test_a_file_size_limit_names_the_file_and_the_limit_not_memory(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys; from pathlib import Path; from rcl.fileio import write_atomic\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        f"write_atomic(Path({str(tmp_path / 'big.csv')!r}), lambda f: f.write(bytes(10000)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert (
+        f"writing {tmp_path / 'big.csv'} went past this process's file-size limit (4.0 KiB, ulimit -f)" in done.stderr
+    )
+    assert not (tmp_path / "big.csv").exists()

@@ -251,3 +251,32 @@ def test_a_symlink_in_the_run_folder_is_not_followed(tmp_path, run_folder):
     dest = _publish(run_folder, tmp_path / "results" / "ref")
     assert not (dest / "01_a" / "linked.csv").exists()
     assert "01_a/linked.csv" not in json.loads((dest / "run.json").read_text())["files"]
+
+
+def test_a_publication_is_readable_by_others_under_the_users_umask(tmp_path, run_folder):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        dest = _publish(run_folder, tmp_path / "results" / "ref")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+    assert stat.S_IMODE((dest / "01_a" / "table.csv").stat().st_mode) == 0o644
+
+
+def test_republishing_over_a_damaged_run_json_names_run_json(tmp_path, run_folder):
+    dest = tmp_path / "results" / "ref"
+    _publish(run_folder, dest)
+    (dest / "run.json").write_text('{"commit": ')
+    with pytest.raises(publish.NotPublishable, match=r"its run.json, .* is damaged \(JSONDecodeError"):
+        _publish(run_folder, dest)
+    assert (dest / "01_a" / "table.csv").exists()
+
+
+def test_a_publish_name_too_long_for_its_staging_folder_is_refused_up_front(tmp_path, run_folder):
+    name = "r" * 250  # legal, but ".<name>.publishing-xxxxxxxx" is not
+    with pytest.raises(publish.NotPublishable, match=r"is too long \(250 bytes\).*give a shorter name"):
+        publish.check_destination(tmp_path / "results" / name, run_folder, tmp_path / "checkout")
+    assert publish.check_destination(tmp_path / "results" / ("r" * 200), run_folder, tmp_path / "checkout")

@@ -459,3 +459,80 @@ def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch
     for label, folder in runs.items():
         assert f"- {label}: {verdicts.verdict_counts(verdicts.collect_claims(folder))}" in readme
     assert f"- both seeds: {verdicts.verdict_counts(verdicts.across_seeds(runs))}" in readme
+
+
+def _seeds_error(runs, capsys, *extra):
+    with pytest.raises(SystemExit):
+        seeds.main([f"{label}={folder}" for label, folder in runs] + list(extra))
+    return capsys.readouterr().err
+
+
+def test_seeds_report_refuses_the_same_run_given_twice_under_two_labels(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    err = _seeds_error([("a", runs["seed 0"]), ("b", runs["seed 0"])], capsys)
+    assert "runs 'a' and 'b' are the same folder" in err
+
+
+def test_seeds_report_refuses_a_label_given_twice(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    err = _seeds_error([("seed", runs["seed 0"]), ("seed", runs["seed 1"])], capsys)
+    assert "the label 'seed' is given twice" in err
+
+
+def test_seeds_report_refuses_two_runs_that_both_say_one_seed(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    record = json.loads((runs["seed 1"] / "run.json").read_text())
+    (runs["seed 1"] / "run.json").write_text(json.dumps({**record, "seed": 0}))
+    err = _seeds_error(runs.items(), capsys)
+    assert "runs 'seed 0' and 'seed 1' both say seed 0" in err
+
+
+@pytest.mark.parametrize(
+    "change, differs",
+    [
+        ({"profile": "smoke"}, "profile 'laptop' vs 'smoke'"),
+        ({"dataset": "synthetic"}, "dataset 'cifar10' vs 'synthetic'"),
+        ({"settings": {"width": 8}}, "width '<missing>' vs 8"),
+    ],
+)
+def test_seeds_report_refuses_a_smoke_or_synthetic_run_beside_a_laptop_one(tmp_path, capsys, change, differs):
+    runs = _two_seeds(tmp_path)
+    record = json.loads((runs["seed 1"] / "run.json").read_text())
+    (runs["seed 1"] / "run.json").write_text(json.dumps({**record, **change}))
+    err = _seeds_error(runs.items(), capsys)
+    assert "runs 'seed 0' and 'seed 1' are not seeds of one experiment" in err and differs in err
+
+
+def test_seeds_report_takes_one_image_tree_at_two_paths_as_one_dataset(tmp_path):
+    runs = _two_seeds(tmp_path)
+    for seed, folder in enumerate(runs.values()):
+        record = json.loads((folder / "run.json").read_text())
+        (folder / "run.json").write_text(json.dumps({**record, "dataset": f"imagefolder:/box{seed}/cifar10-jpeg"}))
+    assert "| seed 1 |" in seeds.report(runs)
+
+
+@pytest.mark.parametrize(
+    "wall, message",
+    [(None, "got None"), ("ten", "got 'ten'"), (-1, "got -1")],
+)
+def test_seeds_report_names_a_run_json_without_or_with_an_invalid_wall_time(tmp_path, capsys, wall, message):
+    runs = _two_seeds(tmp_path)
+    record = json.loads((runs["seed 1"] / "run.json").read_text())
+    record.pop("wall_seconds")
+    (runs["seed 1"] / "run.json").write_text(json.dumps(record if wall is None else {**record, "wall_seconds": wall}))
+    err = _seeds_error(runs.items(), capsys)
+    assert f"{runs['seed 1'] / 'run.json'}: wall_seconds must be a number of seconds >= 0, {message}" in err
+    assert "publish it again" in err
+
+
+def test_seeds_report_names_a_damaged_run_json(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    (runs["seed 1"] / "run.json").write_text('{"commit": ')
+    err = _seeds_error(runs.items(), capsys)
+    assert f"{runs['seed 1'] / 'run.json'} cannot be read (JSONDecodeError" in err
+
+
+def test_seeds_report_out_in_a_missing_folder_is_refused_before_any_work(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    err = _seeds_error(runs.items(), capsys, "--out", str(tmp_path / "nowhere" / "README.md"))
+    assert f"the folder {tmp_path / 'nowhere'} does not exist" in err

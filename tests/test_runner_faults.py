@@ -260,3 +260,103 @@ def test_a_double_ctrl_c_stops_promptly_and_quietly(tmp_path):
     assert time.time() - start < 15, err
     assert "INTERRUPTED" in out + err
     assert "ZMQError" not in err and "Traceback" not in err, err
+
+
+def test_a_lock_file_with_terminal_escapes_is_printed_escaped(tmp_path, capsys):
+    """Someone else's run folder: its lock file sets the window title, clears the screen, writes the clipboard."""
+    out = tmp_path / "run"
+    out.mkdir()
+    hostile = "\x1b]0;owned\x07\x1b[2J\x1b]52;c;ZWNobyBoaQ==\x07"
+    holder = {"pid": 1, "host": "box", "started": "now", "command": hostile}
+    (out / reproduce.LOCK_NAME).write_text(json.dumps(holder))
+    with reproduce.run_lock(out):
+        pass
+    printed = capsys.readouterr().out
+    assert "taking over the lock" in printed
+    assert "\x1b" not in printed and "\x07" not in printed
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in printed
+
+
+def test_a_chapter_folder_linked_to_another_folder_is_refused_by_name(tmp_path, monkeypatch):
+    """00_setup/ -> the user's other folder: the chapter would overwrite its claims.json."""
+    folder = _course(tmp_path, "00_setup")
+    calls = _fake_papermill(monkeypatch, effect=_write_table)
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "claims.json").write_text("precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "00_setup").symlink_to(elsewhere)
+    with pytest.raises(reproduce.ReproduceError, match=r"run folder .* holds symbolic links \(00_setup -> .*mine\)"):
+        _run(folder, out)
+    assert calls == [] and (elsewhere / "claims.json").read_text() == "precious"
+
+
+@pytest.mark.parametrize("link", ["notebooks", ".rcl-reproduce.lock", "01_b/table.csv"])
+def test_any_link_inside_the_run_folder_is_refused_before_anything_is_written(tmp_path, monkeypatch, link):
+    folder = _course(tmp_path, "00_a")
+    _fake_papermill(monkeypatch, effect=_write_table)
+    target = tmp_path / "target"
+    target.mkdir()
+    out = tmp_path / "run"
+    (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link).symlink_to(target if link == "notebooks" else target / "file")
+    with pytest.raises(reproduce.ReproduceError, match=f"holds symbolic links \\({link} -> "):
+        _run(folder, out)
+    assert list(target.iterdir()) == []
+
+
+def test_a_chapter_folder_that_is_a_link_is_refused_by_the_chapter_itself(tmp_path):
+    """A chapter run from JupyterLab, without the runner: ``cfg.chapter_dir`` refuses the link."""
+    cfg = profiles.resolve("smoke", "synthetic", "cpu", run_dir=tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "06_cka").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="chapter folder .*06_cka is a symbolic link"):
+        cfg.chapter_dir("06_cka")
+
+
+def test_a_figure_saved_over_a_link_replaces_the_link_not_its_target(tmp_path):
+    from rcl import plots
+
+    private = tmp_path / "private.txt"
+    private.write_text("keep")
+    (tmp_path / "fig.png").symlink_to(private)
+    plots.simclr_diagram(save=tmp_path / "fig.png")
+    assert private.read_text() == "keep"
+    assert not (tmp_path / "fig.png").is_symlink() and (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_file_names_from_a_run_folder_are_printed_escaped(tmp_path, monkeypatch):
+    folder = _course(tmp_path, "00_a")
+    name = "evil\x1b[2J.csv"
+
+    def effect(nb, output, parameters):
+        chapter = Path(parameters["run_dir"]) / "00_a"
+        chapter.mkdir(parents=True, exist_ok=True)
+        (chapter / name).write_text("a\n1\n")
+
+    _fake_papermill(monkeypatch, effect=effect)
+    out = tmp_path / "run"
+    _run(folder, out)
+    (out / "00_a" / name).unlink()
+    executed = out / "notebooks" / "00_a.ipynb"
+    parameters = json.loads(executed.read_text())["metadata"]["papermill"]["parameters"]
+    reason = chapters.incomplete_reason(executed, parameters, out, folder / "00_a.ipynb")
+    assert reason == "its outputs are missing (00_a/evil\\x1b[2J.csv)"
+
+
+def test_editing_a_data_file_of_the_package_changes_the_code_version(tmp_path):
+    """rcl/ghofrani_cka.json edited: chapter 06, which reads it, must not stay "complete"."""
+    import shutil
+
+    package = tmp_path / "rcl"
+    shutil.copytree(Path(chapters.__file__).parents[1], package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = chapters.code_version(package)
+    assert before == chapters.code_version()
+    data = package / "ghofrani_cka.json"
+    data.write_text(data.read_text().replace("0", "1", 1))
+    edited = chapters.code_version(package)
+    assert edited != before
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.pyc").write_bytes(b"compiled")  # compiled files are not the code
+    assert chapters.code_version(package) == edited

@@ -408,3 +408,29 @@ def test_non_finite_weights_under_a_finite_loss_are_not_saved(tiny, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"epoch 1/1: the loss stayed finite but weights became non-finite"):
         train_supervised(model, tiny, _cfg(1, on_step=break_a_weight), ckpt_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_trained_with_auto_precision_resumes_under_the_precision_auto_resolved_to(tiny, tmp_path):
+    """-p precision=bf16 on a folder trained with auto (bf16 on a bf16 CPU) is the same run, not '<missing>'."""
+    from rcl.runtime import resolve_precision
+
+    first = _classifier()
+    history = train_supervised(first, tiny, _cfg(1), ckpt_dir=tmp_path)
+    named = _cfg(1, precision=resolve_precision("cpu"), on_step=_interrupt_at(1, 1))  # would raise if it trained
+    assert train_supervised(_classifier(seed=7), tiny, named, ckpt_dir=tmp_path) == history
+    other = "fp32" if resolve_precision("cpu") == "bf16" else "bf16"
+    with pytest.raises(
+        CheckpointError, match=rf"train.precision: stored '{resolve_precision('cpu')}', now '{other}'.*--out"
+    ):
+        train_supervised(_classifier(), tiny, _cfg(1, precision=other), ckpt_dir=tmp_path)
+
+
+def test_a_checkpoint_of_an_older_rcl_that_kept_no_precision_for_auto_still_resumes(tiny, tmp_path, monkeypatch):
+    identity = TrainConfig.identity
+    monkeypatch.setattr(
+        TrainConfig, "identity", lambda cfg: {k: v for k, v in identity(cfg).items() if k != "precision"}
+    )
+    history = train_supervised(_classifier(), tiny, _cfg(1), ckpt_dir=tmp_path)  # as rcl wrote it before
+    monkeypatch.undo()
+    again = _cfg(1, on_step=_interrupt_at(1, 1))
+    assert train_supervised(_classifier(seed=7), tiny, again, ckpt_dir=tmp_path) == history

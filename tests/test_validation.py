@@ -3,6 +3,7 @@ a bad value is a ValueError that names the setting and its valid range (issue 12
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -38,8 +39,8 @@ from rcl.train import TrainConfig
         ({"torch_compile": 1}, "torch_compile must be True or False, got 1"),
         ({"dataset": "bogus"}, "unknown dataset 'bogus'; valid names are: cifar10, cifar100, imagefolder:<path>"),
         ({"dataset": "imagefolder:"}, "needs a path"),
-        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-        ({"seed": 1.5}, "seed must be an integer >= 0, got 1.5"),
+        ({"seed": -1}, r"seed must be an integer in \[0, 4294967295\], got -1"),
+        ({"seed": 1.5}, r"seed must be an integer in \[0, 4294967295\], got 1.5"),
     ],
 )
 def test_resolve_checks_every_field_with_its_range(override, message):
@@ -93,7 +94,7 @@ def test_setup_takes_any_setting_from_overrides():
         ({"momentum": 5}, "momentum must be a number in \\[0, 1\\), got 5"),
         ({"gamma": 0}, "gamma must be a finite number > 0, got 0"),
         ({"warmup_epochs": 0.5}, "warmup_epochs must be an integer >= 0, got 0.5"),
-        ({"seed": -2}, "seed must be an integer >= 0, got -2"),
+        ({"seed": -2}, r"seed must be an integer in \[0, 4294967295\], got -2"),
         ({"milestones": (15, 2.5)}, "milestones\\[1\\] must be an integer >= 0, got 2.5"),
         ({"compile": "yes"}, "compile must be True or False"),
     ],
@@ -168,3 +169,77 @@ def test_channels_last_and_empty_batches_give_results_not_torch_errors():
 
     with pytest.raises(ValueError, match="the split is empty"):
         accuracy(model, Split(torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)))
+
+
+def _tiny_split(n=6):
+    from rcl.data import Split
+
+    return Split(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 3)
+
+
+def _nan_model():
+    from rcl.models import Classifier, resnet18
+
+    model = Classifier(resnet18(width=2), 3).eval()
+    with torch.no_grad():
+        next(model.parameters())[0, 0, 0, 0] = float("nan")
+    return model
+
+
+def test_accuracy_of_a_network_with_a_nan_weight_is_an_error_not_a_score():
+    from rcl.evaluate import accuracy
+
+    with pytest.raises(ValueError, match="Classifier gives NaN or infinite outputs for 6 of 6 images"):
+        accuracy(_nan_model(), _tiny_split(), precision="fp32")
+
+
+def test_robust_accuracy_of_a_network_with_a_nan_weight_is_an_error_not_a_score():
+    from rcl.attacks import AttackConfig
+    from rcl.evaluate import correct, robust_accuracy
+
+    attack = AttackConfig(2 / 255, 1 / 255, 1, precision="fp32")
+    with pytest.raises(ValueError, match="Classifier gives NaN or infinite outputs"):
+        robust_accuracy(_nan_model(), _tiny_split(), attack)
+    with pytest.raises(ValueError, match="Classifier gives NaN or infinite outputs"):
+        correct(_nan_model(), _tiny_split(), precision="fp32")
+
+
+def test_accuracy_of_a_float64_model_under_bf16_autocast_is_measured():
+    from rcl.evaluate import accuracy
+    from rcl.models import Classifier, resnet18
+
+    model = Classifier(resnet18(width=2), 3).eval()
+    split = _tiny_split()
+    plain = accuracy(model, split, precision="fp32")
+    assert accuracy(copy.deepcopy(model).double(), split, precision="bf16") == plain  # autocast leaves float64 alone
+
+
+def test_layer_cka_refuses_float_images_in_0_255():
+    from rcl.cka import layer_cka
+    from rcl.models import resnet18
+
+    images = torch.rand(8, 3, 8, 8) * 255
+    with pytest.raises(ValueError, match=r"data must lie in \[0, 1\], got values in \[.*, 2[0-9.]+\]"):
+        layer_cka(resnet18(width=2), images, batch_size=4)
+    with pytest.raises(ValueError, match=r"data must lie in \[0, 1\]"):
+        layer_cka(resnet18(width=2), [(images[:4], None)], batch_size=4)
+
+
+def test_channels_last_arrays_are_named_by_their_layout_in_pgd_and_layer_cka():
+    """[N, H, W, 3], as numpy and PIL hold images: named, not torch's "expected 3 channels, got 8"."""
+    from rcl.attacks import pgd
+    from rcl.cka import layer_cka
+    from rcl.models import Classifier, resnet18
+
+    nhwc = torch.rand(4, 8, 8, 3)
+    with pytest.raises(ValueError, match=r"x has shape \(4, 8, 8, 3\), channels last .* x.permute\(0, 3, 1, 2\)"):
+        pgd(Classifier(resnet18(width=2), 3), nhwc, torch.tensor([0, 1, 2, 0]), 8 / 255, 2 / 255, 1)
+    with pytest.raises(ValueError, match=r"data has shape \(4, 8, 8, 3\), channels last"):
+        layer_cka(resnet18(width=2), nhwc, batch_size=4)
+    assert layer_cka(resnet18(width=2), nhwc.permute(0, 3, 1, 2), batch_size=4).matrix.shape[0] > 1
+
+
+@pytest.mark.parametrize("seed", [2**32, 10**30, -1])
+def test_a_huge_seed_names_the_setting_and_its_range(seed):
+    with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, 4294967295\], got {seed}"):
+        resolve("smoke", "synthetic", "cpu", seed=seed)

@@ -21,6 +21,7 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+from rcl.fileio import printable
 from rcl.reproduce.errors import ChapterFailed
 from rcl.reproduce.params import CHAPTER_NAME, NOTEBOOK_DIR, _jsonable
 
@@ -48,12 +49,14 @@ def _defining(parameters: dict) -> dict:
     return out
 
 
-def code_version() -> str:
-    """A hash of the rcl package's source files, the code every chapter imports (16 hex digits)."""
+def code_version(package: Path | None = None) -> str:
+    """A hash of the rcl package's files (``package``, default this one), the code every chapter imports and the data
+    files it reads (``ghofrani_cka.json``; compiled ``__pycache__`` aside): 16 hex digits."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent.parent  # rcl/, the runner included
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    package = package or Path(__file__).resolve().parent.parent  # rcl/, the runner included
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.startswith("."):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -101,7 +104,7 @@ def incomplete_reason(
     try:
         notebook = json.loads(executed.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        return f"its executed copy is unreadable ({err})"
+        return f"its executed copy is unreadable ({printable(err)})"
     meta = notebook.get("metadata", {})
     papermill = meta.get("papermill", {})
     if papermill.get("exception"):
@@ -128,11 +131,11 @@ def incomplete_reason(
     missing = [name for name in outputs if not (run_dir / name).exists()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        return f"its outputs are missing ({missing[0]}{more})"
+        return f"its outputs are missing ({printable(missing[0])}{more})"
     changed = [name for name, stamp in outputs.items() if _stamp(run_dir / name) != list(stamp)]
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        return f"its outputs changed since it ran ({changed[0]}{more})"
+        return f"its outputs changed since it ran ({printable(changed[0])}{more})"
     reads = record.get("reads", {})
     for number, stamp in _read_chapters(executed, run_dir).items():
         if reads.get(number) != stamp:

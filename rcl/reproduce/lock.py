@@ -18,15 +18,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from rcl.fileio import printable
 from rcl.reproduce.errors import RunFolderBusy
 
 LOCK_NAME = ".rcl-reproduce.lock"
 
 
 def _describe_holder(text: str) -> str:
+    """Who holds the lock, from the lock file's text (escaped: the file may come from someone else's folder)."""
     try:
         holder = json.loads(text)
-        return f"pid {holder['pid']} on {holder['host']} since {holder['started']} ({holder['command']})"
+        return printable(f"pid {holder['pid']} on {holder['host']} since {holder['started']} ({holder['command']})")
     except (ValueError, KeyError, TypeError):
         return "another process"
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from rcl import fileio
+from rcl.fileio import printable
 from rcl.reproduce import provenance
 from rcl.reproduce.summary import duration_text
 from rcl.runtime import precision_choice
@@ -65,14 +66,24 @@ def check_clean(root: Path) -> str:
 
 def _published_files(folder: Path) -> set[str] | None:
     """The files an earlier publication wrote into ``folder`` (from its ``run.json``), or None when ``folder``
-    holds no publication of rcl's."""
+    holds no publication of rcl's; ``NotPublishable`` naming ``run.json`` when a publication's record is damaged."""
     try:
         record = json.loads((folder / PROVENANCE).read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    if not isinstance(record, dict) or "commit" not in record or not isinstance(record.get("files"), list):
-        return None
-    return {*map(str, record["files"]), PROVENANCE, "README.md", MARKER}
+    except (OSError, ValueError) as err:
+        record, damage = None, f"{type(err).__name__}: {printable(err)}"
+    else:
+        damage = "it lists no files"
+    if isinstance(record, dict) and "commit" in record and isinstance(record.get("files"), list):
+        return {*map(str, record["files"]), PROVENANCE, "README.md", MARKER}
+    if (folder / MARKER).exists():
+        raise NotPublishable(
+            f"--publish {folder}: its {PROVENANCE}, which lists the files the earlier publication wrote, is damaged "
+            f"({damage}), so what may be replaced is unknown. Restore it (git checkout -- {folder / PROVENANCE}) or "
+            "move the folder away"
+        )
+    return None
 
 
 def _stray_entry(folder: Path) -> str | None:
@@ -114,6 +125,13 @@ def check_destination(dest: str | Path, run_dir: str | Path, root: str | Path) -
         )
     if dest == root or dest in root.parents:
         raise NotPublishable(f"--publish {dest} would replace the folder holding the checkout {root}: use {where}")
+    staging = f".{dest.name}.publishing-{'x' * 8}"  # the name publish() builds the new copy under, beside dest
+    limit = _name_max(dest.parent)
+    if len(os.fsencode(staging)) > limit:
+        raise NotPublishable(
+            f"--publish {dest}: the name {dest.name!r} is too long ({len(os.fsencode(dest.name))} bytes) for the "
+            f"folder the new copy is built in first ({staging}, at most {limit} bytes here): give a shorter name"
+        )
     _recover_interrupted_swap(dest)
     if not dest.exists():
         return dest
@@ -122,10 +140,21 @@ def check_destination(dest: str | Path, run_dir: str | Path, root: str | Path) -
     stray = _stray_entry(dest)
     if stray is not None:
         raise NotPublishable(
-            f"--publish {dest} holds {stray!r}, which no earlier publication wrote there; --publish replaces only a "
-            f"folder it created, so nothing of yours is deleted. Use {where}, or move that folder's contents away"
+            f"--publish {dest} holds '{printable(stray)}', which no earlier publication wrote there; --publish "
+            f"replaces only a folder it created, so nothing of yours is deleted. Use {where}, or move that folder's "
+            "contents away"
         )
     return dest
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or of its nearest existing parent) takes."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -231,6 +260,9 @@ def publish(
         raise NotPublishable(f"cannot publish {run_dir}: no executed copy of {', '.join(missing)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.publishing-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep others from reading a reference run
     try:
         _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times)
         _swap_in(staging, dest)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rcl import profiles
 from rcl.course import setup
+from rcl.fileio import printable, symbolic_links
 from rcl.profiles import resolve
 from rcl.reproduce import jobs, provenance, publish, schedule
 from rcl.reproduce.chapters import incomplete_reason
@@ -238,12 +239,22 @@ def _execute(plan: _Plan, launch: dict, *, force: bool, debug: bool, jobs_only: 
 
 def _check_run_dir(run_dir: Path, notebook_dir: Path) -> None:
     """Refuse a run folder whose ``notebooks/`` would be the course's own (``--out .`` from the checkout would
-    overwrite the chapters with executed copies) or that holds the checkout."""
+    overwrite the chapters with executed copies), that holds the checkout, or that holds a symbolic link (a chapter
+    folder linked elsewhere would send the run's files over someone else's)."""
     root = project_root(notebook_dir)
     if (run_dir / "notebooks").resolve() == notebook_dir.resolve() or run_dir == root or run_dir in root.parents:
         raise ReproduceError(
             f"--out {run_dir} would write executed chapters over the course's own notebooks in {notebook_dir}: "
             "give a folder of its own, e.g. runs/<name> (the default is runs/<profile>-<dataset>)"
+        )
+    links = symbolic_links(run_dir)
+    if links:
+        shown = ", ".join(f"{printable(p.relative_to(run_dir))} -> {printable(os.readlink(p))}" for p in links[:3])
+        more = f" and {len(links) - 3} more" if len(links) > 3 else ""
+        raise ReproduceError(
+            f"run folder {run_dir} holds symbolic links ({shown}{more}): the runner and the chapters write only "
+            "into real folders inside the run folder, never through a link to another place. Replace each link with "
+            "a copy of what it points to, or pick another folder with --out"
         )
 
 
@@ -294,7 +305,7 @@ def auto_profile(device: str, dataset: str | None, root: Path) -> str:
         return "smoke"
     laptop = resolve("laptop", dataset=dataset, device="cpu")
     try:
-        _load(laptop, n_train=10, n_test=10)
+        _load(laptop, n_train=None, n_test=None)  # is it there; the sizes are checked once the profile is set
     except Exception as err:  # only a missing dataset picks smoke; a wrong name or path still raises
         if not _is_unavailable(err):
             raise

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from rcl import fileio
+from rcl.fileio import printable
 from rcl.reproduce.summary import duration_text, main_table
 from rcl.results import markdown_table, read_table
 from rcl.verdicts import FLOOR_MARGIN, collect_claims, combine_seeds, paper_verdicts, verdict_counts
@@ -23,11 +26,80 @@ from rcl.verdicts import FLOOR_MARGIN, collect_claims, combine_seeds, paper_verd
 SCENARIO_TITLE = "## Chapter 04: robust accuracy per scheme and scenario, {runs}"
 
 
+def _record(run_dir: str | Path) -> dict:
+    """A published run's ``run.json``, checked: a ``ValueError`` naming the file says what is wrong with it."""
+    path = Path(run_dir) / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {printable(err)}){_REPUBLISH}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds {type(record).__name__}, not a run's record{_REPUBLISH}")
+    wall = record.get("wall_seconds")
+    if isinstance(wall, bool) or not isinstance(wall, int | float) or not math.isfinite(wall) or wall < 0:
+        raise ValueError(f"{path}: wall_seconds must be a number of seconds >= 0, got {wall!r}{_REPUBLISH}")
+    for key in ("profile", "dataset"):
+        if not isinstance(record.get(key), str):
+            raise ValueError(f"{path}: {key} must be a name, got {record.get(key)!r}{_REPUBLISH}")
+    if isinstance(record.get("seed"), bool) or not isinstance(record.get("seed"), int):
+        raise ValueError(f"{path}: seed must be an integer, got {record.get('seed')!r}{_REPUBLISH}")
+    return record
+
+
+_REPUBLISH = ": give the folder of a run published by python -m rcl.reproduce --publish, or publish it again"
+
+
+def _dataset(name: object) -> str:
+    """A dataset as runs on two machines name it: an image tree by its folder's name, not its absolute path."""
+    kind, _, path = str(name).partition(":")
+    return f"{kind}:{Path(path).name}" if kind == "imagefolder" else str(name)
+
+
+def check_runs(runs: dict[str, str | Path], records: dict[str, dict]) -> None:
+    """Refuse runs that are not seeds of one experiment: the same folder twice, two runs with one seed, or runs
+    whose profile, dataset or other settings differ (a smoke run beside a laptop run); ``ValueError`` naming them."""
+    folders: dict[Path, str] = {}
+    seeds_seen: dict[object, str] = {}
+    first = next(iter(runs))
+    for label, run_dir in runs.items():
+        where = Path(run_dir).resolve()
+        if where in folders:
+            raise ValueError(f"runs {folders[where]!r} and {label!r} are the same folder {where}: give each run once")
+        folders[where] = label
+        seed = records[label]["seed"]
+        if seed in seeds_seen:
+            raise ValueError(
+                f"runs {seeds_seen[seed]!r} and {label!r} both say seed {seed} ({run_dir}/run.json): one seed counted "
+                "twice is not two seeds. Give runs of different seeds (-p seed=N)"
+            )
+        seeds_seen[seed] = label
+        differ = _differences(records[first], records[label])
+        if differ:
+            raise ValueError(
+                f"runs {first!r} and {label!r} are not seeds of one experiment: {'; '.join(differ)}. Combine only runs "
+                "with the same profile, dataset and settings, differing in -p seed alone"
+            )
+
+
+def _differences(a: dict, b: dict) -> list[str]:
+    """What differs between two runs' records other than the seed (and where they ran)."""
+    out = [f"{key} {a[key]!r} vs {b[key]!r}" for key in ("profile",) if a[key] != b[key]]
+    if _dataset(a["dataset"]) != _dataset(b["dataset"]):
+        out.append(f"dataset {a['dataset']!r} vs {b['dataset']!r}")
+    ignored = {"seed", "device", "dataset", "profile", "run_dir", "data_root"}
+    settings_a, settings_b = a.get("settings") or {}, b.get("settings") or {}
+    for key in sorted((set(settings_a) | set(settings_b)) - ignored):
+        if settings_a.get(key, "<missing>") != settings_b.get(key, "<missing>"):
+            out.append(f"{key} {settings_a.get(key, '<missing>')!r} vs {settings_b.get(key, '<missing>')!r}")
+    return out
+
+
 def report(runs: dict[str, str | Path]) -> str:
-    """The markdown of ``results/README.md`` for published runs (``{label: run_dir}``): the runs, the verdict counts
-    per seed and for all seeds together, each paper claim with every seed's verdict, effect and evidence, the other
-    checks, and chapter 04's table."""
-    records = {label: json.loads((Path(run_dir) / "run.json").read_text()) for label, run_dir in runs.items()}
+    """The markdown of ``results/README.md`` for published runs (``{label: run_dir}``, seeds of one experiment: see
+    :func:`check_runs`): the runs, the verdict counts per seed and for all seeds together, each paper claim with every
+    seed's verdict, effect and evidence, the other checks, and chapter 04's table."""
+    records = {label: _record(run_dir) for label, run_dir in runs.items()}
+    check_runs(runs, records)
     claims = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
     table = combine_seeds(claims)
     labels = list(runs)
@@ -132,10 +204,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(
                 f"runs: {folder} holds no run.json; give the folder of a published run (rcl.reproduce --publish)"
             )
+        if label in runs:
+            parser.error(f"runs: the label {label!r} is given twice ({runs[label]} and {folder}): give each a label")
         runs[label] = folder
-    text = report(runs)
+    if args.out and not Path(args.out).parent.is_dir():
+        parser.error(f"--out {args.out}: the folder {Path(args.out).parent} does not exist; create it first")
+    if args.out and Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a folder: give the file to write, e.g. {Path(args.out) / 'README.md'}")
+    try:
+        text = report(runs)
+    except ValueError as err:
+        parser.error(f"runs: {err}")
     if args.out:
-        Path(args.out).write_text(text)
+        fileio.write_atomic(Path(args.out), lambda f: f.write(text.encode()))
     else:
         print(text, end="")
 
