@@ -572,8 +572,8 @@ def evaluate(
     test = balanced_subset(test, _cap(n_eval, len(test)), seed=cfg.seed)
     main = study.attack(cfg, "eval")
     return {
-        "clean_acc": per_image["clean"].float().mean().item(),
-        "robust_acc": per_image["robust"].float().mean().item(),
+        "clean_acc": per_image["clean"].double().mean().item(),
+        "robust_acc": per_image["robust"].double().mean().item(),
         "robust_acc_main": robust_accuracy(model, test, main, batch_size=cfg.eval_batch_size, seed=cfg.seed),
     }
 

@@ -142,7 +142,7 @@ def robust_correct(
 def robust_accuracy(model: nn.Module, split: Split, attack: AttackConfig, **kwargs) -> float:
     """Accuracy in [0, 1] of ``model`` on adversarial inputs, over every example of ``split``: the mean of
     :func:`robust_correct` (same arguments)."""
-    return robust_correct(model, split, attack, **kwargs).float().mean().item()
+    return robust_correct(model, split, attack, **kwargs).double().mean().item()
 
 
 def correct(
