@@ -435,3 +435,29 @@ def test_a_cka_difference_inside_its_bootstrap_interval_is_undecided(capsys):
     assert GramBootstrap.interval(_redundancy(boot.cka("ST", "ST")) * 0) == (0.0, 0.0, 0.0)
     with pytest.raises(KeyError, match="known: ST"):
         boot.cka("ST", "nope")
+
+
+def test_cka_claims_name_missing_and_weak_models_and_decide_the_rest_with_intervals(capsys):
+    """rcl.cka_verdicts: a part whose model this run lacks, or whose model is below the floor, is untestable with the
+    reason; a clear redundancy difference holds, with its interval saved."""
+    from rcl import cka_verdicts, verdicts
+    from rcl.cka import GramBootstrap
+
+    gen = torch.Generator().manual_seed(5)
+    grams = {}
+    for scheme in ("SL", "CL", "SCL"):
+        grams[f"{scheme}/ST/clean"] = _two_layers(200, gen, 0.3)
+        grams[f"{scheme}/AT/clean"] = _two_layers(200, gen, 3.0)  # far more alike layers: more redundant
+    evidence = cka_verdicts.CkaEvidence(
+        GramBootstrap(grams, resamples=50), ["stem", "pool"], {("SCL", "AT"): "clean 12 %"}
+    )
+    claims = verdicts.Claims(None)
+    cka_verdicts.redundancy_claims(claims, evidence)
+    by_part = {(c.paper, c.part): c for c in claims}
+    layer = {s: by_part["ghofrani-at-layer-redundancy", s] for s in ("SL", "CL", "SCL")}
+    assert layer["SL"].verdict == layer["CL"].verdict == "holds" and layer["SL"].low > 0
+    assert layer["SCL"].verdict == "untestable" and "SCL / AT: clean 12 %" in layer["SCL"].evidence
+    missing = by_part["ghofrani-ft-redundancy-cl", ""]
+    assert missing.verdict == "untestable" and "CL / Full-AT not in this run" in missing.evidence
+    table = verdicts.paper_verdicts(claims.frame()).set_index("paper")
+    assert table.verdict["ghofrani-at-layer-redundancy"] == "untestable"  # one part below the floor

@@ -296,3 +296,31 @@ def test_paired_bootstrap_of_a_geometry_measure_separates_a_spread_class_from_a_
     assert fn.paired_bootstrap(fn.uniformity_within, tight, tight, labels, resamples=20) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="same test examples"):
         fn.paired_bootstrap(fn.uniformity_within, tight, tight[:10], labels)
+
+
+def test_survival_claims_compare_the_share_of_correct_images_that_survive_not_raw_robust_accuracy(capsys):
+    """A keeps 80 % of the images it gets right, B 50 %; B is the more accurate, so its raw robust accuracy is the
+    higher (45 vs 40 %): the claim that A is the more robust holds at that radius. A radius where an arm keeps under
+    5 % robust accuracy is left out, and a model below the floor makes the claim untestable."""
+    from rcl import verdicts
+
+    n = 1000
+    clean_a, clean_b = torch.arange(n) < 500, torch.arange(n) < 900
+    robust_a, robust_b = torch.arange(n) < 400, torch.arange(n) < 450
+    tiny_a, tiny_b = torch.arange(n) < 10, torch.arange(n) < 30
+    a = {0.0: clean_a, 2 / 255: robust_a, 8 / 255: tiny_a}
+    b = {0.0: clean_b, 2 / 255: robust_b, 8 / 255: tiny_b}
+    floor = verdicts.Floor(0.2, n, "random encoder")
+    claims = verdicts.Claims(None)
+    tested = fn.survival_claims(
+        claims, a, b, names=("A", "B"), floor=floor, text="A more robust", paper="gupta-csl-less-robust"
+    )
+    assert tested == [2 / 255]
+    (made,) = claims.items
+    assert made.verdict == "holds" and made.part == "eps 2/255" and made.low > 0
+    assert made.effect == pytest.approx(0.8 - 0.5)
+    assert "robust/clean A 0.800 (40.0 / 50.0 %) vs B 0.500 (45.0 / 90.0 %)" in made.evidence
+    weak = verdicts.Floor(0.45, n, "random encoder")
+    fn.survival_claims(claims, a, b, names=("A", "B"), floor=weak, text="A again", paper="gupta-csl-less-robust")
+    assert claims.items[-1].verdict == "untestable" and claims.items[-1].part == "floor"
+    assert "A 50.0 %" in claims.items[-1].evidence and "B" not in claims.items[-1].evidence.split("clean")[0]
