@@ -360,3 +360,31 @@ def test_editing_a_data_file_of_the_package_changes_the_code_version(tmp_path):
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "x.pyc").write_bytes(b"compiled")  # compiled files are not the code
     assert chapters.code_version(package) == edited
+
+
+def test_a_user_level_python3_kernel_from_another_environment_is_named_with_the_fix(tmp_path, monkeypatch):
+    """R24: a ``python3`` kernelspec in the user's folder that starts another environment's Python wins over the
+    project's; when a chapter's kernel dies, the runner names that kernel and says how to install the project's,
+    instead of advising a smaller batch."""
+    import json as jsonlib
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    data_dir = tmp_path / "jupyter"
+    spec_dir = data_dir / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    other = "/opt/another-env/bin/python3"
+    spec = {
+        "argv": [other, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "x",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(jsonlib.dumps(spec))
+    monkeypatch.setattr(KernelSpecManager, "kernel_dirs", property(lambda self: [str(data_dir / "kernels")]))
+    note = chapters.foreign_kernel()
+    assert other in note and str(spec_dir) in note and f"{sys.executable} -m ipykernel install --sys-prefix" in note
+    assert "batch_size" not in note
+    spec["argv"][0] = sys.executable
+    (spec_dir / "kernel.json").write_text(jsonlib.dumps(spec))
+    assert chapters.foreign_kernel() == ""  # this environment's own kernel: nothing to say

@@ -311,11 +311,17 @@ def run_chapter(
         kept = _keep_failed(running, failed)
         if debug:
             raise
+        foreign = foreign_kernel()
+        advice = (
+            foreign
+            if foreign
+            else "If the kernel was killed for memory, lower -p batch_size or -p eval_batch_size; otherwise rerun "
+            f"the same command to continue from {notebook.name}."
+        )
         raise ChapterFailed(
             f"\nFAILED: {notebook.name}: {type(err).__name__}: {err}\n"
             + (f"  its partial run: {kept}\n" if kept else "")
-            + "Finished chapters are kept. If the kernel was killed for memory, lower -p batch_size or "
-            f"-p eval_batch_size; otherwise rerun the same command to continue from {notebook.name}."
+            + f"Finished chapters are kept. {advice}"
         ) from None
     after = _snapshot(run_dir)
     changed = [name for name, stamp in after.items() if before.get(name) != stamp]
@@ -355,6 +361,33 @@ def _cell_number(notebook: Path, source: str) -> int | str:
         if ("".join(text) if isinstance(text, list) else text).strip() == source.strip():
             return number
     return "?"
+
+
+def foreign_kernel() -> str:
+    """Why the ``python3`` kernel the chapters run in is not this environment's, or ``""`` when it is: a user-level
+    kernelspec (``~/.local/share/jupyter/kernels/python3``) from another environment wins over the project's, and its
+    Python may lack rcl or hold other versions of its packages."""
+    import shutil
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    install = f"{sys.executable} -m ipykernel install --sys-prefix --name python3"
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        return f"No Jupyter kernel named 'python3' is installed: install this environment's with `{install}`."
+    python = spec.argv[0] if spec.argv else ""
+    found = shutil.which(python) or python
+    if python and Path(found).resolve() == Path(sys.executable).resolve():
+        return ""
+    return (
+        f"The Jupyter kernel 'python3' the chapters run in ({printable(spec.resource_dir)}) starts "
+        f"{printable(python) or 'no Python'}, not this environment's Python ({sys.executable}): rcl or its packages "
+        "may be missing or different there. Remove that kernelspec (`jupyter kernelspec list` shows where it is; "
+        f"`jupyter kernelspec remove python3` removes the first one listed) and install this environment's with "
+        f"`{install}`; then rerun the same command."
+    )
 
 
 def _kernel_manager(env: dict[str, str], started: list) -> type:
