@@ -25,7 +25,7 @@ from rcl.data import synthetic_dataset
 from rcl.evaluate import accuracy
 from rcl.losses import nt_xent
 from rcl.models import Classifier, resnet18
-from rcl.runtime import autocast, memory_format
+from rcl.runtime import autocast, memory_format, pick_device, resolve_precision
 from rcl.train import TrainConfig, train_supervised
 
 WORK = {"model": {"config": {"arch": "resnet18", "width": 8}, "parameters": 10}, "batch_size": 64, "images": 192}
@@ -190,7 +190,9 @@ def test_precision_can_be_forced_either_way_on_any_machine():
         autocast("cpu", "fp16")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(epochs=1, batch_size=4, lr=0.1, precision="half")
-    assert "precision" not in TrainConfig(epochs=1, batch_size=4, lr=0.1).identity()  # old checkpoints still match
+    # "auto" is recorded as what it resolves to here (a checkpoint without it still resumes: test_train.py)
+    auto = TrainConfig(epochs=1, batch_size=4, lr=0.1).identity()["precision"]
+    assert auto == resolve_precision(pick_device("cpu"), "auto") and auto in ("fp32", "bf16")
     assert TrainConfig(epochs=1, batch_size=4, lr=0.1, precision="bf16").identity()["precision"] == "bf16"
 
 
