@@ -555,13 +555,14 @@ def paired_bootstrap(
     encoders on the same images (``feats_*`` [N, D], ``labels`` [N]), e.g. :func:`uniformity_within`."""
     if feats_a.shape[0] != feats_b.shape[0] or feats_a.shape[0] != labels.shape[0]:
         raise ValueError("feats_a, feats_b and labels must hold the same test examples")
-    gen = torch.Generator().manual_seed(seed)
-    diffs = []
-    for _ in range(resamples):
-        index = torch.randint(len(labels), (len(labels),), generator=gen)
-        diffs.append(measure(feats_a[index], labels[index]) - measure(feats_b[index], labels[index]))
-    low, high = torch.tensor(diffs, dtype=torch.float64).quantile(torch.tensor([0.025, 0.975], dtype=torch.float64))
-    return measure(feats_a, labels) - measure(feats_b, labels), float(low), float(high)
+    n = len(labels)
+    both, twice = torch.cat([feats_a, feats_b]), torch.cat([labels, labels])
+    index = torch.arange(n)  # row i of a is row i of both, row i of b is row n + i: one resample serves both
+
+    def measured(rows: Tensor) -> float:
+        return measure(both[rows], twice[rows])
+
+    return paired_statistic(measured, index, index + n, resamples=resamples, seed=seed)
 
 
 def class_margins(feats: Tensor, labels: Tensor) -> tuple[Tensor, dict]:

@@ -466,11 +466,12 @@ def redundancy(matrix: Tensor | Sequence[Sequence[float]]) -> float:
     """How redundant a network's layers are: the mean off-diagonal entry of its layer-by-layer CKA matrix [L, L]
     (0: every layer represents the images differently; 1: all layers alike). The main study shows the heatmaps;
     this one number per model is our summary of their "block structure"."""
+    from rcl.cka_verdicts import mean_off_diagonal
+
     m = torch.as_tensor(matrix, dtype=torch.float64)
     if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
         raise ValueError(f"matrix must be a square layer-by-layer CKA matrix [L, L] with L >= 2, got {tuple(m.shape)}")
-    off = ~torch.eye(m.shape[0], dtype=torch.bool)
-    return float(m[off].mean())
+    return float(mean_off_diagonal(m[None])[0])
 
 
 def _verdict(key: str, text: str, holds, evidence: str) -> dict:
