@@ -280,3 +280,50 @@ def test_a_publish_name_too_long_for_its_staging_folder_is_refused_up_front(tmp_
     with pytest.raises(publish.NotPublishable, match=r"is too long \(250 bytes\).*give a shorter name"):
         publish.check_destination(tmp_path / "results" / name, run_folder, tmp_path / "checkout")
     assert publish.check_destination(tmp_path / "results" / ("r" * 200), run_folder, tmp_path / "checkout")
+
+
+ABSOLUTE = r"(?<![\w<>.])/(?:tmp|work|home|root|Users|mnt|scratch|private|var)/"
+
+
+def test_a_publication_names_no_path_of_the_machine_that_ran_it(tmp_path):
+    """Issue 33: the executed notebooks' parameters, run.json, the summary and every table say <run>, <data>/<tree>
+    and <checkout>, never the absolute paths of the machine that ran them; a longer name that starts like the run
+    folder (run1) is left alone."""
+    import re
+
+    run, checkout, tree = tmp_path / "run", tmp_path / "checkout", tmp_path / "data" / "cifar10-jpeg"
+    _executed(run / "notebooks" / "01_a.ipynb", 1.0)
+    nb = nbformat.read(run / "notebooks" / "01_a.ipynb", as_version=4)
+    nb.cells[0].source = f'run_dir = "{run}"\ndataset = "imagefolder:{tree}"\ncwd = "{checkout}/notebooks"'
+    nbformat.write(nb, run / "notebooks" / "01_a.ipynb")
+    (run / "summary.md").write_text(f"run folder {run}; data {tree}/train; another folder {run}1.\n")
+    (run / "01_a").mkdir()
+    (run / "01_a" / "table.csv").write_text(f"dataset\nimagefolder:{tree}\n")
+    settings = {"profile": "laptop", "dataset": f"imagefolder:{tree}", "seed": 0, "data_root": str(tmp_path / "data")}
+    command = ["python", "-m", "rcl.reproduce", "--dataset", f"imagefolder:{tree}", "--out", str(run)]
+    dest = publish.publish(
+        run, tmp_path / "pub", commit="c" * 40, settings=settings, expected=["01_a.ipynb"], command=command,
+        root=checkout,
+    )  # fmt: skip
+    texts = {p.name: p.read_text() for p in dest.rglob("*") if p.is_file() and p.suffix in publish.TEXT_SUFFIXES}
+    assert {"01_a.ipynb", "run.json", "summary.md", "table.csv", "README.md"} <= set(texts)
+    for name, text in texts.items():
+        assert str(tmp_path) not in text.replace(f"{run}1", ""), name
+    assert 'run_dir = \\"<run>\\"' in texts["01_a.ipynb"] and "<checkout>/notebooks" in texts["01_a.ipynb"]
+    assert "imagefolder:<data>/cifar10-jpeg" in texts["table.csv"] and "--out <run>" in texts["run.json"]
+    assert f"{run}1" in texts["summary.md"]  # not the run folder: left as it is
+    assert re.search(ABSOLUTE, "x /tmp/a") and not re.search(ABSOLUTE, "x <run>/a")
+
+
+def test_the_committed_reference_runs_name_no_machine_path():
+    """Issue 33: nothing under results/ carries an absolute path of the machine that made it."""
+    import re
+
+    from rcl.runtime import project_root
+
+    found = []
+    for path in sorted((project_root() / "results").rglob("*")):
+        if path.is_file() and path.suffix in publish.TEXT_SUFFIXES:
+            for match in re.finditer(ABSOLUTE + r"\S*", path.read_text(encoding="utf-8")):
+                found.append(f"{path.relative_to(project_root())}: {match.group()[:60]}")
+    assert not found, "\n".join(found[:20])

@@ -18,7 +18,10 @@ folder that does not exist yet, an empty one, or one that holds an earlier publi
 around the checkout, is refused with the reason. The new publication is built beside the old one and swapped in
 with one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, and an interrupted swap is
 repaired by the next publication), so an interrupt leaves either the old publication or the new one, never neither.
-Symbolic links in the run folder are not followed (a link could point at a private file).
+Symbolic links in the run folder are not followed (a link could point at a private file). No absolute path of the
+machine that ran it is published: every text file (notebooks, JSON, CSV, Markdown) and ``run.json`` name the run
+folder ``<run>``, the data folder ``<data>``, an image tree ``<data>/<its name>`` and the checkout ``<checkout>``
+(:func:`machine_paths`, :func:`without_machine_paths`).
 """
 
 from __future__ import annotations
@@ -204,9 +207,41 @@ def chapter_times(notebook_dir: Path) -> list[dict]:
     return rows
 
 
-def _copy_tree(run_dir: Path, dest: Path) -> list[str]:
-    """Copy the run's tables, figures and executed notebooks into ``dest``; returns their relative paths.
-    Symbolic links are skipped (never followed: one could point at a private file)."""
+TEXT_SUFFIXES = (".csv", ".json", ".md", ".ipynb")
+
+
+def machine_paths(run_dir: str | Path, settings: dict, root: str | Path | None) -> list[tuple[str, str]]:
+    """The absolute paths of the machine that ran a run and what a publication says instead, longest first: the run
+    folder -> ``<run>``, an image tree (``imagefolder:<path>``) -> ``<data>/<name>``, the data folder -> ``<data>``,
+    the checkout -> ``<checkout>``. Each path also in its resolved spelling (a link such as ``/tmp`` on macOS)."""
+    named = [(run_dir, "<run>"), (settings.get("data_root"), "<data>"), (root, "<checkout>")]
+    dataset = str(settings.get("dataset") or "")
+    if dataset.startswith("imagefolder:"):
+        tree = Path(dataset.removeprefix("imagefolder:"))
+        named.append((tree, f"<data>/{tree.name}"))
+    pairs = {}
+    for path, label in named:
+        if path:
+            for spelling in {str(Path(path)), str(Path(path).resolve())}:
+                if Path(spelling).is_absolute() and spelling != "/":
+                    pairs[spelling] = label
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def without_machine_paths(text: str, pairs: list[tuple[str, str]]) -> str:
+    """``text`` with every path of :func:`machine_paths` replaced by its label (only at a path boundary, so that
+    ``/tmp/run`` never rewrites ``/tmp/run1``)."""
+    import re
+
+    for path, label in pairs:
+        text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text)
+    return text
+
+
+def _copy_tree(run_dir: Path, dest: Path, pairs: list[tuple[str, str]] = ()) -> list[str]:
+    """Copy the run's tables, figures and executed notebooks into ``dest``, text files with the machine's paths
+    replaced (``pairs``: :func:`machine_paths`); returns their relative paths. Symbolic links are skipped (never
+    followed: one could point at a private file)."""
     copied = []
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
@@ -223,7 +258,10 @@ def _copy_tree(run_dir: Path, dest: Path) -> list[str]:
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        if path.suffix in TEXT_SUFFIXES and pairs:
+            target.write_text(without_machine_paths(path.read_text(encoding="utf-8"), pairs), encoding="utf-8")
+        else:
+            shutil.copyfile(path, target)
         copied.append(str(rel))
     return copied
 
@@ -264,7 +302,8 @@ def publish(
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would keep others from reading a reference run
     try:
-        _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times)
+        pairs = machine_paths(run_dir, settings, root)
+        _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times, pairs)
         _swap_in(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -272,9 +311,9 @@ def publish(
     return dest
 
 
-def _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times) -> None:
-    """Write the publication into the empty folder ``staging``."""
-    copied = _copy_tree(run_dir, staging)
+def _build(staging, run_dir, commit, settings, command, started, machine_at_start, note, times, pairs) -> None:
+    """Write the publication into the empty folder ``staging``, the machine's paths replaced (``pairs``)."""
+    copied = _copy_tree(run_dir, staging, pairs)
     record = {
         "commit": commit,
         "command": shlex.join(command if command is not None else ["python", "-m", "rcl.reproduce", *sys.argv[1:]]),
@@ -293,11 +332,12 @@ def _build(staging, run_dir, commit, settings, command, started, machine_at_star
         "settings": {k: v for k, v in settings.items() if k not in ("run_dir", "data_root")},
         "files": copied,
     }
-    text = (json.dumps(record, indent=1) + "\n").encode()
+    text = without_machine_paths(json.dumps(record, indent=1) + "\n", pairs).encode()
     fileio.write_atomic(staging / PROVENANCE, lambda f: f.write(text))
     readme = readme_text(
         record, (staging / "summary.md").read_text() if (staging / "summary.md").exists() else "", note
     )
+    readme = without_machine_paths(readme, pairs)
     fileio.write_atomic(staging / "README.md", lambda f: f.write(readme.encode()))
     marker = f"Published by rcl.reproduce --publish at commit {commit}; a later --publish may replace this folder.\n"
     fileio.write_atomic(staging / MARKER, lambda f: f.write(marker.encode()))
