@@ -475,8 +475,8 @@ def mean_robust(curves: pd.DataFrame) -> pd.Series:
 def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
     """Per eps: the supervised - SimCLR gap, its noise band (``rcl.verdicts.noise`` on ``n`` test images) and, for
     every other SimCLR variant in ``curves``, the fraction of the gap it closes, where the gap is real (supervised
-    above SimCLR by more than its band; NaN elsewhere: a gap inside the noise, or the other way round, cannot be
-    closed)."""
+    above SimCLR by more than its band) and the variant is more robust than SimCLR; NaN elsewhere (a gap inside the
+    noise, or the other way round, cannot be closed, and a removal that lowered robustness closed none of it)."""
     from rcl.verdicts import noise
 
     rows = []
@@ -487,7 +487,8 @@ def gap_closed_by_eps(curves: pd.DataFrame, n: int) -> pd.DataFrame:
         for scheme, value in robust.items():
             if scheme in (SUPERVISED, SUPCON, "SimCLR"):
                 continue
-            closed = gap_fraction(robust[SUPERVISED], robust["SimCLR"], value) if gap > band else math.nan
+            helped = value > robust["SimCLR"]  # a share of the gap only where the removal raised robustness
+            closed = gap_fraction(robust[SUPERVISED], robust["SimCLR"], value) if gap > band and helped else math.nan
             rows.append({"eps": eps, "scheme": scheme, "gap": gap, "gap_band": band, "gap_closed": closed})
     return pd.DataFrame(rows)
 
@@ -667,7 +668,8 @@ def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
     gap it closes (``gap_closed``). NaN where there is no gap to close: for adversarial runs (their baseline is
     adversarial SimCLR, not the gap), and where supervised is not above SimCLR by more than the noise band
     (``rcl.verdicts.noise`` on the records' ``n`` test images, when they say it): a share of a gap that may be zero,
-    or of one the other way round, reads as progress whatever happened."""
+    or of one the other way round, reads as progress whatever happened; and where the removal did not raise
+    ``metric`` (a negative share of a gap reads as a share beside the paper's "up to 68 %")."""
     from rcl.verdicts import noise
 
     by_name = {r["scheme"]: r for r in records}
@@ -683,8 +685,10 @@ def gap_table(records: list[dict], metric: str = "robust_acc") -> list[dict]:
         supervised, simclr = by_name[SUPERVISED][metric], base[metric]
         n = r.get("n")
         real = supervised - simclr > (0.0 if n is None else noise(supervised, simclr, int(n)))
-        closed = gap_fraction(supervised, simclr, r[metric]) if real and not r["adversarial"] else math.nan
-        out.append({"scheme": r["scheme"], metric: r[metric], "gain": r[metric] - simclr, "gap_closed": closed})
+        gain = r[metric] - simclr
+        shown = real and gain > 0 and not r["adversarial"]  # a share of the gap only where removal helped
+        closed = gap_fraction(supervised, simclr, r[metric]) if shown else math.nan
+        out.append({"scheme": r["scheme"], metric: r[metric], "gain": gain, "gap_closed": closed})
     return out
 
 

@@ -60,7 +60,7 @@ def test_gap_table_compares_each_run_with_its_own_baseline():
     assert set(rows) == {"SimCLR", "SimCLR-FN(labels)", "SimCLR +AT", "SimCLR-FN(kmeans) +AT"}
     assert rows["SimCLR-FN(labels)"]["gain"] == pytest.approx(0.21)
     assert rows["SimCLR-FN(labels)"]["gap_closed"] == pytest.approx(0.7)
-    assert rows["SimCLR"]["gap_closed"] == pytest.approx(0.0)
+    assert rows["SimCLR"]["gain"] == 0.0 and math.isnan(rows["SimCLR"]["gap_closed"])  # the baseline closes none
     assert rows["SimCLR-FN(kmeans) +AT"]["gain"] == pytest.approx(0.05)  # against SimCLR +AT, not plain SimCLR
     assert math.isnan(rows["SimCLR-FN(kmeans) +AT"]["gap_closed"])  # the gap is defined for standard training
     with pytest.raises(ValueError, match="supervised"):
@@ -78,6 +78,8 @@ def test_no_share_of_a_gap_inside_its_noise():
     assert rows["x"]["gap_closed"] == pytest.approx(0.7)  # a real gap keeps its share
     rows = {r["scheme"]: r for r in fn.gap_table([rec("supervised", 0.20), rec("SimCLR", 0.19), rec("x", 0.25)])}
     assert math.isnan(rows["x"]["gap_closed"])  # 1 point on 1,000 images: inside the noise
+    rows = {r["scheme"]: r for r in fn.gap_table([rec("supervised", 0.40), rec("SimCLR", 0.10), rec("x", 0.05)])}
+    assert math.isnan(rows["x"]["gap_closed"])  # removal lowered robustness: no share, however real the gap
 
 
 # ----------------------------------------------------------------------------------------------- margins
@@ -275,13 +277,17 @@ def test_matched_clean_picks_the_closest_budget_and_gap_closed_only_where_the_ga
             {"eps": 1 / 255, "scheme": "supervised", "robust_acc": 0.50},
             {"eps": 1 / 255, "scheme": "SimCLR", "robust_acc": 0.20},
             {"eps": 1 / 255, "scheme": "SimCLR-FN(labels)", "robust_acc": 0.30},
+            {"eps": 1 / 255, "scheme": "SimCLR-FN(kmeans)", "robust_acc": 0.15},  # lowered: no share
             {"eps": 8 / 255, "scheme": "supervised", "robust_acc": 0.004},  # inside the band at n = 1000
             {"eps": 8 / 255, "scheme": "SimCLR", "robust_acc": 0.00},
             {"eps": 8 / 255, "scheme": "SimCLR-FN(labels)", "robust_acc": 0.00},
         ]
     )
-    closed = fn.gap_closed_by_eps(frame, n=1000).set_index("eps").gap_closed
-    assert closed[1 / 255] == pytest.approx(1 / 3) and math.isnan(closed[8 / 255])
+    table = fn.gap_closed_by_eps(frame, n=1000).set_index(["eps", "scheme"]).gap_closed
+    assert table[1 / 255, "SimCLR-FN(labels)"] == pytest.approx(1 / 3) and math.isnan(
+        table[8 / 255, "SimCLR-FN(labels)"]
+    )
+    assert math.isnan(table[1 / 255, "SimCLR-FN(kmeans)"])
 
 
 def test_paired_bootstrap_of_a_geometry_measure_separates_a_spread_class_from_a_tight_one():
