@@ -635,8 +635,11 @@ def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: boo
             }
             scores = evaluate(cfg, model, data.test, pl.n_eval, per_image[(scheme, mode)])
             records.append(record(cfg, scheme, mode, scores, **extra))
-            if scheme == "DS" and mode == "linear":
+            if scheme == "DS" and mode == "linear":  # the same classifiers through the clean BatchNorm branch
                 wrong = with_bn_branch(model, nets["DS"], "clean")
+                wrong_last = with_bn_branch(last_epoch(cfg, model, scheme, mode), nets["DS"], "clean")
+                last = evaluate(cfg, wrong_last, data.test, pl.n_eval)
+                extra = {**extra, **{f"{key}_last": value for key, value in last.items()}}
                 records.append(
                     record(cfg, "DS (clean BN route)", mode, evaluate(cfg, wrong, data.test, pl.n_eval), **extra)
                 )

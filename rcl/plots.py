@@ -6,6 +6,7 @@ as percentages; eps values are in [0, 1] pixel units and are shown as k/255.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -305,9 +306,10 @@ def accuracy_bars(
 ):
     """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value.
 
-    Every bar is labelled with its value (a 0.0 bar still shows "0.0"); ``n`` (test images behind each accuracy)
-    adds error bars of two standard errors (``rcl.verdicts.noise``), ``chance`` a dashed line at the accuracy of
-    guessing. Long x labels are wrapped (and turned if they still collide); the legend sits outside the bars."""
+    Every bar is labelled with its value (a 0.0 bar still shows "0.0", a model that did not run "not run"); ``n``
+    (test images behind each accuracy) adds error bars of two standard errors (``rcl.verdicts.noise``), ``chance`` a
+    dashed line at the accuracy of guessing. Long x labels are wrapped (and turned if they still collide); the
+    legend sits outside the bars."""
     from rcl.verdicts import noise
 
     table = frame.pivot_table(index=index, columns=columns, values=value, sort=False)
@@ -315,9 +317,10 @@ def accuracy_bars(
     fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 0.35 * groups * bars + 1.2 * groups)), 3.6))
     errors = table.map(lambda p: 100 * noise(p, n=n)) if n else None
     (100 * table).plot.bar(ax=ax, rot=0, yerr=errors, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
-    for container in ax.containers:
-        if hasattr(container, "datavalues"):
-            ax.bar_label(container, fmt="%.1f", fontsize=6, padding=1)
+    bars_of = [c for c in ax.containers if hasattr(c, "datavalues")]  # one per column, in the table's order
+    for container, column in zip(bars_of, table.columns):  # pandas draws a missing cell as a 0-high bar
+        labels = ["not run" if math.isnan(v) else f"{100 * v:.1f}" for v in table[column]]
+        ax.bar_label(container, labels=labels, fontsize=6, padding=1)
     _chance_line(ax, chance)
     ax.set_xlabel(index)
     ax.set_ylabel(value.replace("_", " ") + " (%)")

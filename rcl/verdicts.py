@@ -708,9 +708,16 @@ def reference_claims(chapter: str, reference: str | Path | None = None) -> str |
     record = json.loads((folder / "run.json").read_text())
     claims = collect_claims(folder)
     claims = claims[claims.chapter == chapter]
+    settings = record.get("settings") or {}
+    network = (
+        f"{settings.get('arch')} of width {settings.get('width')}, {settings.get('n_train')} training and "
+        f"{settings.get('n_test')} test images; "
+        if settings.get("arch")
+        else ""
+    )
     lines = [
         f"reference run {folder.name}: profile {record.get('profile')}, dataset {record.get('dataset')}, seed "
-        f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}; {chapter}: {verdict_counts(claims)}"
+        f"{record.get('seed')}, commit {str(record.get('commit'))[:12]}; {network}{chapter}: {verdict_counts(claims)}"
     ]
     for c in claims.itertuples():
         source = f"paper claim {c.paper}" if c.paper else c.kind

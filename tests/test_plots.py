@@ -190,3 +190,10 @@ def test_every_figure_states_its_numbers_in_a_caption(tmp_path):
     )
     assert caption(lines).startswith("clean at pool: SL / ST 30 %")
     assert "a: 10 % at 0, 50 % at 2" in caption(plots.line_plot({"a": [0.1, 0.3, 0.5]}, [0, 1, 2], "x", "y"))
+
+
+def test_accuracy_bars_label_a_model_that_did_not_run_as_not_run_never_0():
+    """Issue 33: a scheme x scenario cell with no model drew a bar labelled "0.0", read as a measured 0 %."""
+    frame = pd.DataFrame({"scheme": ["SL", "SL", "CL"], "kind": ["ST", "AT", "ST"], "robust_acc": [0.0, 0.3, 0.05]})
+    ax = plots.accuracy_bars(frame, index="scheme", columns="kind").axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.0", "30.0", "5.0", "not run"]
