@@ -73,9 +73,12 @@ def caption(fig, text: str) -> None:
     """A one-line caption under the figure, in the saved PNG too, stating the numbers the figure shows."""
     import textwrap
 
+    renderer = fig.canvas.get_renderer()
+    bottom = fig.get_tightbbox(renderer).y0 / fig.get_figheight()  # below every axis label and tick, in figure units
     fig.text(
-        0.0, 0.0, textwrap.fill(text, 150), fontsize=7, ha="left", va="top", color="0.25", transform=fig.transFigure
-    )
+        0.0, min(0.0, bottom) - 0.02, textwrap.fill(text, 150), fontsize=7, ha="left", va="top", color="0.25",
+        transform=fig.transFigure,
+    )  # fmt: skip
 
 
 def training_curves(
@@ -83,10 +86,14 @@ def training_curves(
     keys: Sequence[str] = ("loss",),
     chance: float | None = None,
     save: str | Path | None = None,
+    title: str = "",
 ):
     """One panel per key in ``keys``; one line per run in ``histories`` (name -> per-epoch records), each run in
     the same colour in every panel (a run without a key leaves its panel without its line, not a shifted colour).
-    ``chance``: draw the chance line on the panels of accuracies (keys containing ``acc``)."""
+    ``chance``: draw the chance line on the panels of accuracies (keys containing ``acc``); ``title``: what the runs
+    are (e.g. which model's fine-tuning). Epochs are whole numbers on the axis."""
+    from matplotlib.ticker import MaxNLocator
+
     colours = _colours(histories)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes.flat, keys):
@@ -97,8 +104,11 @@ def training_curves(
         if "acc" in key:
             _chance_line(ax, chance, percent=False)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     handles = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -207,6 +217,9 @@ def line_plot(
         ax.plot(range(len(x)), values, marker="o", label=name)
     _chance_line(ax, chance, percent)
     ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=45 if len(x) > 8 else 0, fontsize=7)
+    if tick_labels_overlap(ax):  # many long names (every BatchNorm layer of a ResNet): upright, one per line
+        fig.set_figwidth(max(6.0, 0.3 * len(x)))
+        ax.set_xticks(range(len(x)), [str(v) for v in x], rotation=90, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (" (%)" if percent else ""))
     ax.set_title(title)

@@ -197,3 +197,29 @@ def test_accuracy_bars_label_a_model_that_did_not_run_as_not_run_never_0():
     frame = pd.DataFrame({"scheme": ["SL", "SL", "CL"], "kind": ["ST", "AT", "ST"], "robust_acc": [0.0, 0.3, 0.05]})
     ax = plots.accuracy_bars(frame, index="scheme", columns="kind").axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["0.0", "30.0", "5.0", "not run"]
+
+
+def test_a_caption_sits_below_the_axis_labels_and_long_layer_names_do_not_collide():
+    """Issue 33: chapter 08's caption was drawn over the x-axis label, and chapter 07's BatchNorm layer names over
+    each other."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    axes[0].set_xlabel("eps (x/255)")
+    plots.caption(fig, "mean robust accuracy over the radii: supervised 23.5 %, SimCLR 20.9 %, SupCon 16.7 %")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    caption_box = fig.texts[-1].get_window_extent(renderer)
+    label_box = axes[0].xaxis.label.get_window_extent(renderer)
+    assert caption_box.y1 <= label_box.y0  # the caption's top is under the label's bottom
+    layers = [f"layer{i}.{j}.{name}" for i in range(1, 5) for j in range(2) for name in ("bn1", "bn2", "shortcut.1")]
+    fig = plots.line_plot({"shift": [0.1] * len(layers)}, layers, "BatchNorm layer", "value", percent=False)
+    assert not plots.tick_labels_overlap(fig.axes[0])
+
+
+def test_training_curves_show_whole_epochs_and_say_what_ran():
+    history = [{"epoch": e, "val_acc": 0.2 + 0.05 * e} for e in range(1, 5)]
+    fig = plots.training_curves({"linear": history}, keys=("val_acc",), title="DS: TRADES fine-tuning")
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert ticks and all("." not in t for t in ticks) and fig._suptitle.get_text() == "DS: TRADES fine-tuning"
