@@ -239,6 +239,10 @@ def threat_model_2(
 
 
 # --------------------------------------------------------------------------------------------------- AutoAttack
+# The attack label of PGD run again on AutoAttack's own (fewer) test images: AutoAttack is only shown beside it
+PGD_ON_AUTOATTACK_IMAGES = "pgd-ce, AutoAttack's images"
+
+
 def autoattack_accuracy(
     model: nn.Module,
     split: Split,
@@ -473,6 +477,7 @@ __all__ = [
     "accuracy",
     "autoattack_accuracy",
     "autoattack_record",
+    "PGD_ON_AUTOATTACK_IMAGES",
     "eps_curve",
     "features",
     "layer_probe",

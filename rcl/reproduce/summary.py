@@ -67,7 +67,8 @@ def _setting(row) -> str:
         steps = row.get("steps")
         steps = "" if steps is None or pd.isna(steps) else f"-{int(steps)}"
         prefix = f"TM-{tm} " if isinstance(tm, str) and tm else ""
-        return f"{prefix}PGD{steps} {eps}".strip()
+        where = " on AutoAttack's images" if "AutoAttack's images" in attack else ""
+        return f"{prefix}PGD{steps} {eps}{where}".strip()
     return f"{attack} {eps}".strip()
 
 
@@ -83,10 +84,12 @@ def settings_table(frame: pd.DataFrame, rows: Sequence[str] = ("scheme", "scenar
     keys = list(rows)
     table = frame.groupby(keys, sort=False)["clean_acc"].first().map(format_pct).rename("clean").to_frame()
 
-    def order(item):  # threat model I, then II, then AutoAttack; smaller radius first
+    def order(item):  # threat model I, then II, then PGD on AutoAttack's images and AutoAttack; smaller radius first
         row = item[1].iloc[0]
         attack, tm = str(row.get("attack") or ""), row.get("threat_model")
-        family = 2 if attack.startswith("autoattack") else (0 if tm == "I" else 1)
+        family = (
+            3 if attack.startswith("autoattack") else 2 if "AutoAttack's images" in attack else (0 if tm == "I" else 1)
+        )
         return family, float(row.get("eps") or 0)
 
     for setting, part in sorted(frame.groupby("setting", sort=False), key=order):
