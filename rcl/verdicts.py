@@ -677,8 +677,8 @@ PUBLISHING_ENV = "RCL_PUBLISHING_TO"  # set by ``rcl.reproduce --publish DIR`` w
 
 def reference_run(reference: str | Path | None = None) -> Path | None:
     """The committed reference run's folder (``reference``, default ``<project root>/results/laptop-cifar10``) when
-    it holds a ``run.json``; otherwise ``None``, after printing why (none committed, or this very run is the one
-    being published there by ``rcl.reproduce --publish``)."""
+    it holds a ``run.json``; otherwise ``None``, after printing why (none committed, or this run is being published
+    by ``rcl.reproduce --publish``: there, or beside it, where the committed runs are about to be replaced)."""
     from rcl.runtime import project_root
 
     root = project_root()
@@ -687,6 +687,12 @@ def reference_run(reference: str | Path | None = None) -> Path | None:
     publishing = os.environ.get(PUBLISHING_ENV)
     if publishing and Path(publishing).resolve() == folder.resolve():
         print(f"this run is the reference run: rcl.reproduce --publish copies it to {shown} when the course ends")
+        return None
+    if publishing:  # a run being published (another seed) would print a reference run it is about to replace
+        print(
+            f"this run is being published as a reference run ({Path(publishing).name}): the runs committed beside it "
+            "are from an earlier revision and are not shown"
+        )
         return None
     if not (folder / "run.json").exists():
         print(f"no committed reference run at {shown}")

@@ -307,6 +307,12 @@ def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading
     monkeypatch.setenv(verdicts.PUBLISHING_ENV, str(folder))
     assert verdicts.reference_run(folder) is None and verdicts.reference_claims("01_supervised", folder) is None
     assert capsys.readouterr().out.count("this run is the reference run") == 2
+    monkeypatch.setenv(verdicts.PUBLISHING_ENV, str(tmp_path / "results" / "laptop-cifar10-seed1"))
+    (folder / "run.json").parent.mkdir(parents=True)
+    (folder / "run.json").write_text("{}")  # a committed run from an earlier revision, beside the one being published
+    assert verdicts.reference_run(folder) is None
+    assert "being published as a reference run (laptop-cifar10-seed1)" in capsys.readouterr().out
+    (folder / "run.json").unlink()
     monkeypatch.delenv(verdicts.PUBLISHING_ENV)
     assert verdicts.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
 
