@@ -245,8 +245,17 @@ def run_settings(settings: Mapping) -> dict[str, dict]:
     return {
         MAIN: {**base, "epochs": f"{settings['supervised_epochs']} (SL), {settings['pretrain_epochs']} (CL, SCL)"},
         ACL: {**base, "epochs": f"{settings['acl_epochs']} + {settings['acl_finetune_epochs']} fine-tuning"},
-        GUPTA: {**base, "epochs": settings["fn_epochs"]},
+        GUPTA: {**base, "epochs": _fn_epochs(settings)},
     }
+
+
+def _fn_epochs(settings: Mapping) -> str:
+    """Chapter 08's epochs as its plan trains them: the adversarial pre-training rows may be shorter."""
+    from rcl import false_negatives as fn
+    adversarial = fn.SLICES.get(settings["profile"], {}).get("adversarial_epochs")
+    if adversarial is None or adversarial == settings["fn_epochs"]:
+        return str(settings["fn_epochs"])
+    return f"{settings['fn_epochs']} (adversarial pre-training: {adversarial})"
 
 
 def beside(ours: pd.DataFrame, settings: dict | None = None, paper: str | None = None) -> pd.DataFrame:
