@@ -252,6 +252,7 @@ def run_settings(settings: Mapping) -> dict[str, dict]:
 def _fn_epochs(settings: Mapping) -> str:
     """Chapter 08's epochs as its plan trains them: the adversarial pre-training rows may be shorter."""
     from rcl import false_negatives as fn
+
     adversarial = fn.SLICES.get(settings["profile"], {}).get("adversarial_epochs")
     if adversarial is None or adversarial == settings["fn_epochs"]:
         return str(settings["fn_epochs"])

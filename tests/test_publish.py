@@ -327,3 +327,20 @@ def test_the_committed_reference_runs_name_no_machine_path():
             for match in re.finditer(ABSOLUTE + r"\S*", path.read_text(encoding="utf-8")):
                 found.append(f"{path.relative_to(project_root())}: {match.group()[:60]}")
     assert not found, "\n".join(found[:20])
+
+
+def test_a_resumed_run_says_which_chapters_an_earlier_invocation_executed():
+    """Issue 33: seed 1's README said '10 chapters' and '9 ran, 1 skipped' for a run that resumed after an
+    interruption, without saying so."""
+    record = {
+        "profile": "laptop", "dataset": "cifar10", "seed": 1, "commit": "c" * 40, "command": "python -m rcl.reproduce",
+        "started": "2026-12-03T22:51:31Z", "wall_seconds": 100.0,
+        "chapters": [
+            {"notebook": "00_setup_and_data.ipynb", "seconds": 11.0, "start": "2026-12-03T20:00:00.000001"},
+            {"notebook": "01_supervised_baseline.ipynb", "seconds": 89.0, "start": "2026-12-03T22:52:00.5"},
+        ],
+    }  # fmt: skip
+    text = publish.readme_text(record, "# summary\n")
+    assert "chapter 00 was executed by an earlier invocation of the same command" in text
+    record["chapters"][0]["start"] = "2026-12-03T22:51:40"
+    assert "earlier invocation" not in publish.readme_text(record, "# summary\n")

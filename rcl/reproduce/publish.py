@@ -343,6 +343,35 @@ def _build(staging, run_dir, commit, settings, command, started, machine_at_star
     fileio.write_atomic(staging / MARKER, lambda f: f.write(marker.encode()))
 
 
+def _earlier_invocations(record: dict) -> list[str]:
+    """A paragraph naming the chapters an earlier invocation of the command executed (the run resumed after an
+    interruption), from their papermill start times against the run's ``started``; none when all ran in one go."""
+    from datetime import datetime, timezone
+
+    def when(text):
+        try:
+            stamp = datetime.fromisoformat(str(text))
+        except ValueError:
+            return None
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+
+    started = when(record.get("started"))
+    earlier = [
+        row["notebook"][:2]
+        for row in record["chapters"]
+        if started is not None and when(row.get("start")) is not None and when(row.get("start")) < started
+    ]
+    if not earlier:
+        return []
+    return [
+        f"The run resumed after an interruption: chapter{'s' * (len(earlier) > 1)} {', '.join(earlier)} "
+        f"{'were' if len(earlier) > 1 else 'was'} executed by an earlier invocation of the same command; every time "
+        "above is the execution that finished its chapter (a chapter interrupted part-way and finished later counts "
+        "only the later part), and the summary below counts only the last invocation's chapters as run.",
+        "",
+    ]
+
+
 def readme_text(record: dict, summary_md: str, note: str | None = None) -> str:
     """The published folder's README: what produced it (command, commit, machine, wall times), then the summary."""
     start = record.get("machine_at_start") or {}
@@ -372,6 +401,7 @@ def readme_text(record: dict, summary_md: str, note: str | None = None) -> str:
         "| --- | --- |",
         *[f"| {row['notebook']} | {duration_text(row['seconds'], aligned=True)} |" for row in record["chapters"]],
         "",
+        *_earlier_invocations(record),
         "`run.json` holds every setting, the machine and the list of files; `notebooks/` the executed chapters "
         "with their outputs; each chapter's folder its tables (CSV/JSON) and figures. Checkpoints are not kept.",
         "",
