@@ -29,7 +29,7 @@ profile runs (the ``smoke`` profile runs a small slice of the grid on a few hund
 under a minute on a CPU; its numbers test the code path, not the paper's claim).
 
 LARS (lr 5.0, batch 512) is replaced by SGD with momentum, a cosine schedule and a linear warm-up, as is usual in
-re-implementations; DESIGN.md accepts the substitute and the chapter says so. ``docs/protocol.md`` lists every
+re-implementations; the chapter says so. ``docs/protocol.md`` lists every
 setting beside the paper's and the released code's.
 """
 

@@ -422,8 +422,8 @@ CLAIMS: tuple[PaperClaim, ...] = (
             "robust accuracy on CIFAR-10; public re-runs report 48.8-49.9 %."
         ),
         source=(
-            "the project's DESIGN.md, 'Reference figures', and rcl.references (\"as reported\"); the paper's table is "
-            "not reachable offline"
+            "docs/references.md, 'Jiang et al. 2020 (as reported)' and 'public re-runs of ACL (issues #19, #21)' "
+            "(rcl.references); the paper's table is not reachable offline"
         ),
         chapter="07",
         experiment=(

@@ -203,7 +203,8 @@ _CHANGES: dict[str, dict] = {
         n_val=128,
         fn_epochs=2,
     ),
-    # Sized by measurement on a 2-core CPU with real CIFAR-10 (tools/pilot_budget.py, README "The laptop profile"):
+    # Sized by measurement on a 2-core CPU with real CIFAR-10 (tools/pilot_budget.py; every departure from the
+    # papers, with its reason: docs/protocol.md, "The laptop profile's departures from the papers"):
     # the whole course in at most two hours there, with every model of a comparison clear of chance. Width 16: in
     # bf16 on a CPU with native bf16 its training step costs what width 8 costs in fp32 (python -m rcl.bench).
     "laptop": dict(

@@ -1,8 +1,9 @@
 """The papers' and public references' numbers, as data, and a way to lay our results beside them.
 
-Every figure here is quoted from a named source (DESIGN.md, "Reference figures"); none is computed by us. Values
-are fractions in [0, 1] (accuracies, or a fraction of a gap); a range (e.g. RobustBench's ResNet-18 entries) has
-``value`` as its low end and ``value_high`` as its high end.
+Every figure here is quoted from a source a reader can open, and none is computed by us: ``docs/references.md`` has
+one entry per source (its heading is the row's ``source``), with the setting behind the figure and the words or
+table row it was read from. Values are fractions in [0, 1] (accuracies, or a fraction of a gap); a range (e.g.
+RobustBench's ResNet-18 entries) has ``value`` as its low end and ``value_high`` as its high end.
 
 Columns of :func:`table`: ``paper`` (the paper whose chapter the row belongs to), ``source``, ``setting`` (network,
 epochs, protocol), ``dataset``, ``arch``, ``method``, ``metric`` (``clean_acc``, ``robust_acc``, ``gap_closed``,
@@ -26,52 +27,69 @@ PAPERS = (MAIN, ACL, GUPTA)
 _E8 = 8 / 255
 _NAN = math.nan
 
+# The sources: each is the heading of its entry in docs/references.md (tests/test_references.py checks it).
+SOLO_LEARN = "solo-learn README"
+SUPCONTRAST = "SupContrast README"
+PGD_AT = "EhanW/AdversarialTraining README"
+ROBUSTBENCH = "RobustBench CIFAR-10 Linf entries (ResNet-18)"
+JIANG = "Jiang et al. 2020 (as reported)"
+ACL_RERUNS = "public re-runs of ACL (issues #19, #21)"
+ROCL = "RoCL README"
+GUPTA_ABSTRACT = "Gupta et al. 2023 (abstract)"
+SOURCES = (SOLO_LEARN, SUPCONTRAST, PGD_AT, ROBUSTBENCH, JIANG, ACL_RERUNS, ROCL, GUPTA_ABSTRACT)
+REFERENCES_DOC = "docs/references.md"
+
+_PGD_AT_SETTING = (
+    "PGD-AT (Madry), end to end: PGD-10 training at 8/255, SGD 0.1, 110 epochs (decay at 100 and 105); PGD-10 eval"
+)
+
 # (paper, source, setting, dataset, arch, method, metric, attack, eps, value, value_high, scheme, scenario, chapter)
 _ROWS = [
     # standard linear evaluation (SimCLR / SupCon / cross-entropy): where clean accuracy should head
-    (MAIN, "solo-learn README", "SimCLR, 1000 epochs, linear eval", "cifar10", "resnet18", "SimCLR",
+    (MAIN, SOLO_LEARN, "SimCLR, 1000 epochs, online linear eval", "cifar10", "resnet18", "SimCLR",
      "clean_acc", None, _NAN, 0.9074, _NAN, "CL", "ST", "04_scenarios"),
-    (MAIN, "solo-learn README", "SimCLR, 1000 epochs, linear eval", "cifar100", "resnet18", "SimCLR",
+    (MAIN, SOLO_LEARN, "SimCLR, 1000 epochs, online linear eval", "cifar100", "resnet18", "SimCLR",
      "clean_acc", None, _NAN, 0.6578, _NAN, "CL", "ST", "04_scenarios"),
-    (MAIN, "solo-learn README", "SupCon, 1000 epochs, linear eval", "cifar10", "resnet18", "SupCon",
+    (MAIN, SOLO_LEARN, "SupCon, 1000 epochs, online linear eval", "cifar10", "resnet18", "SupCon",
      "clean_acc", None, _NAN, 0.9382, _NAN, "SCL", "ST", "04_scenarios"),
-    (MAIN, "solo-learn README", "SupCon, 1000 epochs, linear eval", "cifar100", "resnet18", "SupCon",
+    (MAIN, SOLO_LEARN, "SupCon, 1000 epochs, online linear eval", "cifar100", "resnet18", "SupCon",
      "clean_acc", None, _NAN, 0.7038, _NAN, "SCL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy, end to end", "cifar10", "resnet50", "supervised",
+    (MAIN, SUPCONTRAST, "cross-entropy, end to end", "cifar10", "resnet50", "supervised",
      "clean_acc", None, _NAN, 0.950, _NAN, "SL", "end-to-end ST", "01_supervised"),
-    (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar10", "resnet50", "SupCon",
+    (MAIN, SUPCONTRAST, "SupCon, linear eval", "cifar10", "resnet50", "SupCon",
      "clean_acc", None, _NAN, 0.960, _NAN, "SCL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar10", "resnet50", "SimCLR",
+    (MAIN, SUPCONTRAST, "SimCLR, linear eval", "cifar10", "resnet50", "SimCLR",
      "clean_acc", None, _NAN, 0.936, _NAN, "CL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "cross-entropy, end to end", "cifar100", "resnet50", "supervised",
+    (MAIN, SUPCONTRAST, "cross-entropy, end to end", "cifar100", "resnet50", "supervised",
      "clean_acc", None, _NAN, 0.753, _NAN, "SL", "end-to-end ST", "01_supervised"),
-    (MAIN, "SupContrast README (Khosla et al.)", "SupCon, linear eval", "cifar100", "resnet50", "SupCon",
+    (MAIN, SUPCONTRAST, "SupCon, linear eval", "cifar100", "resnet50", "SupCon",
      "clean_acc", None, _NAN, 0.765, _NAN, "SCL", "ST", "04_scenarios"),
-    (MAIN, "SupContrast README (Khosla et al.)", "SimCLR, linear eval", "cifar100", "resnet50", "SimCLR",
+    (MAIN, SUPCONTRAST, "SimCLR, linear eval", "cifar100", "resnet50", "SimCLR",
      "clean_acc", None, _NAN, 0.707, _NAN, "CL", "ST", "04_scenarios"),
     # adversarial training: where robust accuracy should head
-    (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
-     "supervised PGD-AT", "clean_acc", None, _NAN, 0.845, _NAN, "SL", "end-to-end AT", "01_supervised"),
-    (MAIN, "public reproduction of Bag-of-Tricks PGD-AT", "PGD-AT (Madry), end to end", "cifar10", "resnet18",
-     "supervised PGD-AT", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "SL", "end-to-end AT", "01_supervised"),
-    (MAIN, "RobustBench (ResNet-18 entries)", "various adversarial training recipes", "cifar10", "resnet18",
-     "adversarial training", "robust_acc", "autoattack", _E8, 0.43, 0.57, "SL", "Full-AT", "05_robustness"),
+    (MAIN, PGD_AT, _PGD_AT_SETTING, "cifar10", "resnet18", "supervised PGD-AT", "clean_acc", None, _NAN, 0.8455,
+     _NAN, "SL", "end-to-end AT", "01_supervised"),
+    (MAIN, PGD_AT, _PGD_AT_SETTING, "cifar10", "resnet18", "supervised PGD-AT", "robust_acc", "pgd-ce", _E8,
+     0.5277, _NAN, "SL", "end-to-end AT", "01_supervised"),
+    (MAIN, ROBUSTBENCH, "adversarial training on CIFAR-10 alone (no extra or generated data, not compressed)",
+     "cifar10", "resnet18", "adversarial training", "robust_acc", "autoattack", _E8, 0.4321, 0.5248, "SL",
+     "Full-AT", "05_robustness"),
     # ACL and the adversarial contrastive method it compares with
-    (ACL, "Jiang et al. 2020 (as reported)", "DS pre-training, full adversarial fine-tuning (TRADES)", "cifar10",
+    (ACL, JIANG, "DS pre-training, full adversarial fine-tuning (TRADES)", "cifar10",
      "resnet18", "ACL DS", "robust_acc", "pgd-ce", _E8, 0.528, _NAN, "DS", "full", "07_acl"),
-    (ACL, "public re-runs of ACL", "DS pre-training, full adversarial fine-tuning (TRADES)", "cifar10",
-     "resnet18", "ACL DS", "robust_acc", "pgd-ce", _E8, 0.488, 0.499, "DS", "full", "07_acl"),
-    (ACL, "RoCL (Kim et al. 2020)", "RoCL pre-training, linear eval", "cifar10", "resnet18", "RoCL",
+    (ACL, ACL_RERUNS, "DS pre-training, full adversarial fine-tuning (TRADES), released code", "cifar10",
+     "resnet18", "ACL DS", "robust_acc", "pgd-ce", _E8, 0.4878, 0.4991, "DS", "full", "07_acl"),
+    (ACL, ROCL, "RoCL pre-training, linear eval", "cifar10", "resnet18", "RoCL",
      "clean_acc", None, _NAN, 0.8371, _NAN, None, None, None),
-    (ACL, "RoCL (Kim et al. 2020)", "RoCL pre-training, linear eval", "cifar10", "resnet18", "RoCL",
+    (ACL, ROCL, "RoCL pre-training, linear eval; attack not named in the README", "cifar10", "resnet18", "RoCL",
      "robust_acc", "pgd-ce", _E8, 0.4027, _NAN, None, None, None),
     # Gupta et al.
-    (GUPTA, "Gupta et al. 2023 (abstract)", "false-negative removal in SimCLR (their detection rule)", "cifar10",
-     "resnet", "SimCLR-FN", "gap_closed", "pgd-ce", _NAN, 0.68, _NAN, "SimCLR-FN(kmeans)", "ST",
+    (GUPTA, GUPTA_ABSTRACT, "false-negative removal in SimCLR (their detection rule; the abstract names no dataset)",
+     "cifar10", "resnet", "SimCLR-FN", "gap_closed", "pgd-ce", _NAN, 0.68, _NAN, "SimCLR-FN(kmeans)", "ST",
      "08_false_negatives"),
-    (GUPTA, "Gupta et al. 2023 (abstract)", "false-negative removal inside two adversarial contrastive methods",
-     "cifar10", "resnet", "adversarial CL + FN removal", "robust_gain", "pgd-ce", _NAN, 0.05, _NAN,
-     "SimCLR-FN(kmeans) +AT", "AT", "08_false_negatives"),
+    (GUPTA, GUPTA_ABSTRACT, "false-negative removal inside two adversarial contrastive methods", "cifar10",
+     "resnet", "adversarial CL + FN removal", "robust_gain", "pgd-ce", _NAN, 0.05, _NAN, "SimCLR-FN(kmeans) +AT",
+     "AT", "08_false_negatives"),
 ]  # fmt: skip
 
 COLUMNS = [
@@ -325,6 +343,7 @@ __all__ = [
     "GUPTA",
     "MAIN",
     "PAPERS",
+    "SOURCES",
     "beside",
     "format_value",
     "gap_long",

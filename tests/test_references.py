@@ -1,6 +1,10 @@
-"""Tests of rcl.references: the reference figures are DESIGN.md's, and our results land beside the right ones."""
+"""Tests of rcl.references: every reference figure is the one its source (docs/references.md) gives, and our results
+land beside the right ones."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,28 +28,28 @@ def _value(**keys) -> tuple[float, float]:
         (dict(source="solo-learn README", method="SimCLR", dataset="cifar100"), 0.6578),
         (dict(source="solo-learn README", method="SupCon", dataset="cifar10"), 0.9382),
         (dict(source="solo-learn README", method="SupCon", dataset="cifar100"), 0.7038),
-        (dict(method="supervised PGD-AT", metric="clean_acc"), 0.845),
-        (dict(method="supervised PGD-AT", metric="robust_acc"), 0.528),
+        (dict(source="EhanW/AdversarialTraining README", metric="clean_acc"), 0.8455),
+        (dict(source="EhanW/AdversarialTraining README", metric="robust_acc"), 0.5277),
         (dict(method="ACL DS", source="Jiang et al. 2020 (as reported)"), 0.528),
         (dict(method="RoCL", metric="clean_acc"), 0.8371),
         (dict(method="RoCL", metric="robust_acc"), 0.4027),
         (dict(metric="gap_closed"), 0.68),
         (dict(metric="robust_gain"), 0.05),
-        (dict(method="supervised", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.950),
-        (dict(method="SupCon", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.960),
-        (dict(method="SimCLR", dataset="cifar10", source="SupContrast README (Khosla et al.)"), 0.936),
-        (dict(method="supervised", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.753),
-        (dict(method="SupCon", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.765),
-        (dict(method="SimCLR", dataset="cifar100", source="SupContrast README (Khosla et al.)"), 0.707),
+        (dict(method="supervised", dataset="cifar10", source="SupContrast README"), 0.950),
+        (dict(method="SupCon", dataset="cifar10", source="SupContrast README"), 0.960),
+        (dict(method="SimCLR", dataset="cifar10", source="SupContrast README"), 0.936),
+        (dict(method="supervised", dataset="cifar100", source="SupContrast README"), 0.753),
+        (dict(method="SupCon", dataset="cifar100", source="SupContrast README"), 0.765),
+        (dict(method="SimCLR", dataset="cifar100", source="SupContrast README"), 0.707),
     ],
 )
-def test_design_figures_are_in_the_table(keys, value):
+def test_sourced_figures_are_in_the_table(keys, value):
     assert _value(**keys)[0] == pytest.approx(value)
 
 
 def test_ranges_keep_both_ends():
-    assert _value(source="RobustBench (ResNet-18 entries)") == pytest.approx((0.43, 0.57))
-    assert _value(source="public re-runs of ACL") == pytest.approx((0.488, 0.499))
+    assert _value(source="RobustBench CIFAR-10 Linf entries (ResNet-18)") == pytest.approx((0.4321, 0.5248))
+    assert _value(source="public re-runs of ACL (issues #19, #21)") == pytest.approx((0.4878, 0.4991))
 
 
 def test_every_row_is_sourced_and_well_formed():
@@ -59,6 +63,40 @@ def test_every_row_is_sourced_and_well_formed():
     with pytest.raises(ValueError, match="unknown paper"):
         refs.table("Someone et al.")
     assert set(refs.table(refs.ACL).paper) == {refs.ACL}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference_entries() -> set[str]:
+    """The entries of docs/references.md: its level-3 headings."""
+    text = (ROOT / refs.REFERENCES_DOC).read_text()
+    return {m.group(1).strip() for m in re.finditer(r"^### (.+)$", text, flags=re.MULTILINE)}
+
+
+def test_every_source_is_an_entry_of_docs_references():
+    entries = _reference_entries()
+    missing = sorted(set(refs.table().source) - entries)
+    assert not missing, f"sources without an entry (### heading) in {refs.REFERENCES_DOC}: {missing}"
+    assert set(refs.SOURCES) <= entries and set(refs.table().source) == set(refs.SOURCES)
+
+
+def test_every_figure_is_quoted_in_its_entry():
+    """Each row's value (and high end) appears, in percent as its source writes it, in the source's entry."""
+    text = (ROOT / refs.REFERENCES_DOC).read_text()
+    for row in refs.table().to_dict("records"):
+        entry = text.split(f"### {row['source']}\n", 1)[1].split("\n### ", 1)[0]
+        for value in (row["value"], row["value_high"]):
+            if pd.isna(value):
+                continue
+            shown = {f"{100 * value:.2f}", f"{100 * value:.1f}", f"{100 * value:.0f}"}
+            assert any(s in entry for s in shown), f"{row['source']}: {value} not quoted in its entry"
+
+
+def test_no_module_cites_the_internal_design_note():
+    """DESIGN.md is an internal note, not shipped: rcl cites what a reader can open (docs/, the papers, URLs)."""
+    citing = [str(p.relative_to(ROOT)) for p in (ROOT / "rcl").rglob("*.py") if "DESIGN.md" in p.read_text()]
+    assert not citing, f"modules citing DESIGN.md: {citing}"
 
 
 def test_format_value():
