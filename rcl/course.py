@@ -173,13 +173,16 @@ def describe_attack(attack) -> str:
     return f"PGD-{attack.steps}, {norm} {radius}, step {attack.alpha * 255:.3g}/255, {start}"
 
 
+DEPARTURES = "section 'The laptop profile's departures from the papers'"
+
+
 def this_run(cfg: profiles.Config, chapter: str, data=None):
     """The settings this chapter's run uses, as a table to show before its results ("this run"): computed from
     ``cfg`` and the chapter's own functions, so the prose never has to state a number the run may not use.
 
     ``chapter``: its two-digit number (``"01"`` ... ``"09"``); ``data``: the chapter's ``Dataset`` (for the image
     counts). Returns a DataFrame with one column, ``this run``, indexed by setting; it also prints the profile's
-    note (what its numbers can and cannot show)."""
+    note (what its numbers can and cannot show) and where its departures from the papers are explained."""
     import pandas as pd
 
     from rcl import study
@@ -245,6 +248,11 @@ def this_run(cfg: profiles.Config, chapter: str, data=None):
         )
         rows["adversarial pre-training attack"] = attack["train"]
     print(PROFILE_NOTES.get(cfg.profile, f"profile {cfg.profile}"))
+    if cfg.profile != "paper":
+        print(
+            f"How these settings depart from the papers', and why: docs/protocol.md ({DEPARTURES}); the papers' and "
+            "public figures the chapters compare with, with their sources: docs/references.md."
+        )
     return pd.DataFrame({"this run": pd.Series(rows, dtype=object)}).rename_axis("setting")
 
 

@@ -80,3 +80,14 @@ def test_the_paper_and_laptop_columns_are_the_profiles_values(row):
             f"{field}, {profile}: the code says {shown!r}, the doc {cell!r}"
         )
     assert row["why"], f"{field}: no reason given"
+
+
+def test_every_chapter_names_where_its_departures_are_explained(capsys):
+    """Each chapter's "This run" table (rcl.course.this_run) points at the departures table, whose heading exists."""
+    from rcl import course, profiles
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert "## The laptop profile's departures from the papers" in page
+    cfg = profiles.resolve("laptop", "synthetic", "cpu")
+    course.this_run(cfg, "04")
+    assert "docs/protocol.md (section 'The laptop profile's departures from the papers')" in capsys.readouterr().out
