@@ -190,10 +190,11 @@ def _records(run):
         "CL Full-AT beats AT", 0.30, 0.29, n=64, names=("Full-AT", "AT"), paper="ghofrani-cl-full-at-accuracy",
         part="robust",
     )  # fmt: skip
-    claims.greater(
-        "CL Full-AT is more accurate than AT", 0.60, 0.29, n=64, names=("Full-AT", "AT"),
-        paper="ghofrani-cl-full-at-accuracy", part="clean",
-    )  # fmt: skip
+    for part in ("clean", "clean, budget-matched", "robust, budget-matched"):
+        claims.greater(
+            f"CL Full-AT beats AT ({part})", 0.60, 0.29, n=64, names=("Full-AT", "AT"),
+            paper="ghofrani-cl-full-at-accuracy", part=part,
+        )  # fmt: skip
     nb = nbformat.v4.new_notebook()
     out = nbformat.v4.new_output("stream", name="stdout", text="profile=smoke dataset=synthetic device=cpu seed=3 x\n")
     nb.cells = [nbformat.v4.new_code_cell("setup()", outputs=[out])]
@@ -317,7 +318,7 @@ def test_the_run_being_published_says_it_is_the_reference_run_instead_of_reading
     assert verdicts.reference_run(folder) is None and "no committed reference run" in capsys.readouterr().out
 
 
-def _paper_rows(parts: dict[str, str], key: str = "ghofrani-cl-full-at-accuracy") -> pd.DataFrame:
+def _paper_rows(parts: dict[str, str], key: str = "ghofrani-cl-consistent-st") -> pd.DataFrame:
     """A run's claims with one row per part of ``key``, each with the verdict given: holds, does not hold,
     undecided (inside its noise) or untestable."""
     claims = verdicts.Claims(None)
@@ -333,7 +334,7 @@ def _paper_rows(parts: dict[str, str], key: str = "ghofrani-cl-full-at-accuracy"
 
 
 @pytest.mark.parametrize(
-    "clean, robust, expected",
+    "sl, scl, expected",
     [
         ("holds", "holds", "holds"),
         ("holds", "undecided", "undecided"),  # one part inside its noise: the claim is undecided, not "holds"
@@ -342,21 +343,22 @@ def _paper_rows(parts: dict[str, str], key: str = "ghofrani-cl-full-at-accuracy"
         ("untestable", "does not hold", "does not hold"),
     ],
 )
-def test_a_claim_with_parts_gets_the_registers_combined_verdict(clean, robust, expected, capsys):
-    table = verdicts.paper_verdicts(_paper_rows({"clean": clean, "robust": robust}))
+def test_a_claim_with_parts_gets_the_registers_combined_verdict(sl, scl, expected, capsys):
+    """ghofrani-cl-consistent-st has two parts: CL against SL, and CL against SCL."""
+    table = verdicts.paper_verdicts(_paper_rows({"SL": sl, "SCL": scl}))
     (row,) = table.itertuples()
-    assert row.paper == "ghofrani-cl-full-at-accuracy" and row.verdict == expected
-    assert row.parts == f"clean: {clean}; robust: {robust}"
-    assert "clean: clean numbers" in row.evidence and "robust: robust numbers" in row.evidence
+    assert row.paper == "ghofrani-cl-consistent-st" and row.verdict == expected
+    assert row.parts == f"SL: {sl}; SCL: {scl}"
+    assert "SL: SL numbers" in row.evidence and "SCL: SCL numbers" in row.evidence
     # one claim, counted once, whatever its rows
-    assert verdicts.verdict_counts(_paper_rows({"clean": clean, "robust": robust})).startswith(
+    assert verdicts.verdict_counts(_paper_rows({"SL": sl, "SCL": scl})).startswith(
         f"paper claims (1 of {len(CLAIMS)} in the register): 1 {expected}"
     )
 
 
 def test_a_required_part_missing_from_the_run_makes_the_claim_untestable(capsys):
-    (row,) = verdicts.paper_verdicts(_paper_rows({"robust": "holds"})).itertuples()
-    assert row.verdict == "untestable" and row.parts == "clean: not in this run; robust: holds"
+    (row,) = verdicts.paper_verdicts(_paper_rows({"SCL": "holds"})).itertuples()
+    assert row.verdict == "untestable" and row.parts == "SL: not in this run; SCL: holds"
 
 
 def test_a_claim_that_cites_another_claims_part_uses_that_row_once(capsys, monkeypatch):
