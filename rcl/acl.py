@@ -394,15 +394,30 @@ def pretrain_history(cfg: Config, source: str) -> list[dict]:
 
 def pretrained(cfg: Config, data: Dataset, source: str, pl: Plan | None = None, progress: bool = True) -> nn.Module:
     """The pre-trained network ``source`` names: an ACL variant (:func:`pretrain`), ``BASELINE``, ``ABLATION``
-    (:func:`single_bn_ds`) or ``CONTROL`` (a randomly initialised network of the same architecture, not trained)."""
+    (:func:`single_bn_ds`) or ``CONTROL`` (:func:`random_encoder`)."""
     if source == BASELINE:
         return baseline(cfg, data, pl, progress)
     if source == ABLATION:
         return single_bn_ds(cfg, data, pl, progress)
     if source == CONTROL:
-        with seeded_init(cfg.seed, study.model_name(cfg, chapter_dir(cfg) / f"pretrain-{CONTROL}")):
-            return new_acl_net(cfg, dual_bn=False)
+        return random_encoder(cfg, data, pl)
     return pretrain(cfg, data, source, pl, progress)
+
+
+@torch.no_grad()
+def random_encoder(cfg: Config, data: Dataset, pl: Plan | None = None) -> ContrastiveNet:
+    """The control of chapter 07's verdicts: the ACL network, randomly initialised and not trained, with its
+    BatchNorm statistics estimated on the pre-training images (one pass in train mode, a cumulative average). Without
+    them its eval-mode attacks run through unnormalised activations that grow layer after layer until the loss is
+    not a number (measured: TRADES' first epoch diverges, in fp32 as in bf16)."""
+    from torch.optim.swa_utils import update_bn
+
+    pl = pl or plan(cfg)
+    train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
+    with seeded_init(cfg.seed, study.model_name(cfg, chapter_dir(cfg) / f"pretrain-{CONTROL}")):
+        model = new_acl_net(cfg, dual_bn=False)
+    update_bn((train.images[i : i + 256].float() / 255 for i in range(0, len(train), 256)), model)
+    return model.eval()
 
 
 def single_bn_ds(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:

@@ -25,12 +25,14 @@ def main() -> None:
     parser.add_argument("--data", default="data/cifar10-jpeg", help="an ImageFolder tree of CIFAR-10")
     parser.add_argument("--epochs", type=int, nargs="+", default=[4, 12], help="pre-training lengths to try")
     parser.add_argument("--out", default="/tmp/pilot-acl", help="a scratch run folder (checkpoints land here)")
+    parser.add_argument("--control-precision", default="auto", help="precision of the random-encoder control's run")
     args = parser.parse_args()
     rows = []
     for epochs in [0, *args.epochs]:  # 0: the random-encoder control
         run_dir = Path(args.out) / f"e{epochs}"
         dataset = f"imagefolder:{Path(args.data).resolve()}"
-        cfg = course.setup("laptop", dataset, "cpu", 0, run_dir, acl_epochs=max(epochs, 1))
+        precision = args.control_precision if epochs == 0 else "auto"
+        cfg = course.setup("laptop", dataset, "cpu", 0, run_dir, acl_epochs=max(epochs, 1), precision=precision)
         data = course.load_data(cfg)
         plan = acl.plan(cfg, variants=("DS",), modes=("linear",))
         start = time.perf_counter()
