@@ -434,3 +434,27 @@ def test_pretrained_network_starts_from_the_same_weights_whichever_process_build
     state = torch.random.get_rng_state()
     acl.pretrain(_cfg(tmp_path / "a", acl_epochs=0), data, "A2A", progress=False)
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's random stream is untouched
+
+
+def test_a_control_whose_recipe_diverges_is_fine_tuned_again_at_a_tenth_of_the_rate(monkeypatch, tmp_path, capsys):
+    """Measured on the laptop profile: TRADES at lr 0.1 on a random ACL network diverges in its first epoch. The
+    control is then the same recipe at lr 0.01 (a control that converges is the stricter floor), in its own folder,
+    and the records say which rate it trained at."""
+    from rcl.train_loop import TrainingDiverged
+
+    cfg = profiles.resolve("smoke", "synthetic", "cpu", run_dir=tmp_path)
+    calls = []
+
+    def fake_finetune(cfg, data, source, name, mode, pl=None, progress=True):
+        calls.append((name, cfg.acl_finetune_lr))
+        if len(calls) == 1:
+            raise TrainingDiverged("the loss became nan")
+        return "classifier", [{"epoch": 1}]
+
+    monkeypatch.setattr(acl, "finetune", fake_finetune)
+    model, history, run = acl.finetune_control(cfg, None, object(), "linear")
+    low = cfg.acl_finetune_lr / 10
+    assert calls == [(acl.CONTROL, cfg.acl_finetune_lr), (f"{acl.CONTROL}-lr{low:g}", low)]
+    assert run == f"{acl.CONTROL}-lr{low:g}" and acl._run_lr(cfg, run) == pytest.approx(low)
+    assert acl._run_lr(cfg, acl.CONTROL) == cfg.acl_finetune_lr
+    assert "fine-tuning it again at lr" in capsys.readouterr().out

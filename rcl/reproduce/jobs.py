@@ -248,7 +248,10 @@ def _acl_finetune(cfg, data, source: str, mode: str) -> None:
     from rcl import acl
 
     plan = acl.plan(cfg)  # the splits depend on the profile only, not on the variants or modes asked for
-    acl.finetune(cfg, data, acl.pretrained(cfg, data, source, plan), source, mode, plan)
+    if source == acl.CONTROL:  # a lower rate where the recipe diverges on random features
+        acl.finetune_control(cfg, data, acl.pretrained(cfg, data, source, plan), mode, plan)
+    else:
+        acl.finetune(cfg, data, acl.pretrained(cfg, data, source, plan), source, mode, plan)
 
 
 def _fn_network(cfg, data, name: str, epochs: int) -> None:
