@@ -407,9 +407,9 @@ def pretrained(cfg: Config, data: Dataset, source: str, pl: Plan | None = None, 
 @torch.no_grad()
 def random_encoder(cfg: Config, data: Dataset, pl: Plan | None = None) -> ContrastiveNet:
     """The control of chapter 07's verdicts: the ACL network, randomly initialised and not trained, with its
-    BatchNorm statistics estimated on the pre-training images (one pass in train mode, a cumulative average). Without
-    them its eval-mode attacks run through unnormalised activations that grow layer after layer until the loss is
-    not a number (measured: TRADES' first epoch diverges, in fp32 as in bf16)."""
+    BatchNorm statistics estimated on the pre-training images (one pass in train mode, a cumulative average), as a
+    trained encoder's are: the eval-mode attacks of fine-tuning and evaluation then normalise its activations as they
+    do the trained encoders'. (TRADES at the recipe's rate still diverges on it: :func:`finetune_control`.)"""
     from torch.optim.swa_utils import update_bn
 
     pl = pl or plan(cfg)
