@@ -336,20 +336,30 @@ def chapter_dir(cfg: Config) -> Path:
     return cfg.run_dir / CHAPTER
 
 
-def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
+def pretrain(
+    cfg: Config,
+    data: Dataset,
+    variant: str,
+    pl: Plan | None = None,
+    progress: bool = True,
+    *,
+    single_bn: bool = False,
+) -> ContrastiveNet:
     """Load or train the ACL pre-trained network of ``variant`` ("A2A" | "A2S" | "DS") in ``run_dir/07_acl/``.
 
     A2S and DS networks carry dual BatchNorm (``dual_bn=True``): the clean views always go through the ``clean``
     branch and the adversarial views through the ``adv`` branch, so each branch keeps its own statistics and affine
-    parameters. A2A (two adversarial branches) has one BatchNorm.
+    parameters. A2A (two adversarial branches) has one BatchNorm. ``single_bn=True``: the same pre-training with one
+    BatchNorm for both streams, the paper's design choice taken out (``ABLATION`` for DS, in
+    ``run_dir/07_acl/pretrain-DS-single-BN``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown ACL variant {variant!r}; choose from {', '.join(VARIANTS)}")
     pl = pl or plan(cfg)
     train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
-    ckpt_dir = chapter_dir(cfg) / f"pretrain-{variant}"
+    ckpt_dir = chapter_dir(cfg) / f"pretrain-{variant}{'-single-BN' if single_bn else ''}"
     with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):  # the same weights in any process, any order
-        model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS)
+        model = new_acl_net(cfg, dual_bn=variant in DUAL_BN_VARIANTS and not single_bn)
     pretrain_acl(
         model,
         train,
@@ -359,6 +369,7 @@ def pretrain(cfg: Config, data: Dataset, variant: str, pl: Plan | None = None, p
         attack=pretrain_attack(cfg),
         augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
         ckpt_dir=ckpt_dir,
+        single_bn=single_bn,
     )
     return model
 
@@ -394,11 +405,11 @@ def pretrain_history(cfg: Config, source: str) -> list[dict]:
 
 def pretrained(cfg: Config, data: Dataset, source: str, pl: Plan | None = None, progress: bool = True) -> nn.Module:
     """The pre-trained network ``source`` names: an ACL variant (:func:`pretrain`), ``BASELINE``, ``ABLATION``
-    (:func:`single_bn_ds`) or ``CONTROL`` (:func:`random_encoder`)."""
+    (DS with one BatchNorm, :func:`pretrain`) or ``CONTROL`` (:func:`random_encoder`)."""
     if source == BASELINE:
         return baseline(cfg, data, pl, progress)
     if source == ABLATION:
-        return single_bn_ds(cfg, data, pl, progress)
+        return pretrain(cfg, data, "DS", pl, progress, single_bn=True)
     if source == CONTROL:
         return random_encoder(cfg, data, pl)
     return pretrain(cfg, data, source, pl, progress)
@@ -418,29 +429,6 @@ def random_encoder(cfg: Config, data: Dataset, pl: Plan | None = None) -> Contra
         model = new_acl_net(cfg, dual_bn=False)
     update_bn((train.images[i : i + 256].float() / 255 for i in range(0, len(train), 256)), model)
     return model.eval()
-
-
-def single_bn_ds(cfg: Config, data: Dataset, pl: Plan | None = None, progress: bool = True) -> ContrastiveNet:
-    """Load or train DS with one BatchNorm shared by the clean and the adversarial stream: the same pre-training,
-    data, attack and budget as :func:`pretrain` ``("DS")`` but the paper's design choice taken out
-    (``run_dir/07_acl/pretrain-DS-single-BN``)."""
-    pl = pl or plan(cfg)
-    train = balanced_subset(data.train, _cap(pl.n_pretrain, len(data.train)), seed=cfg.seed)
-    ckpt_dir = chapter_dir(cfg) / f"pretrain-{ABLATION}"
-    with seeded_init(cfg.seed, study.model_name(cfg, ckpt_dir)):
-        model = new_acl_net(cfg, dual_bn=False)
-    pretrain_acl(
-        model,
-        train,
-        pretrain_config(cfg, progress),
-        variant="DS",
-        temperature=cfg.acl_temperature,
-        attack=pretrain_attack(cfg),
-        augment=SimCLRAugment(scale=PROTOCOL.crop_scale),
-        ckpt_dir=ckpt_dir,
-        single_bn=True,
-    )
-    return model
 
 
 def single_bn_encoder(model: nn.Module, route: str = PROTOCOL.ds_finetune_route) -> nn.Module:
