@@ -66,6 +66,19 @@ def cifar10_jpeg() -> Path:
     return target
 
 
+# ------------------------------------------------------------------------------------------- the browser tests
+# Debian's Chromium (tools/install_browser.sh) and the flags that keep it off the closed network
+CHROMIUM = Path(os.environ.get("RCL_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
 # ------------------------------------------------------------------------------------------- small data and networks
 def half_size(split: Split) -> Split:
     """The split at half the resolution (2x2 average pooling, so 16x16 for CIFAR's 32x32): 4x cheaper, same classes."""

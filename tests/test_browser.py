@@ -29,20 +29,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/00_setup_and_data.ipynb"
-CHROMIUM = Path(os.environ.get("RCL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 RUN_ALL = '.lm-Menu-item[data-command="runmenu:run-all"], .lm-Menu-item[data-command="notebook:run-all-cells"]'
 # JupyterLab renders a traceback as stderr, like any stderr stream (the synthetic-data warning is one): tell
 # them apart by IPython's traceback header. Wait until every code cell has run, or one has failed.

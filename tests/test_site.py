@@ -28,19 +28,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 from rcl.site import pages
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("RCL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = ROOT / "runs" / "browser-artifacts"
 DOCS_IMG = ROOT / "docs" / "img"
 SEARCH = ("SupCon", "03_supcon")  # a method's name, and the chapter search must find
