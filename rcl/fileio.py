@@ -35,6 +35,7 @@ __all__ = [
     "STALE_TMP_SECONDS",
     "clean_stale_temporaries",
     "format_bytes",
+    "file_sha256",
     "printable",
     "symbolic_links",
     "write_atomic",
@@ -47,6 +48,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex, read a MiB at a time (a pinned download, a wheel)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def printable(text: object) -> str:

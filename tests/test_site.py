@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS
 
+from rcl.fileio import file_sha256
 from rcl.site import pages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +197,7 @@ def test_assets_are_hash_checked_and_cached(tmp_path, monkeypatch):
     for asset in assets.ASSETS:  # the real pins: the cached tarballs the session's build used
         cached = ROOT / "build" / "site-assets" / asset.tarball
         if cached.exists():
-            assert assets.sha256(cached) == asset.sha256
+            assert file_sha256(cached) == asset.sha256
 
 
 # --- the browser -------------------------------------------------------------------------------------------------

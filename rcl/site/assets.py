@@ -7,12 +7,13 @@ next build reads the cache and needs no network) and unpacked into the site's ``
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from rcl.fileio import file_sha256
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,6 @@ WIDGETS = NpmAsset(
 ASSETS = (MATHJAX, WIDGETS)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(asset: NpmAsset, cache: Path) -> Path:
     """The asset's tarball in ``cache``: fetched with ``npm pack`` when absent, then checked against its pin.
 
@@ -92,7 +85,7 @@ def fetch(asset: NpmAsset, cache: Path) -> Path:
         )
         if done.returncode != 0 or not path.exists():
             raise RuntimeError(f"npm pack {asset.spec} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    found = sha256(path)
+    found = file_sha256(path)
     if found != asset.sha256:
         path.unlink()
         raise RuntimeError(

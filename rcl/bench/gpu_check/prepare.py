@@ -8,7 +8,6 @@ from the machine description (:mod:`rcl.bench.gpu_check.machine`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from rcl.bench.gpu_check.machine import GpuMachine, load_machine
 from rcl.bench.gpu_check.source import CARRY_DIR, WHEELS_DIR, now, source
+from rcl.fileio import file_sha256
 
 # torchattacks pins requests~=2.25.1 (it works with newer ones): it is fetched alone, without its dependencies.
 NO_DEPS = {"torchattacks": "3.5.1"}
@@ -144,14 +144,6 @@ def run_call(budget_s: float | None = None, machine: GpuMachine | None = None) -
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheels(
     wheels: Path, python: str, python_version: str, machine: GpuMachine, log: Callable[[str], None]
 ) -> None:
@@ -187,7 +179,7 @@ def _carry_archive(root: Path, archive: Path, machine: GpuMachine, log: Callable
         raise SystemExit(f"no CIFAR-10 archive at {archive}: pass --archive PATH (see ../shared/data/README.md)")
     if not target.is_file() or target.stat().st_size != archive.stat().st_size:
         shutil.copy2(archive, target)
-    digest = _sha256(target)
+    digest = file_sha256(target)
     if digest != machine.archive_sha256:
         log(f"warning: {target} has sha256 {digest}, not the documented {machine.archive_sha256}")
     (carry / "source.json").write_text(json.dumps({**source(root), "prepared": now()}, indent=2) + "\n")
