@@ -119,7 +119,8 @@ def report(runs: dict[str, str | Path]) -> str:
             f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | {record.get('profile')} | "
             f"`{record.get('dataset')}` | {record.get('seed')} | {duration_text(record['wall_seconds'])} |"
         )
-    stated = {label: len(paper_verdicts(frame)) + (frame.kind != "paper").sum() for label, frame in claims.items()}
+    by_seed = {label: paper_verdicts(frame).set_index("paper") for label, frame in claims.items()}
+    stated = {label: len(by_seed[label]) + (frame.kind != "paper").sum() for label, frame in claims.items()}
     dropped = {label: count - len(table) for label, count in stated.items() if count != len(table)}
     lines += [
         "",
@@ -153,7 +154,6 @@ def report(runs: dict[str, str | Path]) -> str:
         "### Evidence, per seed",
         "",
     ]
-    by_seed = {label: paper_verdicts(claims[label]).set_index("paper") for label in labels}
     for row in paper.itertuples():
         lines.append(f"- **{row.chapter}: `{row.paper}`** (all seeds: {row.verdict})")
         for label in labels:
