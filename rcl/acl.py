@@ -61,6 +61,7 @@ from rcl.profiles import Config
 from rcl.runtime import seeded_init
 from rcl.train import History, TrainConfig, pretrain_acl
 from rcl.train import finetune as _finetune
+from rcl.verdicts import Floor
 
 CHAPTER = "07_acl"
 VARIANTS = ("A2A", "A2S", "DS")
@@ -678,6 +679,23 @@ def results(cfg: Config, data: Dataset, pl: Plan | None = None, *, baseline: boo
     return records, {"pretrained": nets, "classifiers": classifiers, "outcomes": per_image}
 
 
+def control_floor(records: list[dict], mode: str, n: int) -> Floor:
+    """The floor of chapter 07's verdicts in ``mode``: the random-encoder ``CONTROL``'s clean accuracy plus
+    ``verdicts.FLOOR_MARGIN``, from the ``records`` of :func:`results` (``n`` test images).
+
+    The control keeps, as every run does, the epoch of best validation *robust* accuracy; on a random encoder that
+    robust accuracy is noise near 0, so that epoch can be one whose head has barely learned (measured on the laptop
+    profile: 10 % clean at epoch 1, 26 % at the last). The floor takes the higher clean accuracy of the kept and the
+    last epoch, the stricter of the two."""
+    from rcl.verdicts import Floor
+
+    for r in records:
+        if r["scheme"] == CONTROL and r["scenario"] == mode:
+            accuracy = max(r["clean_acc"], r.get("clean_acc_last", r["clean_acc"]))
+            return Floor(accuracy, n, f"a random encoder fine-tuned the same way ({mode}, lr {r['finetune_lr']:g})")
+    raise KeyError(f"no {CONTROL} record in mode {mode!r}: run results(cfg, data, baseline=True) with that mode")
+
+
 def ablation_modes(pl: Plan) -> tuple[str, ...]:
     """The fine-tuning modes the single-BatchNorm ablation runs in: linear (the mode ``jiang-dual-bn`` is decided
     in, where the head reads the encoder's BatchNorm statistics as they are) when the plan has it."""
@@ -703,6 +721,7 @@ __all__ = [
     "pretrain_history",
     "pretrained",
     "bn_branch_gap",
+    "control_floor",
     "eval_attack",
     "val_attack",
     "evaluate",

@@ -458,3 +458,22 @@ def test_a_control_whose_recipe_diverges_is_fine_tuned_again_at_a_tenth_of_the_r
     assert run == f"{acl.CONTROL}-lr{low:g}" and acl._run_lr(cfg, run) == pytest.approx(low)
     assert acl._run_lr(cfg, acl.CONTROL) == cfg.acl_finetune_lr
     assert "fine-tuning it again at lr" in capsys.readouterr().out
+
+
+def test_the_control_floor_takes_the_higher_clean_accuracy_of_its_kept_and_last_epoch():
+    """Measured on the laptop profile: the control's kept epoch (best validation robust accuracy, noise near 0 on a
+    random encoder) had 10 % clean accuracy, its last 26 %. A floor at 10 % would let an encoder at 30 % through."""
+    control = {"scheme": acl.CONTROL, "finetune_lr": 0.01, "clean_acc": 0.102, "clean_acc_last": 0.262}
+    records = [
+        {**control, "scenario": "linear"},
+        {**control, "scenario": "full", "clean_acc": 0.35, "clean_acc_last": 0.30},
+        {"scheme": "DS", "scenario": "linear", "finetune_lr": 0.1, "clean_acc": 0.9, "clean_acc_last": 0.9},
+    ]
+    linear = acl.control_floor(records, "linear", 1000)
+    assert linear.accuracy == pytest.approx(0.262)
+    assert not linear.learned(0.34, 1000)  # above the kept epoch by 24 points, below the last by less than 10
+    assert linear.learned(0.40, 1000)
+    assert "lr 0.01" in str(linear)
+    assert acl.control_floor(records, "full", 1000).accuracy == pytest.approx(0.35)
+    with pytest.raises(KeyError, match="partial"):
+        acl.control_floor(records, "partial", 1000)
