@@ -618,7 +618,7 @@ def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
     only when every run says so (the same sign, outside the noise, in each), ``untestable`` when any run could not
     test it, ``undecided`` otherwise (inside the noise somewhere, or the seeds disagree). Columns: chapter, kind,
     paper, claim, one verdict column per run, ``verdict`` (the combined one) and ``spread`` (the effect in each
-    run, in points, where the claim measured one). A claim missing from a run is left out."""
+    run and its 95 % interval, in points, where the claim measured one). A claim missing from a run is left out."""
     return combine_seeds({label: collect_claims(run_dir) for label, run_dir in runs.items()})
 
 
@@ -640,11 +640,13 @@ def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         papers = paper_verdicts(frame).assign(kind="paper", claim=lambda f: f.paper)
         others = frame[frame.kind != "paper"].assign(parts="")
         per_seed[label] = pd.concat([papers, others], ignore_index=True)[
-            ["chapter", "kind", "paper", "claim", "verdict", "effect", "parts"]
+            ["chapter", "kind", "paper", "claim", "verdict", "effect", "low", "high", "parts"]
         ]
     table = None
     for label, frame in per_seed.items():
-        part = frame.rename(columns={"verdict": label, "effect": f"{label} effect", "parts": f"{label} parts"})
+        part = frame.rename(
+            columns={"verdict": label, **{c: f"{label} {c}" for c in ("effect", "low", "high", "parts")}}
+        )
         table = part if table is None else table.merge(part, on=["chapter", "kind", "paper", "claim"], how="inner")
     if table is None or table.empty:
         return pd.DataFrame(columns=columns)
@@ -655,11 +657,18 @@ def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
             return "untestable"
         return verdicts.pop() if len(verdicts) == 1 and verdicts <= {"holds", "does not hold"} else "undecided"
 
+    def missing(value) -> bool:
+        return value is None or pd.isna(value)
+
+    def shown(label: str, row) -> str:  # one seed's effect and its 95 % interval, in points
+        effect, low, high = (row[f"{label} {c}"] for c in ("effect", "low", "high"))
+        interval = "" if missing(low) or missing(high) else f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+        return f"{100 * effect:+.1f}{interval}"
+
     def spread(row) -> str:
-        effects = [row[f"{label} effect"] for label in labels]
-        if any(e is None or pd.isna(e) for e in effects):
+        if any(missing(row[f"{label} effect"]) for label in labels):
             return ""
-        return " / ".join(f"{100 * e:+.1f}" for e in effects) + " points"
+        return " / ".join(shown(label, row) for label in labels) + " points"
 
     table["verdict"] = table.apply(combined, axis=1)
     table["spread"] = table.apply(spread, axis=1)

@@ -407,7 +407,12 @@ def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_pat
         "both do not hold": "does not hold",
     }
     assert table.index[0] == "gupta-csl-less-robust"  # the papers' claims first, one row per register key
-    assert table.spread["both hold"] == "+20.0 / +17.0 points" and table.spread["gupta-csl-less-robust"] == ""
+    bands = [verdicts.noise(0.40, 0.20, 1000), verdicts.noise(0.38, 0.21, 1000)]  # each seed's effect, its band
+    both = " / ".join(
+        f"{100 * d:+.1f} [{100 * (d - b):+.1f}, {100 * (d + b):+.1f}]" for d, b in zip((0.2, 0.17), bands)
+    )
+    both += " points"
+    assert table.spread["both hold"] == both and table.spread["gupta-csl-less-robust"] == ""
     assert table.loc["inside the noise once", "seed 1"] == "undecided"
 
 
@@ -435,7 +440,9 @@ def test_seeds_report_counts_each_seed_and_both_and_shows_the_evidence(tmp_path,
     assert f"- seed 0: {keys}: 1 holds; other checks (1): 1 does not hold" in report
     assert f"- seed 1: {keys}: 1 holds; other checks (1): 1 holds" in report
     assert f"- all seeds together: {keys}: 1 holds; other checks (1): 1 undecided" in report
-    assert "| 08_false_negatives | gupta-csl-less-robust | holds | holds | holds | +20.0 / +19.0 points |" in report
+    effects = [(0.20, verdicts.noise(0.40, 0.20, 1000)), (0.19, verdicts.noise(0.41, 0.22, 1000))]
+    spread = " / ".join(f"{100 * d:+.1f} [{100 * (d - b):+.1f}, {100 * (d + b):+.1f}]" for d, b in effects)
+    assert f"| 08_false_negatives | gupta-csl-less-robust | holds | holds | holds | {spread} points |" in report
     assert "| 10 min 0 s |" in report and "| 11 min 5 s |" in report
     assert "  - seed 1: holds; SL 41.0 % vs SimCLR 22.0 %: +19.0 points" in report
     out = tmp_path / "README.md"

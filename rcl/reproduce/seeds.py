@@ -147,7 +147,8 @@ def report(runs: dict[str, str | Path]) -> str:
         "## The papers' claims",
         "",
         "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference that decides the "
-        "claim (a - b, in points: accuracy points, or CKA x 100), per seed.",
+        "claim (a - b, in points: accuracy points, or CKA x 100) and its 95 % interval, per seed; for a claim with "
+        "parts, the part that goes the other way, else the one with the smallest effect.",
         "",
         markdown_table(paper.drop(columns=["kind", "paper", "parts"]).rename(columns=renamed)),
         "",
