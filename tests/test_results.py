@@ -468,12 +468,27 @@ def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch
     runs = {"seed 0": "results/laptop-cifar10", "seed 1": "results/laptop-cifar10-seed1"}
     report = seeds.report(runs)
     assert open("results/README.md").read() == report
-    # the README's chapter 04 table and its verdict lines are the report's, not typed
+    # the README's block of the reference runs (counts, per-claim verdicts, chapter 04's table, times) is written
     readme = open("README.md").read()
-    assert seeds.scenario_table(runs)[0] in readme
+    assert seeds.readme_block(runs) in readme
     for label, folder in runs.items():
         assert f"- {label}: {verdicts.verdict_counts(verdicts.collect_claims(folder))}" in readme
-    assert f"- both seeds: {verdicts.verdict_counts(verdicts.across_seeds(runs))}" in readme
+    assert seeds.scenario_table(runs)[0] in readme
+
+
+def test_the_readme_block_is_replaced_between_its_markers_and_refused_without_them(tmp_path, capsys):
+    runs = _two_seeds(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Project\n\nprose\n{seeds.README_BEGIN}\nstale 99 %\n{seeds.README_END}\n\nmore prose\n")
+    seeds.main([f"{label}={folder}" for label, folder in runs.items()] + ["--readme", str(readme)])
+    text = readme.read_text()
+    assert "stale 99 %" not in text and text.startswith("# Project\n\nprose\n") and text.endswith("\n\nmore prose\n")
+    assert seeds.readme_block(runs) in text and "| 10 min 0 s |" in text  # seed 0's wall time, from its run.json
+    readme.write_text("# Project without the markers\n")
+    with pytest.raises(SystemExit):
+        seeds.main([f"{label}={folder}" for label, folder in runs.items()] + ["--readme", str(readme)])
+    assert "no <!-- reference runs: begin --> ... <!-- reference runs: end --> block" in capsys.readouterr().err
+    assert readme.read_text() == "# Project without the markers\n"  # nothing written on a refusal
 
 
 def _seeds_error(runs, capsys, *extra):

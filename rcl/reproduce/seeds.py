@@ -1,11 +1,12 @@
 """Published runs of several seeds side by side: ``results/README.md``.
 
     python -m rcl.reproduce.seeds 'seed 0=results/laptop-cifar10' 'seed 1=results/laptop-cifar10-seed1' \\
-        --out results/README.md
+        --out results/README.md --readme README.md
 
 Every figure comes from the runs' files: ``run.json`` (commit, seed, wall time), the chapters' ``claims.json``
 combined by :func:`rcl.verdicts.combine_seeds` (a claim holds, or does not, only when every seed says so outside its
-noise) and chapter 04's ``robustness.csv`` (the run summary's table, one figure per seed in each cell).
+noise) and chapter 04's ``robustness.csv`` (the run summary's table, one figure per seed in each cell). ``--readme``
+also rewrites the block of the project README between :data:`README_BEGIN` and :data:`README_END`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rcl.reproduce.summary import duration_text, main_table
 from rcl.results import markdown_table, read_table
 from rcl.verdicts import FLOOR_MARGIN, collect_claims, combine_seeds, paper_verdicts, verdict_counts
 
-SCENARIO_TITLE = "## Chapter 04: robust accuracy per scheme and scenario, {runs}"
+SCENARIO_TITLE = "Chapter 04: robust accuracy per scheme and scenario, {runs}"
 
 
 def _record(run_dir: str | Path) -> dict:
@@ -94,84 +95,203 @@ def _differences(a: dict, b: dict) -> list[str]:
     return out
 
 
+class _Runs:
+    """Published runs read once and checked (:func:`check_runs`): records, claims, the seeds' combined table."""
+
+    def __init__(self, runs: dict[str, str | Path]):
+        self.runs = runs
+        self.labels = list(runs)
+        self.records = {label: _record(run_dir) for label, run_dir in runs.items()}
+        check_runs(runs, self.records)
+        self.claims = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
+        self.table = combine_seeds(self.claims)
+        self.by_seed = {label: paper_verdicts(frame).set_index("paper") for label, frame in self.claims.items()}
+
+    def command(self, out: str) -> str:
+        runs = " ".join(shlex.quote(f"{label}={Path(folder).as_posix()}") for label, folder in self.runs.items())
+        return f"python -m rcl.reproduce.seeds {runs} {out}"
+
+    def runs_table(self) -> list[str]:
+        """One row per run: folder, commit, seed, machine, its load before the run (the load at its end counts the
+        run itself), wall time."""
+        lines = [
+            "| run | folder | commit | profile | dataset | seed | machine | load before (1 min) | wall time |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, run_dir in self.runs.items():
+            record = self.records[label]
+            lines.append(
+                f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | "
+                f"{record.get('profile')} | `{record.get('dataset')}` | {record.get('seed')} | {_machine(record)} | "
+                f"{_load(record)} | "
+                f"{duration_text(record['wall_seconds'])} |"
+            )
+        return lines
+
+    def chapter_times(self) -> list[str]:
+        """Each chapter's wall time per run (``run.json``'s ``chapters``), one column per run."""
+        times = {label: _chapter_seconds(record) for label, record in self.records.items()}
+        chapters = list(dict.fromkeys(name for per_run in times.values() for name in per_run))
+        if not chapters:
+            return []
+        lines = [f"| chapter | {' | '.join(self.labels)} |", "| --- |" + " --- |" * len(self.labels)]
+        for chapter in chapters:
+            cells = [duration_text(times[label][chapter]) if chapter in times[label] else "-" for label in self.labels]
+            lines.append(f"| {chapter} | {' | '.join(cells)} |")
+        return lines
+
+    def counts(self, together: str = "all seeds together") -> list[str]:
+        return [f"- {label}: {verdict_counts(self.claims[label])}" for label in self.labels] + [
+            f"- {together}: {verdict_counts(self.table)}"
+        ]
+
+    def dropped(self) -> dict[str, int]:
+        """Per run, how many of its claims are missing from another run (left out of the combined table)."""
+        stated = {
+            label: len(self.by_seed[label]) + (frame.kind != "paper").sum() for label, frame in self.claims.items()
+        }
+        return {label: count - len(self.table) for label, count in stated.items() if count != len(self.table)}
+
+    def paper_table(self) -> str:
+        paper = self.table[self.table.kind == "paper"]
+        return markdown_table(paper.drop(columns=["kind", "paper", "parts"]).rename(columns=_RENAMED))
+
+    def scenarios(self, heading: str) -> list[str]:
+        """Chapter 04's table over the runs under a ``heading`` (markdown prefix, e.g. ``"## "``)."""
+        found = scenario_table(self.runs)
+        if found is None:
+            return []
+        table_md, caption = found
+        return [heading + SCENARIO_TITLE.format(runs=" / ".join(self.labels)), "", caption, "", table_md]
+
+
+_RENAMED = {"verdict": "all seeds", "spread": "effect per seed"}
+_RULE = (
+    "Each of the papers' claims gets one verdict per seed from its parts (clean and robust accuracy, every "
+    "fine-tuning mode, each scheme: the register's rule, rcl.verdicts.paper_verdicts): it holds when every part "
+    "holds outside its 95 % noise band, does not hold when a part goes the other way outside it, is untestable "
+    f"when a part could not be tested (a model not {100 * FLOOR_MARGIN:.0f} points above its random-encoder "
+    "control, a floor, a ceiling) and undecided otherwise. Across the seeds a claim holds (or does not hold) only "
+    "when every seed says so; it is undecided when the seeds disagree. The counts are of claims (register keys), "
+    "not of rows."
+)
+_EFFECT = (
+    "Effect: the difference that decides the claim (a - b, in points: accuracy points, or CKA x 100) and its 95 % "
+    "interval, per seed; for a claim with parts, the part that goes the other way, else the one with the smallest "
+    "effect."
+)
+
+
+def _machine(record: dict) -> str:
+    machine = record.get("machine_at_start") or {}
+    cpu, cores = machine.get("cpu"), machine.get("cpu_count")
+    device = machine.get("cuda") or (f"{cpu}, {cores} cores" if cpu else "")
+    return printable(device) or "-"
+
+
+def _load(record: dict) -> str:
+    load = (record.get("machine_at_start") or {}).get("load_average_1_5_15_min")
+    return f"{load[0]:.2f}" if isinstance(load, list) and load and isinstance(load[0], int | float) else "-"
+
+
+def _chapter_seconds(record: dict) -> dict[str, float]:
+    out = {}
+    for chapter in record.get("chapters") or []:
+        if isinstance(chapter, dict) and isinstance(chapter.get("seconds"), int | float):
+            out[Path(str(chapter.get("notebook"))).stem[:2]] = float(chapter["seconds"])
+    return out
+
+
 def report(runs: dict[str, str | Path]) -> str:
     """The markdown of ``results/README.md`` for published runs (``{label: run_dir}``, seeds of one experiment: see
     :func:`check_runs`): the runs, the verdict counts per seed and for all seeds together, each paper claim with every
     seed's verdict, effect and evidence, the other checks, and chapter 04's table."""
-    records = {label: _record(run_dir) for label, run_dir in runs.items()}
-    check_runs(runs, records)
-    claims = {label: collect_claims(run_dir) for label, run_dir in runs.items()}
-    table = combine_seeds(claims)
-    labels = list(runs)
-    command = " ".join(shlex.quote(f"{label}={Path(folder).as_posix()}") for label, folder in runs.items())
+    read = _Runs(runs)
     lines = [
         "# Reference runs",
         "",
-        f"Written by `python -m rcl.reproduce.seeds {command} --out results/README.md` from the runs' `run.json`, "
+        f"Written by `{read.command('--out results/README.md')}` from the runs' `run.json`, "
         "`claims.json` and chapter 04's `robustness.csv`; do not edit by hand.",
         "",
-        "| run | folder | commit | profile | dataset | seed | wall time |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        *read.runs_table(),
     ]
-    for label, run_dir in runs.items():
-        record = records[label]
-        lines.append(
-            f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | {record.get('profile')} | "
-            f"`{record.get('dataset')}` | {record.get('seed')} | {duration_text(record['wall_seconds'])} |"
-        )
-    by_seed = {label: paper_verdicts(frame).set_index("paper") for label, frame in claims.items()}
-    stated = {label: len(by_seed[label]) + (frame.kind != "paper").sum() for label, frame in claims.items()}
-    dropped = {label: count - len(table) for label, count in stated.items() if count != len(table)}
-    lines += [
-        "",
-        "## Verdicts",
-        "",
-        "Each of the papers' claims gets one verdict per seed from its parts (clean and robust accuracy, every "
-        "fine-tuning mode, each scheme: the register's rule, rcl.verdicts.paper_verdicts): it holds when every part "
-        "holds outside its 95 % noise band, does not hold when a part goes the other way outside it, is untestable "
-        f"when a part could not be tested (a model not {100 * FLOOR_MARGIN:.0f} points above its random-encoder "
-        "control, a floor, a ceiling) and undecided otherwise. Across the seeds a claim holds (or does not hold) only "
-        "when every seed says so; it is undecided when the seeds disagree. The counts are of claims (register keys), "
-        "not of rows.",
-        "",
-        *[f"- {label}: {verdict_counts(claims[label])}" for label in labels],
-        f"- all seeds together: {verdict_counts(table)}",
-    ]
+    times = read.chapter_times()
+    if times:
+        lines += ["", "Wall time per chapter (`run.json`):", "", *times]
+    lines += ["", "## Verdicts", "", _RULE, "", *read.counts()]
+    dropped = read.dropped()
     if dropped:
         lines.append(f"- left out (not in every run): {', '.join(f'{n} of {label}' for label, n in dropped.items())}")
-    renamed = {"verdict": "all seeds", "spread": "effect per seed"}
-    paper = table[table.kind == "paper"]
-    other = table[table.kind != "paper"]
     lines += [
         "",
         "## The papers' claims",
         "",
-        "The register and its sources: [docs/claims.md](../docs/claims.md). Effect: the difference that decides the "
-        "claim (a - b, in points: accuracy points, or CKA x 100) and its 95 % interval, per seed; for a claim with "
-        "parts, the part that goes the other way, else the one with the smallest effect.",
+        f"The register and its sources: [docs/claims.md](../docs/claims.md). {_EFFECT}",
         "",
-        markdown_table(paper.drop(columns=["kind", "paper", "parts"]).rename(columns=renamed)),
+        read.paper_table(),
         "",
         "### Evidence, per seed",
         "",
     ]
-    for row in paper.itertuples():
+    for row in read.table[read.table.kind == "paper"].itertuples():
         lines.append(f"- **{row.chapter}: `{row.paper}`** (all seeds: {row.verdict})")
-        for label in labels:
-            match = by_seed[label].loc[row.paper]
+        for label in read.labels:
+            match = read.by_seed[label].loc[row.paper]
             parts = f" ({match.parts})" if match.parts else ""
             lines.append(f"  - {label}: {match.verdict}{parts}; {match.evidence}")
+    other = read.table[read.table.kind != "paper"]
     lines += [
         "",
         "## Other checks (method checks of the code, observations about the runs)",
         "",
-        markdown_table(other.drop(columns=["paper", "parts"]).rename(columns=renamed)),
+        markdown_table(other.drop(columns=["paper", "parts"]).rename(columns=_RENAMED)),
     ]
-    scenarios = scenario_table(runs)
-    if scenarios is not None:
-        table_md, caption = scenarios
-        lines += ["", SCENARIO_TITLE.format(runs=" / ".join(labels)), "", caption, "", table_md]
+    scenarios = read.scenarios("## ")
+    if scenarios:
+        lines += ["", *scenarios]
     return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- reference runs: begin -->"
+README_END = "<!-- reference runs: end -->"
+
+
+def readme_block(runs: dict[str, str | Path]) -> str:
+    """The part of the project README between :data:`README_BEGIN` and :data:`README_END`: the runs, their
+    verdict counts, each paper claim's verdict per seed with its effect and interval, chapter 04's table, and each
+    chapter's wall time; every figure read from the runs' files (results/README.md adds the evidence)."""
+    read = _Runs(runs)
+    lines = [
+        README_BEGIN,
+        f"<!-- written by {read.command('--readme README.md')}; do not edit by hand -->",
+        "",
+        *read.runs_table(),
+        "",
+        _RULE,
+        "",
+        *read.counts(),
+        "",
+        f"{_EFFECT} The evidence of each is in [results/README.md](results/README.md).",
+        "",
+        read.paper_table().replace("(../docs/", "(docs/"),
+    ]
+    scenarios = read.scenarios("#### ")
+    if scenarios:
+        lines += ["", *scenarios]
+    times = read.chapter_times()
+    if times:
+        lines += ["", "Wall time per chapter (`run.json`):", "", *times]
+    return "\n".join([*lines, README_END])
+
+
+def update_readme(path: Path, block: str) -> str:
+    """``path``'s text with the part between the markers replaced by ``block``; ``ValueError`` when the markers are
+    missing or out of order."""
+    text = path.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} block to write the reference runs into")
+    return text[:begin] + block + text[end + len(README_END) :]
 
 
 def scenario_table(runs: dict[str, str | Path]) -> tuple[str, str] | None:
@@ -195,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rcl.reproduce.seeds", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR, one per published run (e.g. 'seed 0=results/x')")
     parser.add_argument("--out", help="write the report here (default: print it)")
+    parser.add_argument("--readme", help="also rewrite the reference-runs block of this README (e.g. README.md)")
     args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:
@@ -212,10 +333,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--out {args.out}: the folder {Path(args.out).parent} does not exist; create it first")
     if args.out and Path(args.out).is_dir():
         parser.error(f"--out {args.out} is a folder: give the file to write, e.g. {Path(args.out) / 'README.md'}")
+    if args.readme and not Path(args.readme).is_file():
+        parser.error(f"--readme {args.readme}: no such file; give the project README (README.md)")
     try:
         text = report(runs)
+        readme = update_readme(Path(args.readme), readme_block(runs)) if args.readme else None
     except ValueError as err:
         parser.error(f"runs: {err}")
+    if readme is not None:
+        fileio.write_atomic(Path(args.readme), lambda f: f.write(readme.encode()))
     if args.out:
         fileio.write_atomic(Path(args.out), lambda f: f.write(text.encode()))
     else:
