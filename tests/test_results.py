@@ -461,11 +461,13 @@ def test_seeds_report_refuses_a_run_it_cannot_read(arg, message, capsys):
 
 
 def test_the_committed_results_readme_is_what_the_committed_runs_say(monkeypatch):
-    """results/README.md is regenerated from the two committed seeds; a hand edit or a stale copy fails here."""
+    """results/README.md is regenerated from every committed seed; a hand edit or a stale copy fails here."""
     from rcl.runtime import project_root
+    from rcl.site.pages import published_runs
 
     monkeypatch.chdir(project_root())
-    runs = {"seed 0": "results/laptop-cifar10", "seed 1": "results/laptop-cifar10-seed1"}
+    runs = {run.label: run.folder.as_posix() for run in published_runs(project_root())}
+    assert runs, "no published run under results/"
     report = seeds.report(runs)
     assert open("results/README.md").read() == report
     # the README's block of the reference runs (counts, per-claim verdicts, chapter 04's table, times) is written
