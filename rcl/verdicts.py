@@ -527,6 +527,7 @@ def paper_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
     from rcl.paper_claims import CLAIMS
 
     rows = claims[claims.kind == "paper"]
+    keys = {c.key for c in CLAIMS}
     legacy = (rows.part == "").all()  # a run from before parts: each key's rows are its parts, named by their text
     out = []
     for registered in CLAIMS:
@@ -538,7 +539,9 @@ def paper_verdicts(claims: pd.DataFrame) -> pd.DataFrame:
         # () in the register: the parts are whatever the run checked (every mode run, every radius tested)
         names = own.claim if legacy else (registered.parts or tuple(dict.fromkeys(own.part)))
         for name in names:
-            owner, _, part = name.rpartition("/") if "/" in name and not legacy else (registered.key, "", name)
+            # "<key>/<part>" cites another claim's part; a part's own name may hold a "/" too ("eps 0.25/255")
+            head, cites, tail = name.partition("/")
+            owner, part = (head, tail) if cites and head in keys and not legacy else (registered.key, name)
             if part == "*":  # every part of another claim: its measurement, cited
                 of_owner = rows[rows.paper == owner]
                 parts += [(f"{owner}/{row.part}", row) for row in of_owner.itertuples()] or [(name, None)]

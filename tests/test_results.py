@@ -383,6 +383,19 @@ def test_a_claim_that_cites_another_claims_part_uses_that_row_once(capsys, monke
     assert len(rows) == 2
 
 
+def test_a_part_whose_own_name_holds_a_slash_is_not_read_as_a_citation(capsys):
+    """Gupta's radii are parts named "eps 0.25/255": the first laptop run at the verdict revision read them as
+    citations of a claim "eps 0.25" and called gupta-csl-less-robust untestable though all four parts were there."""
+    key = "gupta-csl-less-robust"  # its register parts are the radii the run tested
+    rows = _paper_rows({"eps 0.25/255": "does not hold", "eps 2/255": "does not hold"}, key)
+    table = verdicts.paper_verdicts(rows).set_index("paper")  # the claims citing its radii get a row each too
+    assert table.verdict[key] == "does not hold"
+    assert table.parts[key] == "eps 0.25/255: does not hold; eps 2/255: does not hold"
+    assert (
+        table.parts["gupta-csl-more-sensitive"] == f"{key}/eps 0.25/255: does not hold; {key}/eps 2/255: does not hold"
+    )
+
+
 def test_across_seeds_holds_only_when_every_seed_holds_outside_the_noise(tmp_path):
     """Issue 25: where two seeds exist, a verdict needs the same sign in both, and the table shows the spread."""
     cases = {  # claim: (seed 0 a, b), (seed 1 a, b) on 1,000 images each
