@@ -275,7 +275,7 @@ def readme_block(runs: dict[str, str | Path]) -> str:
         "",
         read.paper_table().replace("(../docs/", "(docs/"),
     ]
-    scenarios = read.scenarios("#### ")
+    scenarios = read.scenarios("### ")
     if scenarios:
         lines += ["", *scenarios]
     times = read.chapter_times()
