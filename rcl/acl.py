@@ -685,10 +685,8 @@ def control_floor(records: list[dict], mode: str, n: int) -> Floor:
 
     The control keeps, as every run does, the epoch of best validation *robust* accuracy; on a random encoder that
     robust accuracy is noise near 0, so that epoch can be one whose head has barely learned (measured on the laptop
-    profile: 10 % clean at epoch 1, 26 % at the last). The floor takes the higher clean accuracy of the kept and the
-    last epoch, the stricter of the two."""
-    from rcl.verdicts import Floor
-
+    profile: 10 % clean at epoch 1, 23-26 % at the last). The floor takes the higher clean accuracy of the kept and
+    the last epoch, the stricter of the two."""
     for r in records:
         if r["scheme"] == CONTROL and r["scenario"] == mode:
             accuracy = max(r["clean_acc"], r.get("clean_acc_last", r["clean_acc"]))

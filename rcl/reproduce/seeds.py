@@ -140,10 +140,10 @@ class _Runs:
             lines.append(f"| {chapter} | {' | '.join(cells)} |")
         return lines
 
-    def counts(self, together: str = "all seeds together") -> list[str]:
-        return [f"- {label}: {verdict_counts(self.claims[label])}" for label in self.labels] + [
-            f"- {together}: {verdict_counts(self.table)}"
-        ]
+    def counts(self) -> list[str]:
+        """The verdict counts of each run, then of all of them together (:func:`rcl.verdicts.verdict_counts`)."""
+        each = [f"- {label}: {verdict_counts(self.claims[label])}" for label in self.labels]
+        return [*each, f"- all seeds together: {verdict_counts(self.table)}"]
 
     def dropped(self) -> dict[str, int]:
         """Per run, how many of its claims are missing from another run (left out of the combined table)."""
