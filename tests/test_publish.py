@@ -287,8 +287,8 @@ ABSOLUTE = r"(?<![\w<>.])/(?:tmp|work|home|root|Users|mnt|scratch|private|var)/"
 
 def test_a_publication_names_no_path_of_the_machine_that_ran_it(tmp_path):
     """Issue 33: the executed notebooks' parameters, run.json, the summary and every table say <run>, <data>/<tree>
-    and <checkout>, never the absolute paths of the machine that ran them; a longer name that starts like the run
-    folder (run1) is left alone."""
+    and <checkout>, never the absolute paths of the machine that ran them, not even cut short in a table cell; a
+    longer name that starts like the run folder (run1) is left alone."""
     import re
 
     run, checkout, tree = tmp_path / "run", tmp_path / "checkout", tmp_path / "data" / "cifar10-jpeg"
@@ -296,7 +296,9 @@ def test_a_publication_names_no_path_of_the_machine_that_ran_it(tmp_path):
     nb = nbformat.read(run / "notebooks" / "01_a.ipynb", as_version=4)
     nb.cells[0].source = f'run_dir = "{run}"\ndataset = "imagefolder:{tree}"\ncwd = "{checkout}/notebooks"'
     nbformat.write(nb, run / "notebooks" / "01_a.ipynb")
-    (run / "summary.md").write_text(f"run folder {run}; data {tree}/train; another folder {run}1.\n")
+    (run / "summary.md").write_text(
+        f"run folder {run}; data {tree}/train; another folder {run}1; a table cell cut short {str(tree)[:-5]}...\n"
+    )
     (run / "01_a").mkdir()
     (run / "01_a" / "table.csv").write_text(f"dataset\nimagefolder:{tree}\n")
     settings = {"profile": "laptop", "dataset": f"imagefolder:{tree}", "seed": 0, "data_root": str(tmp_path / "data")}
@@ -312,6 +314,9 @@ def test_a_publication_names_no_path_of_the_machine_that_ran_it(tmp_path):
     assert 'run_dir = \\"<run>\\"' in texts["01_a.ipynb"] and "<checkout>/notebooks" in texts["01_a.ipynb"]
     assert "imagefolder:<data>/cifar10-jpeg" in texts["table.csv"] and "--out <run>" in texts["run.json"]
     assert f"{run}1" in texts["summary.md"]  # not the run folder: left as it is
+    assert (
+        "a table cell cut short <data>/cifar10-jpeg...\n" in texts["summary.md"]
+    )  # pandas' "imagefolder:/tmp/cifar..."
     assert re.search(ABSOLUTE, "x /tmp/a") and not re.search(ABSOLUTE, "x <run>/a")
 
 

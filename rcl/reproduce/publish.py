@@ -228,11 +228,20 @@ def machine_paths(run_dir: str | Path, settings: dict, root: str | Path | None) 
     return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
+TRUNCATED = "..."  # how pandas ends a cell cut to its column width (``display.max_colwidth``)
+
+
 def without_machine_paths(text: str, pairs: list[tuple[str, str]]) -> str:
     """``text`` with every path of :func:`machine_paths` replaced by its label (only at a path boundary, so that
-    ``/tmp/run`` never rewrites ``/tmp/run1``)."""
+    ``/tmp/run`` never rewrites ``/tmp/run1``), and a path cut short by a display (a table cell shown as
+    ``imagefolder:/tmp/cifar...``) by its label followed by ``...``."""
     import re
 
+    for path, label in pairs:  # cut paths first: a shorter path of the list may begin the cut one
+        second = path.find("/", 1)  # a cut path keeps its first folder and a character more: "/tmp..." is no path
+        cut = "|".join(re.escape(path[:end]) for end in range(len(path) - 1, second + 1, -1)) if second > 0 else ""
+        if cut:
+            text = re.sub(rf"(?<![\w/])(?:{cut}){re.escape(TRUNCATED)}", lambda _, label=label: label + TRUNCATED, text)
     for path, label in pairs:
         text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text)
     return text
