@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     record = json.loads((args.publication / publish.PROVENANCE).read_text())
     params = json.loads(_parameters(args.run / "notebooks" / "00_setup_and_data.ipynb"))
     real = {"<run>": str(args.run.resolve()), "<checkout>": str(args.checkout.resolve())}
-    data_root = params["data_root"]
+    data_root = params.get("overrides", {}).get("data_root") or str(args.checkout.resolve() / "data")
     dataset = params["dataset"]
 
     def restore(text: str) -> str:
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         "table cell; nothing else differs."
     )
     dest = publish.publish(
-        args.run, args.dest, commit=record["commit"], settings=settings, expected=[r["notebook"] for r in record["chapters"]],
-        command=command, started=started, machine_at_start=record["machine_at_start"], note=note, root=args.checkout,
+        args.run, args.dest, commit=record["commit"], settings=settings, command=command,
+        expected=[row["notebook"] for row in record["chapters"]], started=started, note=note, root=args.checkout,
+        machine_at_start=record["machine_at_start"],
     )  # fmt: skip
     print(f"published again to {dest}")
 
