@@ -180,6 +180,26 @@ def test_links_are_rebased_when_text_moves():
     assert moved == "[register](docs/claims.md) [top](#verdicts) [web](https://example.org) ![f](results/x/y.png)"
 
 
+def test_a_link_to_an_anchor_in_a_printed_markdown_output_becomes_its_text():
+    """Chapter 09 prints docs/protocol.md, whose "[...](#the-laptop-profiles-departures-from-the-papers)" found no
+    anchor on the site (Sphinx anchors no heading of an output); links to other pages and the sources stay."""
+    cell = {
+        "cell_type": "code",
+        "source": "[kept](#in-source)",
+        "outputs": [
+            {
+                "data": {
+                    "text/markdown": ["see ([The departures from the\n", "papers](#the-departures)) and [x](a.md#b)"]
+                }
+            },
+            {"text": "[plain](#text)"},
+        ],
+    }
+    out = pages.without_output_anchor_links(cell)
+    assert out["outputs"][0]["data"]["text/markdown"] == "see (The departures from the\npapers) and [x](a.md#b)"
+    assert out["outputs"][1] == {"text": "[plain](#text)"} and out["source"] == "[kept](#in-source)"
+
+
 def test_assets_are_hash_checked_and_cached(tmp_path, monkeypatch):
     from rcl.site import assets
 

@@ -304,6 +304,21 @@ def _copy_linked(root: Path, out: Path, page: PurePosixPath, text: str) -> None:
             shutil.copyfile(source, out / relative)
 
 
+OUTPUT_ANCHOR_LINK = re.compile(r"\[([^\]]*)\]\(#[^)\s]*\)")
+
+
+def without_output_anchor_links(cell: dict) -> dict:
+    """``cell`` with every link to an anchor of its own page (``[text](#heading)``) in its Markdown outputs turned
+    into its text: Sphinx gives a heading printed by a cell (chapter 09 shows ``docs/protocol.md``) no anchor, so
+    such a link would lead nowhere on the site (JupyterLab, which anchors them, keeps the link)."""
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if "text/markdown" in data:
+            text = data["text/markdown"]
+            data["text/markdown"] = OUTPUT_ANCHOR_LINK.sub(r"\1", "".join(text) if isinstance(text, list) else text)
+    return cell
+
+
 def stage(root: Path, out: Path, conf_dir: Path, built_from: str, chapters_folder: str | None = None) -> dict:
     """Write the site's Sphinx sources into ``out`` (emptied first): ``conf.py`` and ``_static/`` from
     ``conf_dir``, ``_site.json``, ``index.md``, the documents and the chapters. Returns what was staged."""
@@ -330,7 +345,8 @@ def stage(root: Path, out: Path, conf_dir: Path, built_from: str, chapters_folde
 
     for page in pages:
         notebook = notebooks_json[page.name]
-        cells = notebook["cells"]
+        cells = [without_output_anchor_links(cell) for cell in notebook["cells"]]
+        notebook["cells"] = cells
         for (name, index), keys in targets.items():
             if name == page.name:
                 cells[index] = add_targets(cells[index], keys)
