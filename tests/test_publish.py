@@ -349,3 +349,46 @@ def test_a_resumed_run_says_which_chapters_an_earlier_invocation_executed():
     assert "chapter 00 was executed by an earlier invocation of the same command" in text
     record["chapters"][0]["start"] = "2026-12-03T22:51:40"
     assert "earlier invocation" not in publish.readme_text(record, "# summary\n")
+
+
+def test_republishing_a_run_keeps_its_first_publications_provenance_and_says_why(tmp_path):
+    """tools/republish_run.py copies a finished run again with this checkout's publisher (issue 33: seed 0's data
+    path, cut short by pandas, escaped the publisher of the commit that ran it). The new copy keeps the commit,
+    command, start and machine of the first, adds its reason to the note, and names no path of the machine."""
+    import importlib.util
+
+    from rcl.runtime import project_root
+
+    spec = importlib.util.spec_from_file_location("republish_run", project_root() / "tools" / "republish_run.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    run, checkout, data = tmp_path / "run", tmp_path / "checkout", tmp_path / "data"
+    tree = data / "cifar10-jpeg"
+    checkout.mkdir()
+    _executed(run / "notebooks" / "00_setup_and_data.ipynb", 11.0)
+    nb = nbformat.read(run / "notebooks" / "00_setup_and_data.ipynb", as_version=4)
+    nb.metadata["papermill"]["parameters"] = {"dataset": f"imagefolder:{tree}", "overrides": {"data_root": str(data)}}
+    nbformat.write(nb, run / "notebooks" / "00_setup_and_data.ipynb")
+    (run / "summary.md").write_text(f"# summary\n\n| our setting |\n| imagefolder:{str(tree)[:-4]}... |\n")
+    settings = {"profile": "laptop", "dataset": f"imagefolder:{tree}", "seed": 2, "data_root": str(data)}
+    command = ["python", "-m", "rcl.reproduce", "--dataset", f"imagefolder:{tree}", "--out", str(run), "--publish",
+               "results/x", "--note", "Data: a JPEG copy."]  # fmt: skip
+    machine = {"cpu": "AMD EPYC", "load_average_1_5_15_min": [0.68, 0.26, 0.47]}
+    first = publish.publish(
+        run, tmp_path / "first", commit="c" * 40, settings=settings, expected=["00_setup_and_data.ipynb"],
+        command=command, started=1796684100.0, machine_at_start=machine, note="Data: a JPEG copy.", root=checkout,
+    )  # fmt: skip
+    again = tmp_path / "results" / "again"
+    tool.main(["--run", str(run), "--publication", str(first), "--checkout", str(checkout), "--dest", str(again)])
+
+    before, after = (json.loads((folder / "run.json").read_text()) for folder in (first, again))
+    for key in ("commit", "command", "started", "machine_at_start", "dataset", "seed", "settings", "wall_seconds"):
+        assert after[key] == before[key], key
+    readme = (again / "README.md").read_text()
+    assert "Data: a JPEG copy. Published again from the same run folder by tools/republish_run.py" in readme
+    assert "the chapters ran at ccccccc" in readme
+    for path in again.rglob("*"):
+        if path.is_file() and path.suffix in publish.TEXT_SUFFIXES:
+            assert str(tmp_path) not in path.read_text(), path.name
+    assert "imagefolder:<data>/cifar10-jpeg..." in (again / "summary.md").read_text()

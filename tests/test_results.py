@@ -581,3 +581,32 @@ def test_seeds_report_out_in_a_missing_folder_is_refused_before_any_work(tmp_pat
     runs = _two_seeds(tmp_path)
     err = _seeds_error(runs.items(), capsys, "--out", str(tmp_path / "nowhere" / "README.md"))
     assert f"the folder {tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_a_resumed_runs_wall_time_is_marked_a_lower_bound(tmp_path):
+    """Issue 33: a seed that resumed after an interruption counts only the finishing part of the chapter that was
+    cut, so the report must not set its wall time beside an uninterrupted one as if they were alike."""
+    runs = _two_seeds(tmp_path)
+    record = json.loads((runs["seed 1"] / "run.json").read_text())
+    record["started"] = "2026-12-07T23:34:00Z"
+    record["chapters"] = [
+        {"notebook": "00_setup_and_data.ipynb", "seconds": 11.0, "start": "2026-12-07T22:55:00.1"},
+        {"notebook": "04_training_scenarios.ipynb", "seconds": 654.0, "start": "2026-12-07T23:34:02.5"},
+    ]
+    (runs["seed 1"] / "run.json").write_text(json.dumps(record))
+    report = seeds.report(runs)
+    assert "| 10 min 0 s |" in report and "| at least 11 min 5 s (resumed) |" in report
+    assert "seed 1 resumed after an interruption" in report and "seed 0 resumed" not in report
+    assert "at least" not in seeds.report({"seed 0": runs["seed 0"]})
+
+
+def test_the_committed_reference_runs_were_made_at_one_commit():
+    """Issue 33: the seeds under results/ are one experiment, run from clean clones of one commit."""
+    from rcl.runtime import project_root
+    from rcl.site.pages import published_runs
+
+    commits = {
+        run.label: json.loads((project_root() / run.folder / "run.json").read_text())["commit"]
+        for run in published_runs(project_root())
+    }
+    assert len(set(commits.values())) == 1, commits

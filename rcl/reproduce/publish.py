@@ -352,9 +352,9 @@ def _build(staging, run_dir, commit, settings, command, started, machine_at_star
     fileio.write_atomic(staging / MARKER, lambda f: f.write(marker.encode()))
 
 
-def _earlier_invocations(record: dict) -> list[str]:
-    """A paragraph naming the chapters an earlier invocation of the command executed (the run resumed after an
-    interruption), from their papermill start times against the run's ``started``; none when all ran in one go."""
+def earlier_chapters(record: dict) -> list[str]:
+    """The chapters (``"00"``, ...) an earlier invocation of the run's command executed, from their papermill start
+    times against the run's ``started``: the run resumed after an interruption. Empty when all ran in one go."""
     from datetime import datetime, timezone
 
     def when(text):
@@ -365,11 +365,17 @@ def _earlier_invocations(record: dict) -> list[str]:
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
 
     started = when(record.get("started"))
-    earlier = [
+    return [
         row["notebook"][:2]
-        for row in record["chapters"]
+        for row in record.get("chapters") or []
         if started is not None and when(row.get("start")) is not None and when(row.get("start")) < started
     ]
+
+
+def _earlier_invocations(record: dict) -> list[str]:
+    """A paragraph naming the chapters an earlier invocation executed (:func:`earlier_chapters`); none when all ran
+    in one go."""
+    earlier = earlier_chapters(record)
     if not earlier:
         return []
     return [

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rcl import fileio
 from rcl.fileio import printable
+from rcl.reproduce.publish import earlier_chapters
 from rcl.reproduce.summary import duration_text, main_table
 from rcl.results import markdown_table, read_table
 from rcl.verdicts import FLOOR_MARGIN, collect_claims, combine_seeds, paper_verdicts, verdict_counts
@@ -113,19 +114,32 @@ class _Runs:
 
     def runs_table(self) -> list[str]:
         """One row per run: folder, commit, seed, machine, its load before the run (the load at its end counts the
-        run itself), wall time."""
+        run itself), wall time; a run that resumed after an interruption has its wall time marked as a lower bound
+        and a sentence under the table that says why (:func:`rcl.reproduce.publish.earlier_chapters`)."""
         lines = [
             "| run | folder | commit | profile | dataset | seed | machine | load before (1 min) | wall time |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
+        resumed = []
         for label, run_dir in self.runs.items():
             record = self.records[label]
+            wall = duration_text(record["wall_seconds"])
+            if earlier_chapters(record):
+                resumed.append(label)
+                wall = f"at least {wall} (resumed)"
             lines.append(
                 f"| {label} | `{Path(run_dir).as_posix()}` | `{str(record.get('commit'))[:7]}` | "
                 f"{record.get('profile')} | `{record.get('dataset')}` | {record.get('seed')} | {_machine(record)} | "
-                f"{_load(record)} | "
-                f"{duration_text(record['wall_seconds'])} |"
+                f"{_load(record)} | {wall} |"
             )
+        if resumed:
+            lines += [
+                "",
+                f"{' and '.join(resumed)} resumed after an interruption (the run's README names the chapters an "
+                "earlier invocation ran): a chapter interrupted part-way counts only the part that finished it, so "
+                "the wall time is a lower bound, and the load before is the resumed invocation's. A run timed in "
+                "one go on an idle machine is the one to quote.",
+            ]
         return lines
 
     def chapter_times(self) -> list[str]:
