@@ -186,8 +186,8 @@ _RULE = (
     "holds outside its 95 % noise band, does not hold when a part goes the other way outside it, is untestable "
     f"when a part could not be tested (a model not {100 * FLOOR_MARGIN:.0f} points above its random-encoder "
     "control, a floor, a ceiling) and undecided otherwise. Across the seeds a claim holds (or does not hold) only "
-    "when every seed says so; it is undecided when the seeds disagree. The counts are of claims (register keys), "
-    "not of rows."
+    "when every seed says so; it is untestable when a seed could not test it, and undecided when the seeds "
+    "otherwise disagree. The counts are of claims (register keys), not of rows."
 )
 _EFFECT = (
     "Effect: the difference that decides the claim (a - b, in points: accuracy points, or CKA x 100) and its 95 % "
