@@ -39,6 +39,7 @@ import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
@@ -694,6 +695,21 @@ def control_floor(records: list[dict], mode: str, n: int) -> Floor:
     raise KeyError(f"no {CONTROL} record in mode {mode!r}: run results(cfg, data, baseline=True) with that mode")
 
 
+def by_mode(table: pd.DataFrame) -> pd.DataFrame:
+    """Chapter 07's table: one row per scheme, for each measure (clean and robust accuracy of the kept epoch, robust
+    at the main study's radius, clean and robust of the last epoch, in %, one decimal) a column per fine-tuning mode,
+    then the kept epoch per mode. ``table``: :func:`rcl.results.save_robustness` of :func:`results`' records.
+
+    Every column is joined by its name: the best epochs once came from a second pivot copied in by position, and
+    that pivot's alphabetical modes put partial's epochs under full."""
+    measures = ["clean_acc", "robust_acc", "robust_acc_main", "clean_acc_last", "robust_acc_last"]
+    wide = (100 * table.pivot_table(index="scheme", columns="scenario", values=measures, sort=False)).round(1)
+    best = table.pivot_table(index="scheme", columns="scenario", values="best_epoch", sort=False)
+    for mode in best.columns:
+        wide[("best_epoch", mode)] = best[mode]
+    return wide
+
+
 def ablation_modes(pl: Plan) -> tuple[str, ...]:
     """The fine-tuning modes the single-BatchNorm ablation runs in: linear (the mode ``jiang-dual-bn`` is decided
     in, where the head reads the encoder's BatchNorm statistics as they are) when the plan has it."""
@@ -719,6 +735,7 @@ __all__ = [
     "pretrain_history",
     "pretrained",
     "bn_branch_gap",
+    "by_mode",
     "control_floor",
     "eval_attack",
     "val_attack",

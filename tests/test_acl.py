@@ -477,3 +477,46 @@ def test_the_control_floor_takes_the_higher_clean_accuracy_of_its_kept_and_last_
     assert acl.control_floor(records, "full", 1000).accuracy == pytest.approx(0.35)
     with pytest.raises(KeyError, match="partial"):
         acl.control_floor(records, "partial", 1000)
+
+
+def _row(scheme, mode, best_epoch, clean):
+    return {"scheme": scheme, "scenario": mode, "best_epoch": best_epoch, "clean_acc": clean, "robust_acc": 0.1,
+            "robust_acc_main": 0.2, "clean_acc_last": clean, "robust_acc_last": 0.1}  # fmt: skip
+
+
+def test_chapter_07s_table_joins_every_column_by_its_mode():
+    """Issue 33: the best epochs were copied in by position from an alphabetical pivot (DS showed 4, 4, 3 where
+    robustness.csv has 4, 3, 4). Modes first seen as linear, partial, full sort as full, linear, partial."""
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [_row("DS", "linear", 4, 0.30), _row("DS", "partial", 3, 0.31), _row("DS", "full", 4, 0.35),
+         _row("DS (clean BN route)", "linear", 2, 0.25)]
+    )  # fmt: skip
+    wide = acl.by_mode(table)
+    assert list(wide["best_epoch"].columns) == ["linear", "partial", "full"]
+    assert wide.loc["DS", "best_epoch"].tolist() == [4, 3, 4]
+    assert wide.loc["DS", "clean_acc"].tolist() == [30.0, 31.0, 35.0]
+    assert wide.loc["DS (clean BN route)", ("best_epoch", "linear")] == 2
+    assert wide.loc["DS (clean BN route)", "clean_acc_last"].isna().tolist() == [False, True, True]
+
+
+def test_the_committed_chapter_07_tables_are_what_their_robustness_csv_says():
+    """Issue 33: in every committed run, chapter 07's printed table is acl.by_mode of the run's robustness.csv."""
+    import json
+
+    from rcl.results import read_table
+    from rcl.runtime import project_root
+    from rcl.site.pages import published_runs
+
+    for run in published_runs(project_root()):
+        folder = project_root() / run.folder
+        notebook = json.loads((folder / "notebooks" / "07_acl.ipynb").read_text())
+        shown = [
+            "".join(output["data"]["text/plain"])
+            for cell in notebook["cells"] if cell["cell_type"] == "code"
+            for output in cell["outputs"]
+            if output["output_type"] == "execute_result" and "best_epoch" in "".join(output["data"]["text/plain"])
+        ]  # fmt: skip
+        expected = acl.by_mode(read_table(folder / "07_acl" / "robustness.csv")).to_string(line_width=80)
+        assert shown == [expected], run.label
