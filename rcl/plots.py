@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from rcl.fileio import write_atomic
@@ -320,7 +321,8 @@ def accuracy_bars(
     """Grouped bars of ``value`` (a fraction) with ``index`` on the x axis and one bar per ``columns`` value.
 
     Every bar is labelled with its value (a 0.0 bar still shows "0.0", a model that did not run "not run"); ``n``
-    (test images behind each accuracy) adds error bars of two standard errors (``rcl.verdicts.noise``), ``chance`` a
+    (test images behind each accuracy) adds error bars of two standard errors (``rcl.verdicts.noise``, cut at 0 and
+    100 %), ``chance`` a
     dashed line at the accuracy of guessing. Long x labels are wrapped (and turned if they still collide); the
     legend sits outside the bars."""
     from rcl.verdicts import noise
@@ -328,7 +330,11 @@ def accuracy_bars(
     table = frame.pivot_table(index=index, columns=columns, values=value, sort=False)
     groups, bars = len(table), max(1, len(table.columns))
     fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 0.35 * groups * bars + 1.2 * groups)), 3.6))
-    errors = table.map(lambda p: 100 * noise(p, n=n)) if n else None
+    errors = None
+    if n:  # [column, (below, above), row], cut at 0 and 100 %: no accuracy lies outside them
+        band = table.map(lambda p: 100 * noise(p, n=n)).to_numpy().T
+        percent = 100 * table.to_numpy().T
+        errors = np.stack([np.minimum(band, percent), np.minimum(band, 100 - percent)], axis=1)
     (100 * table).plot.bar(ax=ax, rot=0, yerr=errors, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
     bars_of = [c for c in ax.containers if hasattr(c, "datavalues")]  # one per column, in the table's order
     for container, column in zip(bars_of, table.columns):  # pandas draws a missing cell as a 0-high bar

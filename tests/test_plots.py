@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rcl import plots, study  # noqa: E402
+from rcl import plots, study, verdicts  # noqa: E402
 
 
 def _texts(fig: Figure) -> str:
@@ -133,6 +133,10 @@ def test_accuracy_bars_label_every_bar_even_at_zero_and_draw_chance_and_noise():
     assert any(line.get_label() == "chance" and line.get_ydata()[0] == pytest.approx(10) for line in ax.get_lines())
     errorbars = [c for c in ax.containers if c.__class__.__name__ == "ErrorbarContainer"]
     assert errorbars  # two standard errors on 1,000 images
+    spans = [(seg[0][1], seg[1][1]) for c in errorbars for seg in c.lines[2][0].get_segments()]  # (bottom, top)
+    band = 100 * verdicts.noise(0.05, n=1000)
+    assert min(bottom for bottom, _ in spans) == 0.0  # the 0 % bar's band stops at 0, not below
+    assert any(bottom == pytest.approx(5 - band) and top == pytest.approx(5 + band) for bottom, top in spans)
 
 
 def test_eps_curves_give_each_scheme_its_own_panel_with_a_chance_line():
