@@ -74,6 +74,7 @@ def caption(fig, text: str) -> None:
     """A one-line caption under the figure, in the saved PNG too, stating the numbers the figure shows."""
     import textwrap
 
+    fig.tight_layout()  # first: laid out later, the axes rise over tall tick labels and leave the caption far below
     renderer = fig.canvas.get_renderer()
     bottom = fig.get_tightbbox(renderer).y0 / fig.get_figheight()  # below every axis label and tick, in figure units
     fig.text(
@@ -339,7 +340,9 @@ def accuracy_bars(
     bars_of = [c for c in ax.containers if hasattr(c, "datavalues")]  # one per column, in the table's order
     for container, column in zip(bars_of, table.columns):  # pandas draws a missing cell as a 0-high bar
         labels = ["not run" if math.isnan(v) else f"{100 * v:.1f}" for v in table[column]]
-        ax.bar_label(container, labels=labels, fontsize=6, padding=1)
+        for text in ax.bar_label(container, labels=labels, fontsize=6, padding=1):
+            if text.get_text() == "not run":  # upright: two missing neighbours' labels would run into each other
+                text.set_rotation(90)
     _chance_line(ax, chance)
     ax.set_xlabel(index)
     ax.set_ylabel(value.replace("_", " ") + " (%)")

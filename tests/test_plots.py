@@ -201,6 +201,14 @@ def test_accuracy_bars_label_a_model_that_did_not_run_as_not_run_never_0():
     frame = pd.DataFrame({"scheme": ["SL", "SL", "CL"], "kind": ["ST", "AT", "ST"], "robust_acc": [0.0, 0.3, 0.05]})
     ax = plots.accuracy_bars(frame, index="scheme", columns="kind").axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["0.0", "30.0", "5.0", "not run"]
+    # chapter 09's ACL figure: two modes missing side by side printed "not runnot run"
+    frame = pd.DataFrame({"scheme": ["DS"] * 3 + ["DS-single-BN"], "mode": ["linear", "partial", "full", "linear"],
+                          "robust_acc": [0.17, 0.18, 0.19, 0.18]})  # fmt: skip
+    fig = plots.accuracy_bars(frame, index="scheme", columns="mode")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    missing = [t.get_window_extent(renderer) for t in fig.axes[0].texts if t.get_text() == "not run"]
+    assert len(missing) == 2 and not missing[0].overlaps(missing[1])
 
 
 def test_a_caption_sits_below_the_axis_labels_and_long_layer_names_do_not_collide():
@@ -219,6 +227,10 @@ def test_a_caption_sits_below_the_axis_labels_and_long_layer_names_do_not_collid
     layers = [f"layer{i}.{j}.{name}" for i in range(1, 5) for j in range(2) for name in ("bn1", "bn2", "shortcut.1")]
     fig = plots.line_plot({"shift": [0.1] * len(layers)}, layers, "BatchNorm layer", "value", percent=False)
     assert not plots.tick_labels_overlap(fig.axes[0])
+    fig.canvas.draw()  # the caption follows the upright layer names closely, not a quarter of the figure below them
+    renderer = fig.canvas.get_renderer()
+    gap = fig.axes[0].get_tightbbox(renderer).y0 - fig.texts[-1].get_window_extent(renderer).y1
+    assert 0 <= gap < 0.1 * fig.bbox.height
 
 
 def test_training_curves_show_whole_epochs_and_say_what_ran():
