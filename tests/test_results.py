@@ -610,3 +610,15 @@ def test_the_committed_reference_runs_were_made_at_one_commit():
         for run in published_runs(project_root())
     }
     assert len(set(commits.values())) == 1, commits
+
+
+def test_seeds_report_names_the_claims_it_leaves_out_of_the_seeds_together(tmp_path):
+    """A claim whose text names a number the run chose (chapter 08's matched budget, 2 epochs in one seed and 4 in
+    another) cannot be combined; the report says which, not only how many."""
+    runs = _two_seeds(tmp_path)
+    claims = verdicts.Claims(runs["seed 1"] / "07_acl")  # a chapter of its own: Claims starts its file afresh
+    claims.greater("matched (4 epochs)", 0.5, 0.2, n=1000, names=("A", "B"), kind="observation")
+    report = seeds.report(runs)
+    stated = '- left out of the seeds together, as no other run states them alike: seed 1: 07_acl: "matched (4 epochs)"'
+    assert stated in report
+    assert "seed 0:" not in report.split("left out of the seeds together")[1].split("\n")[0]

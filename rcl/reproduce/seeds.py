@@ -159,12 +159,19 @@ class _Runs:
         each = [f"- {label}: {verdict_counts(self.claims[label])}" for label in self.labels]
         return [*each, f"- all seeds together: {verdict_counts(self.table)}"]
 
-    def dropped(self) -> dict[str, int]:
-        """Per run, how many of its claims are missing from another run (left out of the combined table)."""
-        stated = {
-            label: len(self.by_seed[label]) + (frame.kind != "paper").sum() for label, frame in self.claims.items()
-        }
-        return {label: count - len(self.table) for label, count in stated.items() if count != len(self.table)}
+    def left_out(self) -> dict[str, list[str]]:
+        """Per run, its claims that another run does not state alike (``"chapter: claim"``), which the combined
+        table leaves out: a claim whose text differs between runs (it named a number the run chose) or that only
+        one run checked."""
+        combined = {(row.chapter, row.claim) for row in self.table.itertuples()}
+        out = {}
+        for label, frame in self.claims.items():
+            papers = {(chapter, paper) for paper, chapter in self.by_seed[label].chapter.items()}
+            others = {(row.chapter, row.claim) for row in frame[frame.kind != "paper"].itertuples()}
+            missing = sorted((papers | others) - combined)
+            if missing:
+                out[label] = [f'{chapter}: "{claim}"' for chapter, claim in missing]
+        return out
 
     def paper_table(self) -> str:
         paper = self.table[self.table.kind == "paper"]
@@ -233,9 +240,12 @@ def report(runs: dict[str, str | Path]) -> str:
     if times:
         lines += ["", "Wall time per chapter (`run.json`):", "", *times]
     lines += ["", "## Verdicts", "", _RULE, "", *read.counts()]
-    dropped = read.dropped()
-    if dropped:
-        lines.append(f"- left out (not in every run): {', '.join(f'{n} of {label}' for label, n in dropped.items())}")
+    left_out = read.left_out()
+    if left_out:
+        lines.append(
+            "- left out of the seeds together, as no other run states them alike: "
+            + "; ".join(f"{label}: {', '.join(claims)}" for label, claims in left_out.items())
+        )
     lines += [
         "",
         "## The papers' claims",
