@@ -621,7 +621,8 @@ def across_seeds(runs: dict[str, str | Path]) -> pd.DataFrame:
     only when every run says so (the same sign, outside the noise, in each), ``untestable`` when any run could not
     test it, ``undecided`` otherwise (inside the noise somewhere, or the seeds disagree). Columns: chapter, kind,
     paper, claim, one verdict column per run, ``verdict`` (the combined one) and ``spread`` (the effect in each
-    run and its 95 % interval, in points, where the claim measured one). A claim missing from a run is left out."""
+    run and its 95 % interval, in points, ``none`` in a run that measured none; empty where no run measured one). A
+    claim missing from a run is left out."""
     return combine_seeds({label: collect_claims(run_dir) for label, run_dir in runs.items()})
 
 
@@ -663,13 +664,15 @@ def combine_seeds(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     def missing(value) -> bool:
         return value is None or pd.isna(value)
 
-    def shown(label: str, row) -> str:  # one seed's effect and its 95 % interval, in points
+    def shown(label: str, row) -> str:  # one seed's effect and its 95 % interval, in points; "none" if untested
         effect, low, high = (row[f"{label} {c}"] for c in ("effect", "low", "high"))
+        if missing(effect):
+            return "none"
         interval = "" if missing(low) or missing(high) else f" [{100 * low:+.1f}, {100 * high:+.1f}]"
         return f"{100 * effect:+.1f}{interval}"
 
-    def spread(row) -> str:
-        if any(missing(row[f"{label} effect"]) for label in labels):
+    def spread(row) -> str:  # every seed's effect where one measured it: an undecided seed still shows its interval
+        if all(missing(row[f"{label} effect"]) for label in labels):
             return ""
         return " / ".join(shown(label, row) for label in labels) + " points"
 
