@@ -83,31 +83,48 @@ def caption(fig, text: str) -> None:
     )  # fmt: skip
 
 
+AXIS_NAMES = {  # what a training history's keys measure, for the axis of training_curves
+    "loss": "training loss",
+    "acc": "accuracy on training batches (%)",
+    "adv_acc": "accuracy on PGD examples of training batches (%)",
+    "val_acc": "validation accuracy (%)",
+    "val_robust_acc": "validation robust accuracy (%)",
+}
+
+
 def training_curves(
     histories: dict[str, list[dict]],
     keys: Sequence[str] = ("loss",),
     chance: float | None = None,
     save: str | Path | None = None,
     title: str = "",
+    names: dict[str, str] | None = None,
 ):
     """One panel per key in ``keys``; one line per run in ``histories`` (name -> per-epoch records), each run in
     the same colour in every panel (a run without a key leaves its panel without its line, not a shifted colour).
-    ``chance``: draw the chance line on the panels of accuracies (keys containing ``acc``); ``title``: what the runs
-    are (e.g. which model's fine-tuning). Epochs are whole numbers on the axis."""
+    Accuracies (keys containing ``acc``, fractions in the records) are drawn in %; ``chance``: a fraction, the line
+    drawn on their panels; ``names``: axis labels by key, over :data:`AXIS_NAMES` (a contrastive history's ``acc``
+    is its positive-pair top-1, whose chance is 1 / batch size, not 1 / classes); ``title``: what the runs are
+    (e.g. which model's fine-tuning). Epochs are whole numbers on the axis."""
     from matplotlib.ticker import MaxNLocator
+
+    names = {**AXIS_NAMES, **(names or {})}
+
+    def scale(key: str) -> float:
+        return 100.0 if "acc" in key else 1.0
 
     colours = _colours(histories)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for name, history in histories.items():
-            points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
+            points = [(r["epoch"], scale(key) * r[key]) for r in history if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", color=colours[name], label=name)
         if "acc" in key:
-            _chance_line(ax, chance, percent=False)
+            _chance_line(ax, chance)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(key)
+        ax.set_ylabel(names.get(key, key))
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -118,10 +135,17 @@ def training_curves(
     axes.flat[0].legend(handles.values(), handles.keys(), fontsize=8)
     last = []
     for name, history in histories.items():
-        shown = [f"{key} {history[-1][key]:.3g}" for key in keys if history and history[-1].get(key) is not None]
+        shown = [
+            f"{key} {history[-1][key]:.3g}" if "acc" not in key else f"{key} {100 * history[-1][key]:.1f} %"
+            for key in keys
+            if history and history[-1].get(key) is not None
+        ]
         if shown:
             last.append(f"{name}: {', '.join(shown)}")
-    caption(fig, f"After epoch {max((len(h) for h in histories.values()), default=0)}: " + "; ".join(last))
+    text = f"After epoch {max((len(h) for h in histories.values()), default=0)}: " + "; ".join(last)
+    if chance is not None and any("acc" in key for key in keys):
+        text += f"; chance {100 * chance:.2g} %"
+    caption(fig, text)
     return _finish(fig, save)
 
 

@@ -239,3 +239,19 @@ def test_training_curves_show_whole_epochs_and_say_what_ran():
     fig.canvas.draw()
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
     assert ticks and all("." not in t for t in ticks) and fig._suptitle.get_text() == "DS: TRADES fine-tuning"
+
+
+def test_training_curves_draw_accuracies_in_percent_with_named_axes_and_their_own_chance():
+    """A contrastive history's "acc" (positive-pair top-1) was drawn as a fraction under a 10 % "chance" line that
+    belongs to class accuracy; its chance is 1 / batch size."""
+    history = [{"epoch": e, "loss": 5.0 - e, "acc": 0.1 * e} for e in range(1, 4)]
+    fig = plots.training_curves(
+        {"SimCLR": history}, keys=("loss", "acc"), chance=1 / 128, names={"acc": "positive pair found (%)"}
+    )
+    loss, acc = fig.axes
+    assert loss.get_ylabel() == "training loss" and acc.get_ylabel() == "positive pair found (%)"
+    line = next(line for line in acc.get_lines() if line.get_label() == "SimCLR")
+    assert list(line.get_ydata()) == pytest.approx([10.0, 20.0, 30.0])
+    chance = next(line for line in acc.get_lines() if line.get_label() == "chance")
+    assert chance.get_ydata()[0] == pytest.approx(100 / 128)
+    assert fig.texts[-1].get_text() == "After epoch 3: SimCLR: loss 2, acc 30.0 %; chance 0.78 %"
