@@ -380,14 +380,16 @@ def test_republishing_a_run_keeps_its_first_publications_provenance_and_says_why
         command=command, started=1796684100.0, machine_at_start=machine, note="Data: a JPEG copy.", root=checkout,
     )  # fmt: skip
     again = tmp_path / "results" / "again"
-    tool.main(["--run", str(run), "--publication", str(first), "--checkout", str(checkout), "--dest", str(again)])
+    why = "whose publisher left a data path that pandas cut short in a table cell; nothing else differs"
+    tool.main(["--run", str(run), "--publication", str(first), "--checkout", str(checkout), "--dest", str(again),
+               "--why", why])  # fmt: skip
 
     before, after = (json.loads((folder / "run.json").read_text()) for folder in (first, again))
     for key in ("commit", "command", "started", "machine_at_start", "dataset", "seed", "settings", "wall_seconds"):
         assert after[key] == before[key], key
     readme = (again / "README.md").read_text()
     assert "Data: a JPEG copy. Published again from the same run folder by tools/republish_run.py" in readme
-    assert "the chapters ran at ccccccc" in readme
+    assert f"the chapters ran at ccccccc, {why}." in readme
     for path in again.rglob("*"):
         if path.is_file() and path.suffix in publish.TEXT_SUFFIXES:
             assert str(tmp_path) not in path.read_text(), path.name

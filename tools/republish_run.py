@@ -7,10 +7,12 @@ folder again, keeping its first publication's provenance (commit that ran the ch
 machine at the start) and adding a line to its README that says so::
 
     python tools/republish_run.py --run /tmp/ref-seed0 --publication /tmp/ref/results/laptop-cifar10 \
-        --checkout /tmp/ref --dest results/laptop-cifar10
+        --checkout /tmp/ref --dest results/laptop-cifar10 \
+        --why "whose publisher left a data path that pandas cut short in a table cell; nothing else differs"
 
 ``--publication``: the first publication (its ``run.json`` is read); ``--checkout``: the clean clone that ran it;
-``--dest``: where the new publication goes (an earlier publication there is replaced, as ``--publish`` does).
+``--dest``: where the new publication goes (an earlier publication there is replaced, as ``--publish`` does);
+``--why``: what the first publisher got wrong, said in the README after "the chapters ran at <commit>,".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--publication", required=True, type=Path, help="its first publication")
     parser.add_argument("--checkout", required=True, type=Path, help="the checkout that ran it")
     parser.add_argument("--dest", required=True, type=Path, help="where to publish it now")
+    parser.add_argument("--why", required=True, help="what the first publication got wrong, for its README")
     args = parser.parse_args(argv)
 
     record = json.loads((args.publication / publish.PROVENANCE).read_text())
@@ -51,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     note = _note(args.publication)
     note += (
         f" Published again from the same run folder by tools/republish_run.py at commit {_this_commit()}: "
-        f"the chapters ran at {record['commit'][:7]}, whose publisher left a data path that pandas cut short in a "
-        "table cell; nothing else differs."
+        f"the chapters ran at {record['commit'][:7]}, {args.why.rstrip('.')}."
     )
     dest = publish.publish(
         args.run, args.dest, commit=record["commit"], settings=settings, command=command,
