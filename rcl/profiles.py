@@ -1,9 +1,9 @@
 """Profiles: one parameter that picks a coherent set of sizes for the whole study.
 
 - ``smoke``: CPU, seconds per notebook, a tiny-width ResNet-18 on a few hundred images (CI, nbval).
-- ``laptop``: CPU, real CIFAR-10, the whole course in at most two hours on two cores: a ResNet-18 of width 16 on
-  10,000 images, sized so that the models of every comparison leave chance (the committed reference run
-  ``results/laptop-cifar10`` records its wall time).
+- ``laptop``: CPU, real CIFAR-10, the whole course in about two hours on two cores: a ResNet-18 of width 16 on
+  10,000 images, sized so that the models of every comparison leave chance (the committed reference
+  runs ``results/laptop-cifar10*`` record their wall times).
 - ``quick``: one GPU, the whole study in well under an hour, ResNet-18 on CIFAR-10.
 - ``paper``: the papers' own settings (Ghofrani et al. main study; Jiang et al. for ACL).
 - ``auto``: ``smoke`` on CPU, ``quick`` on CUDA (in a notebook; ``python -m rcl.reproduce --profile auto`` picks
