@@ -622,6 +622,8 @@ def test_seeds_report_names_the_claims_it_leaves_out_of_the_seeds_together(tmp_p
     claims = verdicts.Claims(runs["seed 1"] / "07_acl")  # a chapter of its own: Claims starts its file afresh
     claims.greater("matched (4 epochs)", 0.5, 0.2, n=1000, names=("A", "B"), kind="observation")
     report = seeds.report(runs)
-    stated = '- left out of the seeds together, as no other run states them alike: seed 1: 07_acl: "matched (4 epochs)"'
+    stated = (
+        '- left out of the seeds together, as not every run states them alike: seed 1: 07_acl: "matched (4 epochs)"'
+    )
     assert stated in report
     assert "seed 0:" not in report.split("left out of the seeds together")[1].split("\n")[0]

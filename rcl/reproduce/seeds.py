@@ -160,7 +160,7 @@ class _Runs:
         return [*each, f"- all seeds together: {verdict_counts(self.table)}"]
 
     def left_out(self) -> dict[str, list[str]]:
-        """Per run, its claims that another run does not state alike (``"chapter: claim"``), which the combined
+        """Per run, its claims that not every other run states alike (``"chapter: claim"``), which the combined
         table leaves out: a claim whose text differs between runs (it named a number the run chose) or that only
         one run checked."""
         combined = {(row.chapter, row.claim) for row in self.table.itertuples()}
@@ -243,7 +243,7 @@ def report(runs: dict[str, str | Path]) -> str:
     left_out = read.left_out()
     if left_out:
         lines.append(
-            "- left out of the seeds together, as no other run states them alike: "
+            "- left out of the seeds together, as not every run states them alike: "
             + "; ".join(f"{label}: {', '.join(claims)}" for label, claims in left_out.items())
         )
     lines += [
